@@ -1,0 +1,88 @@
+"""Every config combination the README mentions composes and validates; bad values fail early."""
+
+import itertools
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from tests.conftest import CONF
+from voxgan.config import ConfigError, validate
+from voxgan.data.procedural import CATEGORIES
+
+GROUPS = {
+    "model": ["dcgan3d", "resgan3d"],
+    "loss": ["bce", "wgan_gp"],
+    "data": ["chair", "airplane", "chair_airplane"],
+    "trainer": ["default", "cpu", "gpu", "ddp", "debug"],
+    "logger": ["wandb", "csv", "tensorboard", "none"],
+}
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=["paths.output_dir=unused", *overrides])
+
+
+@pytest.mark.parametrize("combo", list(itertools.product(*GROUPS.values())))
+def test_every_group_combination_composes_and_validates(combo: tuple[str, ...]) -> None:
+    cfg = _compose(*(f"{group}={option}" for group, option in zip(GROUPS, combo)))
+    validate(cfg, CATEGORIES)
+    assert cfg.model.name == combo[0] and cfg.loss.name == combo[1]
+
+
+@pytest.mark.parametrize("experiment", ["quick", "paper64", "chairplane"])
+def test_experiments_compose(experiment: str) -> None:
+    cfg = _compose(f"experiment={experiment}")
+    validate(cfg, CATEGORIES)
+    if experiment == "paper64":
+        assert (cfg.data.resolution, cfg.data.batch_size, cfg.model.g_channels) == (64, 100, 64)
+        assert (cfg.loss.g_lr, cfg.loss.d_lr, cfg.loss.d_gate_accuracy) == (2.5e-3, 1e-5, 0.8)
+    if experiment == "chairplane":
+        assert list(cfg.data.categories) == ["chair", "airplane"]
+
+
+def test_wgan_recipe_matches_the_paper_settings() -> None:
+    cfg = _compose("loss=wgan_gp")
+    assert (cfg.loss.gp_lambda, cfg.loss.n_critic, cfg.loss.g_lr, list(cfg.loss.betas)) == (10, 5, 1e-4, [0.5, 0.9])
+
+
+def test_resolution_is_a_sweepable_key() -> None:
+    for r in (16, 32, 64):
+        validate(_compose(f"data.resolution={r}"), CATEGORIES)
+
+
+def test_typo_in_a_key_fails_at_composition() -> None:
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)):
+        _compose("loss.g_lrr=0.1")
+
+
+def test_wrong_type_fails_at_composition() -> None:
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        _compose("data.resolution=big")
+
+
+def test_unknown_group_option_fails_at_composition() -> None:
+    with pytest.raises(ConfigCompositionException, match="model"):
+        _compose("model=transformer")
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("data.resolution=48", "data.resolution"),
+        ("data.resolution=256", "data.resolution"),
+        ("data.categories=[chair,spaceship]", "data.categories"),
+        ("loss.g_lr=-0.001", "loss.g_lr"),
+        ("loss.d_lr=0", "loss.d_lr"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("loss.d_gate_accuracy=0.3", "loss.d_gate_accuracy"),
+        ("model.prior=cauchy", "model.prior"),
+        ("iterations=0", "iterations"),
+        ("logger.backends=[mlflow]", "logger.backends"),
+    ],
+)
+def test_out_of_range_value_fails_with_the_key_named(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(_compose(override), CATEGORIES)

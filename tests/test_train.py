@@ -1,0 +1,129 @@
+"""Tiny real trainings: real Lightning trainer, real loggers, real checkpoints, on CPU at 16^3."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from voxgan.config import ConfigError
+from voxgan.module import NonFiniteLossError
+from voxgan.train import run
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("loss", ["bce", "wgan_gp"])
+@pytest.mark.parametrize("model", ["dcgan3d", "resgan3d"])
+def test_tiny_training_leaves_every_output(make_cfg, tmp_path: Path, loss: str, model: str) -> None:
+    cfg = make_cfg(f"loss={loss}", f"model={model}", "iterations=4", "callbacks.checkpoint_every=2",
+                   "callbacks.sample_every=2", "model.g_channels=4", "model.d_channels=4")
+    run(cfg)
+    out = tmp_path / "run"
+    assert (out / "config.yaml").is_file()
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert ckpts == ["iter_0000002.ckpt", "iter_0000004.ckpt", "last.ckpt"]
+    samples = sorted((out / "samples").glob("iter_*.png"))
+    assert [p.name for p in samples] == ["iter_0000002.png", "iter_0000004.png"]
+    assert Image.open(samples[-1]).size[0] > 64
+    records = _records(out)
+    assert [r["iteration"] for r in records] == [1, 2, 3, 4]
+    assert all(torch.isfinite(torch.tensor(r["train/d_loss"])) for r in records)
+    expected = {"bce": "train/d_acc_real", "wgan_gp": "train/gradient_penalty"}[loss]
+    assert expected in records[-1] and "train/g_grad_norm" in records[-1]
+    assert (out / "csv" / "metrics.csv").read_text().count("\n") >= 4
+    # checkpoints hold only tensors and plain containers: they load with weights_only=True
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["voxgan"]["iteration"] == 4
+
+
+def test_wgan_takes_n_critic_d_steps_per_iteration(make_cfg, tmp_path: Path) -> None:
+    run(make_cfg("loss=wgan_gp", "loss.n_critic=3", "iterations=2"))
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["voxgan"]["batches_seen"] == 6
+    # Lightning's global_step counts optimizer steps: 3 critic + 1 generator per iteration
+    assert state["global_step"] == 8
+
+
+def test_bce_gating_skips_d_updates_and_logs_the_fraction(make_cfg, tmp_path: Path) -> None:
+    # A gate at accuracy 0.51 is closed as soon as D does better than chance.
+    run(make_cfg("loss.d_gate_accuracy=0.51", "loss.d_lr=0.01", "iterations=12"))
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    skipped = state["voxgan"]["d_skipped"]
+    assert 0 < skipped < 12
+    assert state["global_step"] == 12 + (12 - skipped)
+    assert sum(r["train/d_skip_fraction"] for r in _records(tmp_path / "run")) == pytest.approx(skipped)
+
+
+@pytest.mark.parametrize("loss", ["bce", "wgan_gp"])
+def test_resume_replays_an_uninterrupted_run_exactly(make_cfg, tmp_path: Path, loss: str) -> None:
+    common = (f"loss={loss}", "callbacks.checkpoint_every=3", "loss.d_gate_accuracy=0.7" if loss == "bce" else "seed=1")
+    run(make_cfg(*common, "iterations=6", out="full"))
+    run(make_cfg(*common, "iterations=3", out="part"))
+    run(make_cfg(*common, "iterations=6", f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}", out="resumed"))
+    full = {r["iteration"]: (r["train/d_loss"], r["train/g_loss"]) for r in _records(tmp_path / "full")}
+    resumed = {r["iteration"]: (r["train/d_loss"], r["train/g_loss"]) for r in _records(tmp_path / "resumed")}
+    assert sorted(resumed) == [4, 5, 6]
+    for it in (4, 5, 6):
+        assert resumed[it] == full[it], f"iteration {it}"
+    end_full = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)
+    end_resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert end_full["voxgan"] == end_resumed["voxgan"]
+    for key, value in end_full["state_dict"].items():
+        assert torch.equal(value, end_resumed["state_dict"][key]), key
+    for opt_full, opt_resumed in zip(end_full["optimizer_states"], end_resumed["optimizer_states"]):
+        for p, s in opt_full["state"].items():
+            assert torch.equal(s["exp_avg"], opt_resumed["state"][p]["exp_avg"])
+
+
+def test_logger_none_logs_nothing_but_keeps_checkpoints(make_cfg, tmp_path: Path) -> None:
+    run(make_cfg("logger=none", "iterations=2"))
+    out = tmp_path / "run"
+    assert not (out / "metrics.jsonl").exists() and not (out / "csv").exists() and not (out / "wandb").exists()
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_tensorboard_logger_writes_events(make_cfg, tmp_path: Path) -> None:
+    run(make_cfg("logger=tensorboard", "iterations=2", "callbacks.sample_every=2"))
+    events = list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+
+
+def test_wandb_offline_run_holds_config_and_metrics(make_cfg, tmp_path: Path) -> None:
+    run(make_cfg("logger=wandb", "iterations=2", "logger.name=tiny", "logger.tags=[t1]"))
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    from tests.wandb_runs import read_summary
+
+    summary = read_summary(runs[0])
+    assert summary["state"] == "finished" and summary["tags"] == ["t1"]
+    assert summary["summary"]["iteration"] == 2
+    assert summary["config"]["data"]["resolution"] == 16
+
+
+def test_nan_stops_the_run_naming_iteration_and_checkpoint(make_cfg, tmp_path: Path, monkeypatch) -> None:
+    from voxgan.losses import BCEObjective
+
+    original = BCEObjective.g_loss
+    calls = {"n": 0}
+
+    def poisoned(self, d, fake):
+        calls["n"] += 1
+        loss, stats = original(self, d, fake)
+        return (loss * float("nan") if calls["n"] == 5 else loss), stats
+
+    monkeypatch.setattr(BCEObjective, "g_loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"iteration 5.*last\.ckpt"):
+        run(make_cfg("iterations=10", "callbacks.checkpoint_every=2"))
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert ckpts == ["iter_0000002.ckpt", "iter_0000004.ckpt", "last.ckpt"]
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["voxgan"]["iteration"] == 4
+
+
+def test_bad_value_fails_before_any_output(make_cfg, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="data.resolution=24"):
+        run(make_cfg("data.resolution=24"))
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,192 @@
+"""Typed configuration schemas, registered in Hydra's ConfigStore.
+
+The YAML files under ``conf/`` are recipes that fill these schemas: a key that is not here, or
+a value of the wrong type, fails when Hydra composes the config. ``validate`` then checks value
+ranges before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from voxgan.data.grid import RESOLUTIONS
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of G and D."""
+
+    name: str = "dcgan3d"  # dcgan3d | resgan3d
+    latent_dim: int = 200
+    prior: str = "normal"  # normal | uniform (uniform on [-1, 1], as in the paper)
+    g_channels: int = 64  # channels of G's finest hidden level; 64 gives the paper's 512-256-128-64 at 64^3
+    d_channels: int = 64
+    d_norm: str = "auto"  # batch | layer | spectral | none; auto: batch (bce) / layer (wgan_gp) / spectral (resgan3d)
+    ema_decay: float = 0.0  # > 0 keeps an exponential moving average of G for sampling
+    compile: bool = False  # torch.compile G and D
+    channels_last: bool = False  # channels_last_3d memory format
+
+
+@dataclass
+class LossConfig:
+    """Adversarial objective and its optimisers."""
+
+    name: str = "bce"  # bce | wgan_gp
+    g_lr: float = 2.5e-3
+    d_lr: float = 1e-5
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    label_smoothing: float = 0.0  # bce: real target 1 - label_smoothing
+    d_gate_accuracy: float | None = 0.8  # bce: update D only while its accuracy < this; null disables
+    gp_lambda: float = 10.0  # wgan_gp
+    n_critic: int = 1  # D steps per G step
+    instance_noise: float = 0.0  # std of Gaussian noise added to D's inputs, annealed to 0 over training
+
+
+@dataclass
+class DataConfig:
+    """Which shapes, at what resolution, in what batches."""
+
+    source: str = "synthetic"  # synthetic (embedded procedural library) | shards (prepared dataset)
+    categories: list[str] = field(default_factory=lambda: ["chair"])  # [] with shards: every category
+    resolution: int = 32
+    batch_size: int = 32
+    num_shapes: int = 1000  # synthetic: training shapes per category
+    val_fraction: float = 0.1
+    root: str | None = None  # shards: folder written by `python -m voxgan.data.prepare`
+    in_memory: bool = True  # shards: hold the split in memory (on the GPU when training there) or stream it
+    num_workers: int = 0  # streaming only
+    shuffle_buffer: int = 2048  # streaming only
+    mirror: bool = False  # augmentation: random flip across the x = 0 symmetry plane
+    shift: int = 0  # augmentation: random shifts of up to this many voxels
+    cache_dir: str | None = None  # synthetic: where generated shapes are cached (none: no cache)
+
+
+@dataclass
+class TrainerConfig:
+    """Arguments passed to ``pytorch_lightning.Trainer``."""
+
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    enable_progress_bar: bool = True
+    deterministic: bool = False
+    benchmark: bool | None = None  # cudnn benchmark mode
+    sync_batchnorm: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    """Where scalars, images and configs go. ``backends`` in: wandb, csv, tensorboard, jsonl."""
+
+    backends: list[str] = field(default_factory=lambda: ["jsonl", "wandb"])
+    project: str = "voxgan"
+    wandb_mode: str = "offline"  # offline needs no account; `wandb sync` uploads later
+    group: str | None = None  # filled with the sweep's folder in multirun
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CallbacksConfig:
+    """Periodic work during training, in generator iterations."""
+
+    log_every: int = 10
+    sample_every: int = 250  # render the fixed-z sample grid
+    num_samples: int = 16
+    checkpoint_every: int = 500  # keep a periodic checkpoint (last.ckpt is refreshed every time)
+    check_finite_every: int = 10  # NaN/inf check of the losses (a host sync, so not every iteration)
+    eval_every: int = 500  # sample-quality evaluation (0: off)
+    eval_samples: int = 200  # generated and reference shapes per evaluation (equal sizes)
+    eval_metrics: list[str] = field(default_factory=lambda: ["distribution", "memorisation", "occupancy", "frechet"])
+    classifier: str | None = None  # classifier checkpoint for the feature (Frechet) distance
+
+
+@dataclass
+class PathsConfig:
+    """Folders of a run."""
+
+    output_dir: str = MISSING
+    cache_dir: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    """The whole training run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    iterations: int = 1500  # generator iterations (Lightning's global_step counts optimizer steps)
+    seed: int = 0
+    ckpt_path: str | None = None  # resume from this checkpoint
+    optimized_metric: str | None = None  # the metric train.py returns to a sweeper (hparams_search)
+    experiment: Any = None
+    hparams_search: Any = None
+
+
+class ConfigError(ValueError):
+    """A configuration value out of its valid range."""
+
+
+def register_configs() -> None:
+    """Store the schema so ``conf/train.yaml`` can name it in its defaults list."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def _check(condition: bool, key: str, value: object, expected: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
+
+
+def validate(cfg: DictConfig | TrainConfig, known_categories: tuple[str, ...] | None = None) -> None:
+    """Check value ranges that types cannot express; raise ConfigError naming the key."""
+    from voxgan.losses import OBJECTIVES
+    from voxgan.models import ARCHITECTURES
+    from voxgan.models.layers import D_NORMS
+
+    m, lo, d, cb = cfg.model, cfg.loss, cfg.data, cfg.callbacks
+    _check(m.name in ARCHITECTURES, "model.name", m.name, f"one of {sorted(ARCHITECTURES)}")
+    _check(m.latent_dim > 0, "model.latent_dim", m.latent_dim, "a positive integer")
+    _check(m.prior in ("normal", "uniform"), "model.prior", m.prior, "normal or uniform")
+    _check(m.g_channels > 0 and m.d_channels > 0, "model.g_channels/d_channels", m.g_channels, "positive")
+    _check(m.d_norm in (*D_NORMS, "auto"), "model.d_norm", m.d_norm, f"auto or one of {D_NORMS}")
+    _check(0 <= m.ema_decay < 1, "model.ema_decay", m.ema_decay, "in [0, 1)")
+    _check(lo.name in OBJECTIVES, "loss.name", lo.name, f"one of {sorted(OBJECTIVES)}")
+    _check(lo.g_lr > 0, "loss.g_lr", lo.g_lr, "a positive learning rate")
+    _check(lo.d_lr > 0, "loss.d_lr", lo.d_lr, "a positive learning rate")
+    _check(len(lo.betas) == 2 and all(0 <= b < 1 for b in lo.betas), "loss.betas", list(lo.betas), "[b1, b2] in [0, 1)")
+    _check(0 <= lo.label_smoothing < 0.5, "loss.label_smoothing", lo.label_smoothing, "in [0, 0.5)")
+    gate = lo.d_gate_accuracy
+    _check(gate is None or 0.5 < gate <= 1, "loss.d_gate_accuracy", gate, "null or in (0.5, 1]")
+    _check(lo.n_critic >= 1, "loss.n_critic", lo.n_critic, "an integer >= 1")
+    _check(lo.gp_lambda >= 0, "loss.gp_lambda", lo.gp_lambda, ">= 0")
+    _check(lo.instance_noise >= 0, "loss.instance_noise", lo.instance_noise, ">= 0")
+    _check(d.resolution in RESOLUTIONS, "data.resolution", d.resolution, f"a power of two in {RESOLUTIONS}")
+    _check(d.batch_size > 0, "data.batch_size", d.batch_size, "a positive integer")
+    _check(d.source in ("synthetic", "shards"), "data.source", d.source, "synthetic or shards")
+    _check(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "in (0, 1)")
+    _check(d.num_shapes > 0, "data.num_shapes", d.num_shapes, "a positive integer")
+    _check(0 <= d.shift < d.resolution // 4, "data.shift", d.shift, "0 <= shift < resolution / 4")
+    if d.source == "shards":
+        _check(bool(d.root), "data.root", d.root, "the folder of a prepared dataset with data.source=shards")
+    if known_categories is not None:
+        unknown = [c for c in d.categories if c not in known_categories]
+        _check(not unknown, "data.categories", list(d.categories), f"names among {list(known_categories)}")
+    _check(cfg.iterations > 0, "iterations", cfg.iterations, "a positive number of generator iterations")
+    for key in ("log_every", "sample_every", "checkpoint_every", "check_finite_every"):
+        _check(getattr(cb, key) > 0, f"callbacks.{key}", getattr(cb, key), "a positive number of iterations")
+    _check(cb.eval_every >= 0, "callbacks.eval_every", cb.eval_every, "0 (off) or a number of iterations")
+    _check(cb.eval_samples >= 2, "callbacks.eval_samples", cb.eval_samples, "at least 2 shapes")
+    known_backends = ("wandb", "csv", "tensorboard", "jsonl")
+    bad = [b for b in cfg.logger.backends if b not in known_backends]
+    _check(not bad, "logger.backends", list(cfg.logger.backends), f"a list of {known_backends}")

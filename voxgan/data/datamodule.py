@@ -1,0 +1,212 @@
+"""The LightningDataModule: voxel sets in, batches of float occupancy grids out.
+
+Training batches come from an endless stream whose order is a pure function of (seed, batch
+index, rank), so resuming at batch k replays exactly what an uninterrupted run would have seen.
+Small sets are held whole in memory as packed bits, on the training device; large prepared
+datasets can be streamed from their shards instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from voxgan.data.grid import pack_grids, unpack_bits
+
+
+@dataclass
+class PackedSet:
+    """A voxel set in memory: packed occupancy bits and integer category labels."""
+
+    packed: torch.Tensor  # (N, R^3 / 8) uint8
+    labels: torch.Tensor  # (N,) int64
+    categories: list[str]
+    resolution: int
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def grids(self, index: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        """Unpacked (n, 1, R, R, R) uint8 grids."""
+        return unpack_bits(self.packed[index], self.resolution)
+
+    def to(self, device: torch.device | str) -> PackedSet:
+        return PackedSet(self.packed.to(device), self.labels.to(device), self.categories, self.resolution)
+
+
+def augment(grids: torch.Tensor, mirror: bool, shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random flips across the x = 0 symmetry plane and shifts of up to ``shift`` voxels (zero fill)."""
+    if mirror:
+        flip = torch.rand(len(grids), generator=generator, device=grids.device) < 0.5
+        grids = torch.where(flip.view(-1, 1, 1, 1, 1), grids.flip(2), grids)
+    if shift:
+        dx, dy, dz = torch.randint(-shift, shift + 1, (3,), generator=generator, device=grids.device).tolist()
+        padded = torch.nn.functional.pad(grids, [shift] * 6)
+        r = grids.shape[-1]
+        grids = padded[..., shift - dx : shift - dx + r, shift - dy : shift - dy + r, shift - dz : shift - dz + r]
+    return grids
+
+
+class EndlessBatches(IterableDataset):
+    """Shuffled batches of a PackedSet forever; batch k is a function of (seed, k, rank) alone."""
+
+    def __init__(
+        self, data: PackedSet, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+        mirror: bool = False, shift: int = 0,
+    ) -> None:
+        per_step = batch_size * world_size
+        if len(data) < per_step:
+            raise ValueError(
+                f"the training set has {len(data)} shapes, fewer than one batch of {batch_size} on "
+                f"{world_size} process(es); lower data.batch_size or add shapes (data.num_shapes)"
+            )
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.mirror, self.shift = mirror, shift
+        self.steps_per_epoch = len(data) // per_step
+        self.start = 0
+        self._perm_epoch, self._perm = -1, torch.empty(0)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._perm, self._perm_epoch = torch.randperm(len(self.data), generator=g), epoch
+        return self._perm
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch this rank trains on at global batch index ``step``."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        lo = (k * self.world_size + self.rank) * self.batch_size
+        index = self._permutation(epoch)[lo : lo + self.batch_size].to(self.data.packed.device)
+        grids = self.data.grids(index)
+        if self.mirror or self.shift:
+            g = torch.Generator(grids.device).manual_seed(self.seed * 7_919 + step * 31 + self.rank)
+            grids = augment(grids, self.mirror, self.shift, g)
+        return grids, self.data.labels[index]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        step = self.start
+        while True:
+            yield self.batch(step)
+            step += 1
+
+
+def synthetic_set(
+    categories: list[str], resolution: int, first_seed: int, count: int, cache_dir: str | None
+) -> PackedSet:
+    """Procedural shapes ``first_seed .. first_seed + count - 1`` of each category, cached as packed bits."""
+    from voxgan.data import procedural
+
+    packed, labels = [], []
+    for label, category in enumerate(categories):
+        packed.append(_cached_procedural(category, resolution, first_seed, count, cache_dir, procedural))
+        labels.append(np.full(count, label, dtype=np.int64))
+    return PackedSet(
+        torch.from_numpy(np.concatenate(packed)), torch.from_numpy(np.concatenate(labels)), list(categories), resolution
+    )
+
+
+def _cached_procedural(category: str, resolution: int, first_seed: int, count: int, cache_dir: str | None, lib) -> np.ndarray:
+    path = None
+    if cache_dir:
+        version = getattr(lib, "LIBRARY_VERSION", 1)
+        path = Path(cache_dir) / f"procedural-v{version}-{category}-{resolution}-{first_seed}-{count}.npy"
+        if path.exists():
+            return np.load(path)
+    packed = pack_grids(lib.make_shapes(category, range(first_seed, first_seed + count), resolution))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{torch.randint(1 << 30, ()).item()}.npy")
+        np.save(tmp, packed)
+        tmp.replace(path)
+    return packed
+
+
+def prepared_set(root: str, split: str, categories: list[str]) -> PackedSet:
+    """A split of a dataset prepared by ``python -m voxgan.data.prepare``, held in memory."""
+    from voxgan.data.shards import load_split
+
+    voxels = load_split(root, split, categories or None)
+    return PackedSet(
+        torch.from_numpy(voxels.packed), torch.from_numpy(voxels.labels), list(voxels.categories), voxels.resolution
+    )
+
+
+class VoxelDataModule(pl.LightningDataModule):
+    """Serves voxel grids of one or several categories at one resolution."""
+
+    def __init__(
+        self,
+        source: str = "synthetic",
+        categories: list[str] | None = None,
+        resolution: int = 32,
+        batch_size: int = 32,
+        num_shapes: int = 1000,
+        val_fraction: float = 0.1,
+        root: str | None = None,
+        in_memory: bool = True,
+        num_workers: int = 0,
+        shuffle_buffer: int = 2048,
+        mirror: bool = False,
+        shift: int = 0,
+        cache_dir: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.train_set: PackedSet | None = None
+        self.val_set: PackedSet | None = None
+        self._start = 0
+
+    @property
+    def categories(self) -> list[str]:
+        """Category names; label i is ``categories[i]``."""
+        self.setup()
+        return self.train_set.categories
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        h = self.hparams
+        if h.source == "synthetic":
+            n_val = max(1, round(h.num_shapes * h.val_fraction))
+            # Validation shapes use seeds after the training ones: disjoint by construction.
+            self.train_set = synthetic_set(h.categories, h.resolution, 0, h.num_shapes, h.cache_dir)
+            self.val_set = synthetic_set(h.categories, h.resolution, h.num_shapes, n_val, h.cache_dir)
+        else:
+            self.train_set = prepared_set(h.root, "train", h.categories or [])
+            self.val_set = prepared_set(h.root, "val", self.train_set.categories)
+            if self.train_set.resolution != h.resolution:
+                raise ValueError(
+                    f"{h.root} holds {self.train_set.resolution}^3 grids but data.resolution={h.resolution}; "
+                    "set data.resolution to match or prepare the dataset again at that resolution"
+                )
+
+    def start_at(self, batch_index: int) -> None:
+        """Make the training stream (built after this call) resume at global batch ``batch_index``."""
+        self._start = batch_index
+
+    def train_dataloader(self) -> DataLoader:
+        h = self.hparams
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if h.source == "shards" and not h.in_memory:
+            from voxgan.data.shards import ShardStream
+
+            stream = ShardStream(
+                h.root, "train", h.batch_size, categories=h.categories or None, shuffle_buffer=h.shuffle_buffer,
+                seed=h.seed, rank=rank, world_size=world,
+            )
+            return DataLoader(stream, batch_size=None, num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
+        data = self.train_set
+        if trainer is not None:
+            data = data.to(trainer.strategy.root_device)
+        stream = EndlessBatches(data, h.batch_size, h.seed, rank, world, h.mirror, h.shift)
+        stream.start = self._start
+        return DataLoader(stream, batch_size=None, num_workers=0)

@@ -1,0 +1,86 @@
+"""Adversarial objectives. Each knows how to score D and G on a batch; none knows about optimisers,
+logging or the training loop. Every statistic is returned as a detached tensor (no host sync)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Stats = dict[str, torch.Tensor]
+
+
+@dataclass
+class BCEObjective:
+    """The 3D-GAN objective: binary cross-entropy on D's logits, non-saturating G loss.
+
+    ``d_gate_accuracy``: D is only updated while its accuracy on the current batch is below this
+    threshold (the paper's 0.8), because D otherwise overpowers G; ``None`` disables gating.
+    """
+
+    label_smoothing: float = 0.0
+    d_gate_accuracy: float | None = 0.8
+    n_critic: int = 1
+
+    def d_loss(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+        real_logits, fake_logits = d(real), d(fake)
+        real_target = torch.full_like(real_logits, 1.0 - self.label_smoothing)
+        loss = F.binary_cross_entropy_with_logits(
+            real_logits, real_target
+        ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        acc_real = (real_logits.detach() > 0).float().mean()
+        acc_fake = (fake_logits.detach() < 0).float().mean()
+        return loss, {"d_acc_real": acc_real, "d_acc_fake": acc_fake, "d_acc": (acc_real + acc_fake) / 2}
+
+    def g_loss(self, d: nn.Module, fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+        fake_logits = d(fake)
+        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits)), {}
+
+    def update_d(self, stats: Stats) -> torch.Tensor | None:
+        """Whether D takes its step this batch: a 0-d bool tensor, or None for always (no host sync)."""
+        if self.d_gate_accuracy is None:
+            return None
+        return stats["d_acc"] < self.d_gate_accuracy
+
+
+@dataclass
+class WGANGPObjective:
+    """Wasserstein loss with a gradient penalty on random interpolates (Gulrajani et al. 2017)."""
+
+    gp_lambda: float = 10.0
+    n_critic: int = 5
+
+    def d_loss(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+        real_score, fake_score = d(real).mean(), d(fake).mean()
+        penalty, grad_norm = self.gradient_penalty(d, real, fake)
+        wasserstein = real_score - fake_score
+        loss = -wasserstein + self.gp_lambda * penalty
+        return loss, {
+            "wasserstein": wasserstein.detach(),
+            "gradient_penalty": penalty.detach(),
+            "critic_grad_norm": grad_norm.detach(),
+        }
+
+    def g_loss(self, d: nn.Module, fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+        return -d(fake).mean(), {}
+
+    def update_d(self, stats: Stats) -> None:
+        """The critic always takes its step."""
+        return None
+
+    @staticmethod
+    def gradient_penalty(d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(||grad D(x_hat)|| - 1)^2 on x_hat between real and fake; computed in fp32 for safety."""
+        alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device)
+        x_hat = (alpha * real.float() + (1 - alpha) * fake.float()).requires_grad_(True)
+        with torch.autocast(device_type=real.device.type, enabled=False):
+            scores = d(x_hat)
+        (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+        grad_norm = grad.flatten(1).norm(dim=1)
+        return ((grad_norm - 1) ** 2).mean(), grad_norm.mean()
+
+
+OBJECTIVES = {"bce": BCEObjective, "wgan_gp": WGANGPObjective}
+Objective = BCEObjective | WGANGPObjective

@@ -1,0 +1,39 @@
+"""Building blocks shared by the architectures."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+D_NORMS = ("batch", "layer", "spectral", "none")
+
+
+def num_levels(resolution: int) -> int:
+    """Number of 2x resolution steps between the 4^3 seed volume and ``resolution``^3."""
+    levels = math.log2(resolution / 4)
+    if resolution < 8 or levels != int(levels):
+        raise ValueError(f"resolution must be a power of two >= 8, got {resolution}")
+    return int(levels)
+
+
+def level_channels(resolution: int, base_channels: int) -> list[int]:
+    """Channels from the 4^3 level up to resolution/2: 512-256-128-64 at 64^3 with base 64."""
+    levels = num_levels(resolution)
+    return [base_channels * 2 ** (levels - 1 - i) for i in range(levels)]
+
+
+def norm3d(kind: str, channels: int) -> nn.Module:
+    """A normalisation layer over (C, D, H, W); ``layer`` normalises each sample as a whole."""
+    if kind == "batch":
+        return nn.BatchNorm3d(channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    if kind in ("spectral", "none"):
+        return nn.Identity()
+    raise ValueError(f"unknown normalisation {kind!r}; choose one of {D_NORMS}")
+
+
+def maybe_spectral(module: nn.Module, norm: str) -> nn.Module:
+    """Wrap a weight layer in spectral normalisation when ``norm == 'spectral'``."""
+    return nn.utils.parametrizations.spectral_norm(module) if norm == "spectral" else module

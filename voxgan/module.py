@@ -1,0 +1,276 @@
+"""The LightningModule: G and D with manual alternating optimisation.
+
+One training batch is one D step; every ``n_critic``-th batch also takes a G step, which ends a
+generator *iteration*, the unit of every schedule in voxgan (Lightning's ``global_step`` counts
+optimizer steps instead, and a skipped D update takes none).
+
+Every random draw of a batch (z, gradient-penalty interpolation, instance noise) comes from a
+seed derived from (run seed, process rank, batch index), and data order is a function of the
+batch index too, so a run resumed from a checkpoint replays the exact batches and losses of an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from voxgan.losses import OBJECTIVES, Objective, Stats
+from voxgan.models import build_discriminator, build_generator
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; training stops instead of training on garbage."""
+
+
+def resolve_d_norm(model_cfg: dict[str, Any], loss_name: str) -> str:
+    """``auto`` picks BatchNorm for BCE, LayerNorm for a WGAN-GP critic (the penalty is per sample),
+    and spectral normalisation for the residual architecture."""
+    if model_cfg["d_norm"] != "auto":
+        return model_cfg["d_norm"]
+    if model_cfg["name"] == "resgan3d":
+        return "spectral"
+    return "layer" if loss_name == "wgan_gp" else "batch"
+
+
+def build_objective(loss_cfg: dict[str, Any]) -> Objective:
+    """The objective object of ``loss_cfg['name']`` with its options."""
+    if loss_cfg["name"] == "bce":
+        return OBJECTIVES["bce"](loss_cfg["label_smoothing"], loss_cfg["d_gate_accuracy"], loss_cfg["n_critic"])
+    return OBJECTIVES["wgan_gp"](loss_cfg["gp_lambda"], loss_cfg["n_critic"])
+
+
+def _grad_norm(params: list[nn.Parameter]) -> torch.Tensor:
+    grads = [p.grad.detach().norm() for p in params if p.grad is not None]
+    return torch.stack(grads).norm() if grads else torch.zeros(())
+
+
+class VoxelGAN(pl.LightningModule):
+    """A voxel GAN: generator, discriminator/critic, objective and the alternating loop."""
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        loss: dict[str, Any],
+        resolution: int,
+        iterations: int,
+        seed: int = 0,
+        log_every: int = 10,
+        check_finite_every: int = 10,
+        num_samples: int = 16,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.automatic_optimization = False
+        self.generator = build_generator(model["name"], model["latent_dim"], resolution, model["g_channels"])
+        d_norm = resolve_d_norm(model, loss["name"])
+        self.discriminator = build_discriminator(model["name"], resolution, model["d_channels"], d_norm)
+        self.g_ema = copy.deepcopy(self.generator).requires_grad_(False) if model["ema_decay"] > 0 else None
+        self.objective = build_objective(loss)
+        self.register_buffer("fixed_z", self.sample_z(num_samples, torch.Generator().manual_seed(seed)))
+        self.iteration = 0
+        self.batches_seen = 0
+        self.d_skipped = 0
+        self._window: dict[str, Any] = {"d_skipped": 0, "batches": 0, "start": time.perf_counter()}
+        self._unchecked: list[tuple[int, torch.Tensor]] = []
+        self.last_checkpoint: str | None = None
+        self._g_forward = self.generator
+        self._d_forward = self.discriminator
+
+    # ----------------------------------------------------------------------------------- set-up
+    def configure_model(self) -> None:
+        """Memory format and compilation, applied once the module sits on its device."""
+        model = self.hparams.model
+        if model["channels_last"]:
+            self.to(memory_format=torch.channels_last_3d)
+        if model["compile"]:
+            self._g_forward = torch.compile(self.generator)
+            self._d_forward = torch.compile(self.discriminator)
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        loss = self.hparams.loss
+        fused = {"fused": True} if self.device.type == "cuda" else {}
+        betas = tuple(loss["betas"])
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=loss["g_lr"], betas=betas, **fused)
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=loss["d_lr"], betas=betas, **fused)
+        return [opt_g, opt_d]
+
+    # ---------------------------------------------------------------------------------- sampling
+    def sample_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw n latent vectors from the prior (standard normal, or uniform on [-1, 1])."""
+        device = generator.device if generator is not None else self.device
+        shape = (n, self.hparams.model["latent_dim"])
+        if self.hparams.model["prior"] == "uniform":
+            return torch.rand(shape, generator=generator, device=device) * 2 - 1
+        return torch.randn(shape, generator=generator, device=device)
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, use_ema: bool = True) -> torch.Tensor:
+        """Occupancy probabilities (N, 1, R, R, R) for latent vectors z, in eval mode."""
+        g = self.g_ema if (use_ema and self.g_ema is not None) else self.generator
+        was_training = g.training
+        g.eval()
+        out = torch.cat([g(chunk.to(self.device)) for chunk in z.split(64)])
+        g.train(was_training)
+        return out.float()
+
+    # ------------------------------------------------------------------------------------- loop
+    def _seed_batch(self) -> None:
+        rank = self.global_rank
+        torch.manual_seed((self.hparams.seed * 1_000_003 + rank * 7_919 + self.batches_seen) % 2**63)
+
+    def _instance_noise(self, x: torch.Tensor) -> torch.Tensor:
+        std = self.hparams.loss["instance_noise"] * max(0.0, 1.0 - self.iteration / self.hparams.iterations)
+        return x + std * torch.randn_like(x) if std > 0 else x
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._seed_batch()
+        opt_g, opt_d = self.optimizers()
+        grids, _labels = batch
+        real = grids.float()
+        if self.hparams.model["channels_last"]:
+            real = real.contiguous(memory_format=torch.channels_last_3d)
+        n_critic = self.objective.n_critic
+        takes_g_step = (self.batches_seen + 1) % n_critic == 0
+        logging = takes_g_step and (self.iteration + 1) % self.hparams.log_every == 0
+
+        # One generator forward serves both steps: D sees it detached, G backpropagates through it
+        # (G's weights do not change in between, so the graph is still the right one).
+        z = self.sample_z(real.shape[0]).to(self.device)
+        with torch.set_grad_enabled(takes_g_step):
+            fake = self._g_forward(z)
+
+        d_loss, d_stats = self.objective.d_loss(self._d_forward, self._instance_noise(real), self._instance_noise(fake.detach()))
+        gate = self.objective.update_d(d_stats)
+        if gate is None or bool(gate):
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            if logging:
+                d_stats["d_grad_norm"] = _grad_norm(list(self.discriminator.parameters()))
+            opt_d.step()
+        else:
+            self.d_skipped += 1
+            self._window["d_skipped"] += 1
+        self.batches_seen += 1
+        self._window["batches"] += 1
+        if not takes_g_step:
+            return
+
+        self.toggle_optimizer(opt_g)
+        g_loss, g_stats = self.objective.g_loss(self._d_forward, self._instance_noise(fake))
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        if logging:
+            g_stats["g_grad_norm"] = _grad_norm(list(self.generator.parameters()))
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        self._update_ema()
+        self.iteration += 1
+
+        self._unchecked.append((self.iteration, torch.stack([d_loss.detach(), g_loss.detach()])))
+        if self.iteration % self.hparams.check_finite_every == 0:
+            self.check_finite()
+        if logging:
+            self._log_iteration(d_loss, g_loss, {**d_stats, **g_stats}, real, fake)
+        if self.iteration >= self.hparams.iterations:
+            self.trainer.should_stop = True
+
+    def _update_ema(self) -> None:
+        if self.g_ema is None:
+            return
+        decay = self.hparams.model["ema_decay"]
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.g_ema.parameters()), list(self.generator.parameters()), 1 - decay)
+            for b_ema, b in zip(self.g_ema.buffers(), self.generator.buffers()):
+                b_ema.copy_(b)
+
+    def check_finite(self) -> None:
+        """Raise NonFiniteLossError if a loss since the last check was NaN/inf (one host sync)."""
+        if not self._unchecked:
+            return
+        iterations = [it for it, _ in self._unchecked]
+        finite = torch.isfinite(torch.stack([v for _, v in self._unchecked])).all(dim=1).tolist()
+        self._unchecked.clear()
+        if all(finite):
+            return
+        bad = iterations[finite.index(False)]
+        where = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was saved yet"
+        raise NonFiniteLossError(
+            f"a loss became NaN or infinite at iteration {bad}; training stopped, {where}. "
+            "Lower loss.g_lr / loss.d_lr or enable loss.d_gate_accuracy, then resume with ckpt_path=<checkpoint>."
+        )
+
+    def _log_iteration(
+        self, d_loss: torch.Tensor, g_loss: torch.Tensor, stats: Stats, real: torch.Tensor, fake: torch.Tensor
+    ) -> None:
+        window = self._window
+        elapsed = time.perf_counter() - window["start"]
+        values = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **stats}
+        values["sample_occupancy"] = (fake.detach() > 0.5).float().mean()
+        values["real_occupancy"] = real.mean()
+        metrics = {f"train/{k}": float(v) for k, v in values.items()}
+        metrics["train/d_skip_fraction"] = window["d_skipped"] / max(1, window["batches"])
+        metrics["train/samples_per_s"] = window["batches"] * real.shape[0] / max(elapsed, 1e-9) / self.objective.n_critic
+        metrics["iteration"] = self.iteration
+        self._window = {"d_skipped": 0, "batches": 0, "start": time.perf_counter()}
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.iteration)
+        self.log_dict(
+            {"d_loss": metrics["train/d_loss"], "g_loss": metrics["train/g_loss"], "it": float(self.iteration)},
+            prog_bar=True,
+            logger=False,
+        )
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_finite()
+        checkpoint["voxgan"] = {
+            "iteration": self.iteration,
+            "batches_seen": self.batches_seen,
+            "d_skipped": self.d_skipped,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["voxgan"]
+        self.iteration = state["iteration"]
+        self.batches_seen = state["batches_seen"]
+        self.d_skipped = state["d_skipped"]
+        # Restored before the trainer builds its data iterator, so the stream starts at the right batch.
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "start_at"):
+            datamodule.start_at(self.batches_seen)
+
+    def on_train_start(self) -> None:
+        self._window["start"] = time.perf_counter()
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing or not a voxgan checkpoint."""
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[VoxelGAN, dict[str, Any]]:
+    """Load a trained VoxelGAN (eval mode) and its data settings (categories, resolution, source...).
+
+    Loads with ``weights_only=True``: a checkpoint can hold nothing but tensors and plain containers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass ckpt=<run>/checkpoints/last.ckpt")
+    try:
+        raw = torch.load(path, map_location=map_location, weights_only=True)
+        module = VoxelGAN.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several unrelated types for a damaged file
+        reason = str(error).strip().splitlines()[0][:200]
+        raise CheckpointError(
+            f"{path} is not a readable voxgan checkpoint ({type(error).__name__}: {reason}); "
+            "it may be truncated or from another program: use a last.ckpt or iter_*.ckpt written by train.py"
+        ) from error
+    module.iteration = raw.get("voxgan", {}).get("iteration", 0)
+    module.eval()
+    return module, dict(raw.get("datamodule_hyper_parameters", {}))

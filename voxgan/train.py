@@ -1,0 +1,103 @@
+"""``run(cfg)``: build the data, the module, the loggers and callbacks, the trainer; fit."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from voxgan.callbacks import IterationCheckpoint, IterationProgressBar, SampleGrid
+from voxgan.config import validate
+from voxgan.data.datamodule import VoxelDataModule
+from voxgan.loggers import build_loggers
+from voxgan.module import VoxelGAN
+
+log = logging.getLogger(__name__)
+
+
+def known_categories(cfg: DictConfig) -> tuple[str, ...] | None:
+    """Category names the configured source offers (None: checked when the dataset is read)."""
+    if cfg.data.source == "synthetic":
+        from voxgan.data.procedural import CATEGORIES
+
+        return tuple(CATEGORIES)
+    return None
+
+
+def build_datamodule(cfg: DictConfig) -> VoxelDataModule:
+    """The DataModule described by ``cfg.data``."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    return VoxelDataModule(**data, seed=cfg.seed)
+
+
+def build_module(cfg: DictConfig) -> VoxelGAN:
+    """The LightningModule described by ``cfg.model``, ``cfg.loss`` and the schedules."""
+    return VoxelGAN(
+        model=OmegaConf.to_container(cfg.model, resolve=True),
+        loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        resolution=cfg.data.resolution,
+        iterations=cfg.iterations,
+        seed=cfg.seed,
+        log_every=cfg.callbacks.log_every,
+        check_finite_every=cfg.callbacks.check_finite_every,
+        num_samples=cfg.callbacks.num_samples,
+    )
+
+
+def build_trainer(cfg: DictConfig, output_dir: Path, loggers: list) -> pl.Trainer:
+    """A Lightning trainer that runs until the module has done ``cfg.iterations`` iterations."""
+    callbacks = [
+        IterationCheckpoint(output_dir / "checkpoints", cfg.callbacks.checkpoint_every),
+        SampleGrid(output_dir, cfg.callbacks.sample_every),
+    ]
+    if cfg.trainer.enable_progress_bar:
+        callbacks.append(IterationProgressBar())
+    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    return pl.Trainer(
+        **trainer_args,
+        max_epochs=-1,
+        max_steps=-1,
+        logger=loggers or False,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=str(output_dir),
+        log_every_n_steps=1,
+    )
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train one model; return the last logged metrics (what a sweeper optimises)."""
+    validate(cfg, known_categories(cfg))
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    torch.set_float32_matmul_precision("high")
+
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg)
+    loggers = build_loggers(cfg, output_dir, OmegaConf.to_container(cfg, resolve=True))
+    trainer = build_trainer(cfg, output_dir, loggers)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    finally:
+        _finish_wandb()
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    log.info("finished %d iterations in %s", module.iteration, output_dir)
+    return metrics
+
+
+def _finish_wandb() -> None:
+    """Close the W&B run so the next job of a multirun starts a separate one."""
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
