@@ -147,6 +147,8 @@ class VoxelGAN(pl.LightningModule):
             fake = self._g_forward(z)
 
         d_loss, d_stats = self.objective.d_loss(self._d_forward, self._instance_noise(real), self._instance_noise(fake.detach()))
+        if "d_acc" in d_stats:  # every process must take the same gating decision in DDP
+            d_stats["d_acc"] = self.trainer.strategy.reduce(d_stats["d_acc"], reduce_op="mean")
         gate = self.objective.update_d(d_stats)
         if gate is None or bool(gate):
             opt_d.zero_grad(set_to_none=True)
