@@ -34,17 +34,18 @@ def normalize_grid(grid: np.ndarray, resolution: int) -> np.ndarray:
     it is: point sampling would drop parts thinner than a target voxel (chair legs, wing tips),
     which voxelising the shape at the target resolution keeps.
     """
-    occupied = np.argwhere(grid)
-    if occupied.size == 0:
+    grid = np.asarray(grid, dtype=bool)
+    filled = [np.flatnonzero(grid.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if filled[0].size == 0:
         raise ValueError("empty grid: no occupied voxel to normalise")
-    lo, hi = occupied.min(0), occupied.max(0) + 1
+    lo, hi = np.array([f[0] for f in filled]), np.array([f[-1] + 1 for f in filled])
+    crop = grid[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
     extent = hi - lo
     scale = fit_extent(resolution) / extent.max()
     size = np.maximum(1, np.round(extent * scale)).astype(int)
     if scale < 1:
-        resampled = _pool_any(occupied - lo, scale, size)
+        resampled = _pool_any(np.argwhere(crop), scale, size)
     else:
-        crop = np.asarray(grid[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=bool)
         resampled = crop if scale == 1 else _trilinear(crop, scale, size)
     out = np.zeros((resolution,) * 3, dtype=bool)
     start = (resolution - size) // 2

@@ -1,0 +1,191 @@
+"""Prepared datasets on disk: in-memory loading, streaming across ranks and workers, clear failures."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from voxgan.data.grid import normalize_grid
+from voxgan.data.prepare import PrepareConfig, prepare
+from voxgan.data.shards import (
+    DatasetError,
+    ShardStream,
+    dataset_info,
+    load_split,
+    read_manifest,
+    shard_file,
+    unpack_rows,
+)
+
+RESOLUTION = 16
+CATEGORIES = ("chair", "table", "lamp")
+PER_CATEGORY = 30
+
+
+def random_shapes(count: int, seed: int) -> np.ndarray:
+    """Distinct normalised random grids: normalising them again changes nothing."""
+    rng = np.random.default_rng(seed)
+    grids = []
+    for _ in range(count):
+        grid = np.zeros((RESOLUTION,) * 3, dtype=bool)
+        for _ in range(3):
+            lo = rng.integers(0, RESOLUTION - 3, 3)
+            hi = lo + rng.integers(2, RESOLUTION // 2, 3)
+            grid[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = True
+        grids.append(normalize_grid(grid, RESOLUTION))
+    return np.stack(grids)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[tuple[str, str], np.ndarray]]:
+    """A prepared dataset of three categories of random grids, and each grid by (category, shape id)."""
+    raw = tmp_path_factory.mktemp("raw")
+    originals = {}
+    for seed, category in enumerate(CATEGORIES):
+        (raw / category).mkdir()
+        grids = random_shapes(PER_CATEGORY, seed)
+        np.save(raw / category / "grids.npy", grids)
+        originals.update({(category, f"grids/{i}"): grid for i, grid in enumerate(grids)})
+    out = tmp_path_factory.mktemp("prepared") / "set16"
+    settings = {"resolution": RESOLUTION, "shard_size": 7, "workers": 1, "progress": False}
+    prepare(PrepareConfig(source="arrays", root=str(raw), out=str(out), **settings))
+    return out, originals
+
+
+def grid_key(grid: np.ndarray) -> bytes:
+    return np.packbits(np.asarray(grid, dtype=bool)).tobytes()
+
+
+def test_load_split_holds_the_prepared_grids(dataset: tuple[Path, dict]) -> None:
+    root, originals = dataset
+    info = dataset_info(root)
+    assert info["resolution"] == RESOLUTION and info["categories"] == sorted(CATEGORIES)
+    assert info["total"] == len(originals)
+    seen = 0
+    for split in ("train", "val", "test"):
+        voxels = load_split(root, split)
+        assert voxels.packed.dtype == np.uint8 and voxels.packed.shape == (len(voxels), RESOLUTION**3 // 8)
+        assert sum(info["counts"][split].values()) == len(voxels)
+        grids = voxels.unpack(np.arange(len(voxels)))
+        assert grids.dtype == bool and grids.shape == (len(voxels),) + (RESOLUTION,) * 3
+        for grid, label, shape_id in zip(grids, voxels.labels, voxels.shape_ids, strict=True):
+            assert np.array_equal(grid, originals[(voxels.categories[label], shape_id)])
+        seen += len(voxels)
+    assert seen == len(originals)
+    assert len(load_split(root, "train")) > len(load_split(root, "val"))
+
+
+def test_load_split_picks_and_orders_categories(dataset: tuple[Path, dict]) -> None:
+    root, originals = dataset
+    both = load_split(root, "train", ["table", "chair"])
+    assert both.categories == ["table", "chair"]
+    assert set(both.labels.tolist()) == {0, 1}
+    for grid, label, shape_id in zip(both.unpack(), both.labels, both.shape_ids, strict=True):
+        assert np.array_equal(grid, originals[(both.categories[label], shape_id)])
+    everything = load_split(root, "train")
+    assert len(both) == sum(everything.categories[label] != "lamp" for label in everything.labels)
+
+
+def test_stream_ddp_two_ranks_two_workers_see_every_shape_once(dataset: tuple[Path, dict]) -> None:
+    root, _ = dataset
+    expected = load_split(root, "train")
+    label_of = {grid_key(g): label for g, label in zip(expected.unpack(), expected.labels, strict=True)}
+    seen: Counter = Counter()
+    per_rank = []
+    for rank in range(2):
+        stream = ShardStream(root, "train", batch_size=4, shuffle_buffer=8, seed=3, rank=rank, world_size=2)
+        batches = list(DataLoader(stream, batch_size=None, num_workers=2))
+        assert len(batches) == len(stream)
+        per_rank.append(sum(len(labels) for _, labels in batches))
+        for grids, labels in batches:
+            assert grids.dtype == torch.uint8 and grids.shape[1:] == (1,) + (RESOLUTION,) * 3
+            assert labels.dtype == torch.int64 and len(labels) == len(grids) <= 4
+            assert int(grids.max()) <= 1
+            for grid, label in zip(grids[:, 0].numpy(), labels.tolist(), strict=True):
+                key = grid_key(grid)
+                assert label_of[key] == label
+                seen[key] += 1
+    assert set(seen) == set(label_of)
+    assert set(seen.values()) == {1}
+    assert abs(per_rank[0] - per_rank[1]) <= 1
+
+
+def test_stream_drop_last_gives_ranks_equal_full_batches(dataset: tuple[Path, dict]) -> None:
+    root, _ = dataset
+    counts = []
+    for rank in range(2):
+        stream = ShardStream(root, "train", batch_size=4, seed=0, rank=rank, world_size=2, drop_last=True)
+        sizes = [len(labels) for _, labels in DataLoader(stream, batch_size=None, num_workers=2)]
+        assert set(sizes) == {4}
+        counts.append(len(sizes))
+    assert counts[0] == counts[1] == len(load_split(root, "train")) // 2 // 4
+
+
+def test_stream_order_is_a_function_of_seed_and_epoch(dataset: tuple[Path, dict]) -> None:
+    root, _ = dataset
+
+    def order(stream: ShardStream) -> list[bytes]:
+        return [grid_key(g) for grids, _ in stream for g in grids[:, 0].numpy()]
+
+    stream = ShardStream(root, "train", batch_size=5, shuffle_buffer=6, seed=1)
+    first, second = order(stream), order(stream)  # each pass advances the epoch
+    stream.set_epoch(0)
+    assert order(stream) == first
+    assert order(ShardStream(root, "train", batch_size=5, shuffle_buffer=6, seed=1)) == first
+    assert second != first and sorted(second) == sorted(first)
+    assert order(ShardStream(root, "train", batch_size=5, shuffle_buffer=6, seed=2)) != first
+    unshuffled = ShardStream(root, "train", batch_size=5, shuffle=False)
+    assert order(unshuffled) == order(unshuffled)
+
+
+def test_unpack_rows_inverts_packbits() -> None:
+    grids = random_shapes(3, 9)
+    packed = np.packbits(grids.reshape(3, -1), axis=1)
+    assert np.array_equal(unpack_rows(packed, RESOLUTION), grids)
+
+
+@pytest.fixture
+def damaged(dataset: tuple[Path, dict], tmp_path: Path) -> Path:
+    """A copy of the prepared dataset that tests may break."""
+    root, _ = dataset
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in root.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    return copy
+
+
+def test_loading_failures_name_the_path_and_what_to_do(damaged: Path, tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"does not exist.*voxgan\.data\.prepare"):
+        load_split(tmp_path / "nowhere", "train")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(DatasetError, match=r"no manifest\.json in .*plain"):
+        load_split(tmp_path / "plain", "train")
+    with pytest.raises(DatasetError, match=r"categories \['sofa'\] are not in the dataset"):
+        load_split(damaged, "train", ["sofa"])
+    with pytest.raises(DatasetError, match="unknown split"):
+        load_split(damaged, "training")
+
+    shard = damaged / shard_file("train", 0)
+    np.save(shard, np.zeros((2, RESOLUTION**3 // 8), dtype=np.uint8))
+    with pytest.raises(DatasetError, match=r"train-00000\.npy holds .* the manifest says"):
+        load_split(damaged, "train")
+    with pytest.raises(DatasetError, match=r"train-00000\.npy"):
+        ShardStream(damaged, "train", batch_size=4)
+    shard.write_bytes(shard.read_bytes()[:200])
+    with pytest.raises(DatasetError, match=r"train-00000\.npy is damaged"):
+        load_split(damaged, "train")
+    shard.unlink()
+    with pytest.raises(DatasetError, match=r"names .*train-00000\.npy, which is missing"):
+        load_split(damaged, "train")
+
+    manifest = read_manifest(damaged)
+    (damaged / "manifest.json").write_text(json.dumps({**manifest, "shards": []}))
+    with pytest.raises(DatasetError, match="has no shards"):
+        dataset_info(damaged)
