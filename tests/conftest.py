@@ -42,7 +42,12 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             return compose(
                 "train",
-                overrides=[*TINY, f"paths.output_dir={tmp_path / out}", f"paths.cache_dir={tmp_path / 'cache'}", *overrides],
+                overrides=[
+                    *TINY,
+                    f"paths.output_dir={tmp_path / out}",
+                    f"paths.cache_dir={tmp_path / 'cache'}",
+                    *overrides,
+                ],
             )
 
     return _make

@@ -45,7 +45,12 @@ def test_experiments_compose(experiment: str) -> None:
 
 def test_wgan_recipe_matches_the_paper_settings() -> None:
     cfg = _compose("loss=wgan_gp")
-    assert (cfg.loss.gp_lambda, cfg.loss.n_critic, cfg.loss.g_lr, list(cfg.loss.betas)) == (10, 5, 1e-4, [0.5, 0.9])
+    assert (cfg.loss.gp_lambda, cfg.loss.n_critic, cfg.loss.g_lr, list(cfg.loss.betas)) == (
+        10,
+        5,
+        1e-4,
+        [0.5, 0.9],
+    )
 
 
 def test_resolution_is_a_sweepable_key() -> None:

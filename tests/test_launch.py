@@ -13,7 +13,12 @@ from tests.wandb_runs import read_group, read_summary
 
 
 def _train(tmp_path: Path, *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_SILENT": "true", "VOXGAN_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "WANDB_SILENT": "true",
+        "VOXGAN_CACHE": str(tmp_path / "cache"),
+        "PYTHONUNBUFFERED": "1",
+    }
     cmd = [sys.executable, str(REPO / "train.py"), *args]
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -23,7 +28,15 @@ def _train(tmp_path: Path, *args: str, timeout: int = 400) -> subprocess.Complet
 def test_multirun_gives_one_grouped_wandb_run_per_job(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     overrides = [o for o in TINY if not o.startswith("logger=")]
-    _train(tmp_path, "-m", "loss=bce,wgan_gp", *overrides, "logger=wandb", "iterations=2", f"hydra.sweep.dir={sweep}")
+    _train(
+        tmp_path,
+        "-m",
+        "loss=bce,wgan_gp",
+        *overrides,
+        "logger=wandb",
+        "iterations=2",
+        f"hydra.sweep.dir={sweep}",
+    )
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert jobs == ["0", "1"]
     summaries, groups = [], set()
@@ -49,8 +62,16 @@ def test_default_output_folder_layout(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    _train(tmp_path, *TINY, "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "iterations=3",
-           "trainer.enable_progress_bar=false", f"hydra.run.dir={out}")
+    _train(
+        tmp_path,
+        *TINY,
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "iterations=3",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={out}",
+    )
     state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["voxgan"]["iteration"] == 3
     assert (out / "samples" / "iter_0000003.png").is_file()
@@ -61,8 +82,16 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
 def test_submitit_local_launcher_runs_each_job_in_its_own_process(tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep = tmp_path / "sweep"
-    _train(tmp_path, "-m", "hydra/launcher=submitit_local", "seed=1,2", *TINY, "iterations=2",
-           f"hydra.sweep.dir={sweep}", "hydra.launcher.timeout_min=10")
+    _train(
+        tmp_path,
+        "-m",
+        "hydra/launcher=submitit_local",
+        "seed=1,2",
+        *TINY,
+        "iterations=2",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.launcher.timeout_min=10",
+    )
     for job in ("0", "1"):
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
     assert list(sweep.glob(".submitit/*/*_log.out"))

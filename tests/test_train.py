@@ -19,8 +19,15 @@ def _records(out: Path) -> list[dict]:
 @pytest.mark.parametrize("loss", ["bce", "wgan_gp"])
 @pytest.mark.parametrize("model", ["dcgan3d", "resgan3d"])
 def test_tiny_training_leaves_every_output(make_cfg, tmp_path: Path, loss: str, model: str) -> None:
-    cfg = make_cfg(f"loss={loss}", f"model={model}", "iterations=4", "callbacks.checkpoint_every=2",
-                   "callbacks.sample_every=2", "model.g_channels=4", "model.d_channels=4")
+    cfg = make_cfg(
+        f"loss={loss}",
+        f"model={model}",
+        "iterations=4",
+        "callbacks.checkpoint_every=2",
+        "callbacks.sample_every=2",
+        "model.g_channels=4",
+        "model.d_channels=4",
+    )
     run(cfg)
     out = tmp_path / "run"
     assert (out / "config.yaml").is_file()
@@ -60,10 +67,21 @@ def test_bce_gating_skips_d_updates_and_logs_the_fraction(make_cfg, tmp_path: Pa
 
 @pytest.mark.parametrize("loss", ["bce", "wgan_gp"])
 def test_resume_replays_an_uninterrupted_run_exactly(make_cfg, tmp_path: Path, loss: str) -> None:
-    common = (f"loss={loss}", "callbacks.checkpoint_every=3", "loss.d_gate_accuracy=0.7" if loss == "bce" else "seed=1")
+    common = (
+        f"loss={loss}",
+        "callbacks.checkpoint_every=3",
+        "loss.d_gate_accuracy=0.7" if loss == "bce" else "seed=1",
+    )
     run(make_cfg(*common, "iterations=6", out="full"))
     run(make_cfg(*common, "iterations=3", out="part"))
-    run(make_cfg(*common, "iterations=6", f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}", out="resumed"))
+    run(
+        make_cfg(
+            *common,
+            "iterations=6",
+            f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}",
+            out="resumed",
+        )
+    )
     full = {r["iteration"]: (r["train/d_loss"], r["train/g_loss"]) for r in _records(tmp_path / "full")}
     resumed = {r["iteration"]: (r["train/d_loss"], r["train/g_loss"]) for r in _records(tmp_path / "resumed")}
     assert sorted(resumed) == [4, 5, 6]
@@ -82,7 +100,9 @@ def test_resume_replays_an_uninterrupted_run_exactly(make_cfg, tmp_path: Path, l
 def test_logger_none_logs_nothing_but_keeps_checkpoints(make_cfg, tmp_path: Path) -> None:
     run(make_cfg("logger=none", "iterations=2"))
     out = tmp_path / "run"
-    assert not (out / "metrics.jsonl").exists() and not (out / "csv").exists() and not (out / "wandb").exists()
+    assert (
+        not (out / "metrics.jsonl").exists() and not (out / "csv").exists() and not (out / "wandb").exists()
+    )
     assert (out / "checkpoints" / "last.ckpt").is_file()
 
 
@@ -120,7 +140,10 @@ def test_nan_stops_the_run_naming_iteration_and_checkpoint(make_cfg, tmp_path: P
         run(make_cfg("iterations=10", "callbacks.checkpoint_every=2"))
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert ckpts == ["iter_0000002.ckpt", "iter_0000004.ckpt", "last.ckpt"]
-    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["voxgan"]["iteration"] == 4
+    assert (
+        torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["voxgan"]["iteration"]
+        == 4
+    )
 
 
 def test_bad_value_fails_before_any_output(make_cfg, tmp_path: Path) -> None:

@@ -25,7 +25,9 @@ class ModelConfig:
     prior: str = "normal"  # normal | uniform (uniform on [-1, 1], as in the paper)
     g_channels: int = 64  # channels of G's finest hidden level; 64 gives the paper's 512-256-128-64 at 64^3
     d_channels: int = 64
-    d_norm: str = "auto"  # batch | layer | spectral | none; auto: batch (bce) / layer (wgan_gp) / spectral (resgan3d)
+    d_norm: str = (
+        "auto"  # batch | layer | spectral | none; auto: batch (bce) / layer (wgan_gp) / spectral (resgan3d)
+    )
     ema_decay: float = 0.0  # > 0 keeps an exponential moving average of G for sampling
     compile: bool = False  # torch.compile G and D
     channels_last: bool = False  # channels_last_3d memory format
@@ -103,7 +105,9 @@ class CallbacksConfig:
     check_finite_every: int = 10  # NaN/inf check of the losses (a host sync, so not every iteration)
     eval_every: int = 500  # sample-quality evaluation (0: off)
     eval_samples: int = 200  # generated and reference shapes per evaluation (equal sizes)
-    eval_metrics: list[str] = field(default_factory=lambda: ["distribution", "memorisation", "occupancy", "frechet"])
+    eval_metrics: list[str] = field(
+        default_factory=lambda: ["distribution", "memorisation", "occupancy", "frechet"]
+    )
     classifier: str | None = None  # classifier checkpoint for the feature (Frechet) distance
 
 
@@ -164,7 +168,12 @@ def validate(cfg: DictConfig | TrainConfig, known_categories: tuple[str, ...] | 
     _check(lo.name in OBJECTIVES, "loss.name", lo.name, f"one of {sorted(OBJECTIVES)}")
     _check(lo.g_lr > 0, "loss.g_lr", lo.g_lr, "a positive learning rate")
     _check(lo.d_lr > 0, "loss.d_lr", lo.d_lr, "a positive learning rate")
-    _check(len(lo.betas) == 2 and all(0 <= b < 1 for b in lo.betas), "loss.betas", list(lo.betas), "[b1, b2] in [0, 1)")
+    _check(
+        len(lo.betas) == 2 and all(0 <= b < 1 for b in lo.betas),
+        "loss.betas",
+        list(lo.betas),
+        "[b1, b2] in [0, 1)",
+    )
     _check(0 <= lo.label_smoothing < 0.5, "loss.label_smoothing", lo.label_smoothing, "in [0, 0.5)")
     gate = lo.d_gate_accuracy
     _check(gate is None or 0.5 < gate <= 1, "loss.d_gate_accuracy", gate, "null or in (0.5, 1]")

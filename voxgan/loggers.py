@@ -35,7 +35,10 @@ class JsonlLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        record = {"step": step, **{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}}
+        record = {
+            "step": step,
+            **{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()},
+        }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -52,7 +55,9 @@ def build_loggers(cfg: Any, output_dir: Path, config_dict: dict[str, Any]) -> li
         elif backend == "csv":
             loggers.append(CSVLogger(output_dir, name="csv", version=""))
         elif backend == "tensorboard":
-            loggers.append(TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False))
+            loggers.append(
+                TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False)
+            )
         elif backend == "wandb":
             logger = WandbLogger(
                 project=lg.project,

@@ -71,7 +71,9 @@ class WGANGPObjective:
         return None
 
     @staticmethod
-    def gradient_penalty(d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def gradient_penalty(
+        d: nn.Module, real: torch.Tensor, fake: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(||grad D(x_hat)|| - 1)^2 on x_hat between real and fake; computed in fp32 for safety."""
         alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device)
         x_hat = (alpha * real.float() + (1 - alpha) * fake.float()).requires_grad_(True)

@@ -13,8 +13,8 @@ uninterrupted one.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 import time
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -42,7 +42,9 @@ def resolve_d_norm(model_cfg: dict[str, Any], loss_name: str) -> str:
 def build_objective(loss_cfg: dict[str, Any]) -> Objective:
     """The objective object of ``loss_cfg['name']`` with its options."""
     if loss_cfg["name"] == "bce":
-        return OBJECTIVES["bce"](loss_cfg["label_smoothing"], loss_cfg["d_gate_accuracy"], loss_cfg["n_critic"])
+        return OBJECTIVES["bce"](
+            loss_cfg["label_smoothing"], loss_cfg["d_gate_accuracy"], loss_cfg["n_critic"]
+        )
     return OBJECTIVES["wgan_gp"](loss_cfg["gp_lambda"], loss_cfg["n_critic"])
 
 
@@ -146,7 +148,9 @@ class VoxelGAN(pl.LightningModule):
         with torch.set_grad_enabled(takes_g_step):
             fake = self._g_forward(z)
 
-        d_loss, d_stats = self.objective.d_loss(self._d_forward, self._instance_noise(real), self._instance_noise(fake.detach()))
+        d_loss, d_stats = self.objective.d_loss(
+            self._d_forward, self._instance_noise(real), self._instance_noise(fake.detach())
+        )
         if "d_acc" in d_stats:  # every process must take the same gating decision in DDP
             d_stats["d_acc"] = self.trainer.strategy.reduce(d_stats["d_acc"], reduce_op="mean")
         gate = self.objective.update_d(d_stats)
@@ -202,10 +206,15 @@ class VoxelGAN(pl.LightningModule):
         if all(finite):
             return
         bad = iterations[finite.index(False)]
-        where = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was saved yet"
+        where = (
+            f"the last good checkpoint is {self.last_checkpoint}"
+            if self.last_checkpoint
+            else "no checkpoint was saved yet"
+        )
         raise NonFiniteLossError(
             f"a loss became NaN or infinite at iteration {bad}; training stopped, {where}. "
-            "Lower loss.g_lr / loss.d_lr or enable loss.d_gate_accuracy, then resume with ckpt_path=<checkpoint>."
+            "Lower loss.g_lr / loss.d_lr or enable loss.d_gate_accuracy, "
+            "then resume with ckpt_path=<checkpoint>."
         )
 
     def _log_iteration(
@@ -218,13 +227,19 @@ class VoxelGAN(pl.LightningModule):
         values["real_occupancy"] = real.mean()
         metrics = {f"train/{k}": float(v) for k, v in values.items()}
         metrics["train/d_skip_fraction"] = window["d_skipped"] / max(1, window["batches"])
-        metrics["train/samples_per_s"] = window["batches"] * real.shape[0] / max(elapsed, 1e-9) / self.objective.n_critic
+        metrics["train/samples_per_s"] = (
+            window["batches"] * real.shape[0] / max(elapsed, 1e-9) / self.objective.n_critic
+        )
         metrics["iteration"] = self.iteration
         self._window = {"d_skipped": 0, "batches": 0, "start": time.perf_counter()}
         for logger in self.loggers:
             logger.log_metrics(metrics, step=self.iteration)
         self.log_dict(
-            {"d_loss": metrics["train/d_loss"], "g_loss": metrics["train/g_loss"], "it": float(self.iteration)},
+            {
+                "d_loss": metrics["train/d_loss"],
+                "g_loss": metrics["train/g_loss"],
+                "it": float(self.iteration),
+            },
             prog_bar=True,
             logger=False,
         )
@@ -256,7 +271,9 @@ class CheckpointError(ValueError):
     """A checkpoint file that is missing or not a voxgan checkpoint."""
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[VoxelGAN, dict[str, Any]]:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[VoxelGAN, dict[str, Any]]:
     """Load a trained VoxelGAN (eval mode) and its data settings (categories, resolution, source...).
 
     Loads with ``weights_only=True``: a checkpoint can hold nothing but tensors and plain containers.

@@ -40,7 +40,9 @@ class PackedSet:
         return PackedSet(self.packed.to(device), self.labels.to(device), self.categories, self.resolution)
 
 
-def augment(grids: torch.Tensor, mirror: bool, shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def augment(
+    grids: torch.Tensor, mirror: bool, shift: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Random flips across the x = 0 symmetry plane and shifts of up to ``shift`` voxels (zero fill)."""
     if mirror:
         flip = torch.rand(len(grids), generator=generator, device=grids.device) < 0.5
@@ -49,7 +51,9 @@ def augment(grids: torch.Tensor, mirror: bool, shift: int, generator: torch.Gene
         dx, dy, dz = torch.randint(-shift, shift + 1, (3,), generator=generator, device=grids.device).tolist()
         padded = torch.nn.functional.pad(grids, [shift] * 6)
         r = grids.shape[-1]
-        grids = padded[..., shift - dx : shift - dx + r, shift - dy : shift - dy + r, shift - dz : shift - dz + r]
+        grids = padded[
+            ..., shift - dx : shift - dx + r, shift - dy : shift - dy + r, shift - dz : shift - dz + r
+        ]
     return grids
 
 
@@ -57,8 +61,14 @@ class EndlessBatches(IterableDataset):
     """Shuffled batches of a PackedSet forever; batch k is a function of (seed, k, rank) alone."""
 
     def __init__(
-        self, data: PackedSet, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-        mirror: bool = False, shift: int = 0,
+        self,
+        data: PackedSet,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        mirror: bool = False,
+        shift: int = 0,
     ) -> None:
         per_step = batch_size * world_size
         if len(data) < per_step:
@@ -108,11 +118,16 @@ def synthetic_set(
         packed.append(_cached_procedural(category, resolution, first_seed, count, cache_dir, procedural))
         labels.append(np.full(count, label, dtype=np.int64))
     return PackedSet(
-        torch.from_numpy(np.concatenate(packed)), torch.from_numpy(np.concatenate(labels)), list(categories), resolution
+        torch.from_numpy(np.concatenate(packed)),
+        torch.from_numpy(np.concatenate(labels)),
+        list(categories),
+        resolution,
     )
 
 
-def _cached_procedural(category: str, resolution: int, first_seed: int, count: int, cache_dir: str | None, lib) -> np.ndarray:
+def _cached_procedural(
+    category: str, resolution: int, first_seed: int, count: int, cache_dir: str | None, lib
+) -> np.ndarray:
     path = None
     if cache_dir:
         version = getattr(lib, "LIBRARY_VERSION", 1)
@@ -134,7 +149,10 @@ def prepared_set(root: str, split: str, categories: list[str]) -> PackedSet:
 
     voxels = load_split(root, split, categories or None)
     return PackedSet(
-        torch.from_numpy(voxels.packed), torch.from_numpy(voxels.labels), list(voxels.categories), voxels.resolution
+        torch.from_numpy(voxels.packed),
+        torch.from_numpy(voxels.labels),
+        list(voxels.categories),
+        voxels.resolution,
     )
 
 
@@ -200,10 +218,18 @@ class VoxelDataModule(pl.LightningDataModule):
             from voxgan.data.shards import ShardStream
 
             stream = ShardStream(
-                h.root, "train", h.batch_size, categories=h.categories or None, shuffle_buffer=h.shuffle_buffer,
-                seed=h.seed, rank=rank, world_size=world,
+                h.root,
+                "train",
+                h.batch_size,
+                categories=h.categories or None,
+                shuffle_buffer=h.shuffle_buffer,
+                seed=h.seed,
+                rank=rank,
+                world_size=world,
             )
-            return DataLoader(stream, batch_size=None, num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
+            return DataLoader(
+                stream, batch_size=None, num_workers=h.num_workers, persistent_workers=h.num_workers > 0
+            )
         data = self.train_set
         if trainer is not None:
             data = data.to(trainer.strategy.root_device)

@@ -20,7 +20,11 @@ class DCGANGenerator(nn.Module):
             nn.ReLU(inplace=True),
         ]
         for c_in, c_out in zip(channels, channels[1:]):
-            layers += [nn.ConvTranspose3d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm3d(c_out), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose3d(c_in, c_out, 4, 2, 1, bias=False),
+                nn.BatchNorm3d(c_out),
+                nn.ReLU(True),
+            ]
         layers += [nn.ConvTranspose3d(channels[-1], 1, 4, 2, 1), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
         self.latent_dim = latent_dim

@@ -51,7 +51,9 @@ class ResGenerator(nn.Module):
         self.latent_dim = latent_dim
         self.project = nn.Linear(latent_dim, channels[0] * 4**3)
         self.blocks = nn.Sequential(*(UpBlock(a, b) for a, b in zip(channels, channels[1:] + [channels[-1]])))
-        self.out = nn.Sequential(nn.BatchNorm3d(channels[-1]), nn.ReLU(True), nn.Conv3d(channels[-1], 1, 3, 1, 1))
+        self.out = nn.Sequential(
+            nn.BatchNorm3d(channels[-1]), nn.ReLU(True), nn.Conv3d(channels[-1], 1, 3, 1, 1)
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.project(z.view(z.shape[0], self.latent_dim)).view(z.shape[0], -1, 4, 4, 4)
