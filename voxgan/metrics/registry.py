@@ -1,0 +1,170 @@
+"""Named sample-quality metrics and their JSONL history.
+
+A metric is a function ``f(ctx: MetricContext) -> dict[str, float]`` registered under a name with
+``@register_metric(name)``; ``compute_metrics(names, ctx)`` runs several and merges their results.
+Each evaluation is appended as one JSON line (``append_jsonl``), so runs can be compared later
+without the logger. A metric whose inputs are missing from the context logs why and returns nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+
+from voxgan.metrics.distribution import distribution_metrics, memorisation
+from voxgan.metrics.frechet import frechet_distance
+from voxgan.metrics.iou import occupancy_rows
+
+log = logging.getLogger(__name__)
+
+FeatureFn = Callable[[torch.Tensor], "torch.Tensor | np.ndarray"]
+
+
+@dataclass
+class MetricContext:
+    """What metrics are computed from: bool grid sets ``(N, R, R, R)`` and optional extras.
+
+    ``feature_fn`` maps a grid set to ``(N, D)`` features (e.g. a classifier's penultimate layer).
+    """
+
+    generated: torch.Tensor
+    reference: torch.Tensor
+    train: torch.Tensor | None = None
+    feature_fn: FeatureFn | None = None
+    device: torch.device | str | None = None
+    chunk_size: int | None = None
+
+
+MetricFn = Callable[[MetricContext], dict[str, float]]
+_METRICS: dict[str, MetricFn] = {}
+
+
+def register_metric(name: str) -> Callable[[MetricFn], MetricFn]:
+    """Decorator registering ``f(ctx) -> dict[str, float]`` under ``name``."""
+
+    def register(fn: MetricFn) -> MetricFn:
+        if name in _METRICS:
+            raise ValueError(f"metric {name!r} is already registered (by {_METRICS[name].__qualname__})")
+        _METRICS[name] = fn
+        return fn
+
+    return register
+
+
+def registered_metrics() -> list[str]:
+    """Names accepted by :func:`compute_metrics`."""
+    return sorted(_METRICS)
+
+
+def compute_metrics(names: Iterable[str], ctx: MetricContext) -> dict[str, float]:
+    """Run the named metrics on ``ctx`` and merge their results into one dict."""
+    names = list(names)
+    unknown = [name for name in names if name not in _METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; registered: {registered_metrics()}")
+    results: dict[str, float] = {}
+    for name in names:
+        results.update(_METRICS[name](ctx))
+    return results
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Append ``record`` as one JSON line, durably; creates parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(record) + "\n").encode()
+    with open(path, "a+b") as f:
+        _cut_partial_line(f)
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Records of a JSONL file.
+
+    An unterminated, unparsable last line (a crash mid-write) is skipped with a warning.
+    """
+    lines = Path(path).read_text().splitlines(keepends=True)
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number == len(lines) and not line.endswith("\n"):
+                warnings.warn(f"{path}: skipping truncated last line {number} ({error})", stacklevel=2)
+                break
+            message = f"{path}:{number} is not valid JSON ({error}); fix or remove that line"
+            raise ValueError(message) from error
+    return records
+
+
+def _cut_partial_line(f: BinaryIO) -> None:
+    """Drop an unterminated last line left by an interrupted append, so the next record starts a line."""
+    size = f.seek(0, os.SEEK_END)
+    if size == 0:
+        return
+    f.seek(size - 1)
+    if f.read(1) == b"\n":
+        return
+    f.seek(0)
+    keep = f.read().rfind(b"\n") + 1
+    warnings.warn(f"{f.name}: dropping a truncated last line ({size - keep} bytes) first", stacklevel=3)
+    f.truncate(keep)
+
+
+def _skipped(name: str, reason: str) -> dict[str, float]:
+    log.warning("metric %r skipped: %s", name, reason)
+    return {}
+
+
+@register_metric("distribution")
+def _distribution(ctx: MetricContext) -> dict[str, float]:
+    """MMD, COV and 1-NNA of generated against reference shapes."""
+    return distribution_metrics(ctx.generated, ctx.reference, ctx.chunk_size, ctx.device)
+
+
+@register_metric("memorisation")
+def _memorisation(ctx: MetricContext) -> dict[str, float]:
+    """Nearest-training-shape IoU of the generated shapes."""
+    if ctx.train is None:
+        return _skipped("memorisation", "MetricContext.train is None; pass the training shapes")
+    return memorisation(ctx.generated, ctx.train, ctx.chunk_size, ctx.device)
+
+
+@register_metric("frechet")
+def _frechet(ctx: MetricContext) -> dict[str, float]:
+    """Frechet distance between features of generated and reference shapes."""
+    if ctx.feature_fn is None:
+        reason = "MetricContext.feature_fn is None; pass a feature extractor (e.g. a classifier)"
+        return _skipped("frechet", reason)
+    features = [_to_numpy(ctx.feature_fn(grids)) for grids in (ctx.generated, ctx.reference)]
+    return {"frechet": frechet_distance(*features)}
+
+
+@register_metric("occupancy")
+def _occupancy(ctx: MetricContext) -> dict[str, float]:
+    """Mean occupancy of generated and reference shapes: spots empty or solid collapse."""
+    return {"occupancy_gen": _mean_occupancy(ctx.generated), "occupancy_ref": _mean_occupancy(ctx.reference)}
+
+
+def _mean_occupancy(grids: torch.Tensor) -> float:
+    rows = occupancy_rows(grids)
+    return int(torch.count_nonzero(rows)) / rows.numel()
+
+
+def _to_numpy(features: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(features, torch.Tensor):
+        return features.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(features, dtype=np.float64)
