@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -28,10 +29,17 @@ TINY = [
     "callbacks.log_every=1",
     "callbacks.check_finite_every=1",
     "callbacks.num_samples=4",
+    "callbacks.eval_every=0",
 ]
 
 register_configs()
 os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread() -> None:
+    """Test networks are tiny: one thread avoids waiting on a busy second core."""
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

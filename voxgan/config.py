@@ -28,6 +28,7 @@ class ModelConfig:
     d_norm: str = (
         "auto"  # batch | layer | spectral | none; auto: batch (bce) / layer (wgan_gp) / spectral (resgan3d)
     )
+    minibatch_std: bool = False  # D sees each batch's feature spread: counters mode collapse
     ema_decay: float = 0.0  # > 0 keeps an exponential moving average of G for sampling
     compile: bool = False  # torch.compile G and D
     channels_last: bool = False  # channels_last_3d memory format

@@ -53,7 +53,8 @@ class WGANGPObjective:
     n_critic: int = 5
 
     def d_loss(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
-        real_score, fake_score = d(real).mean(), d(fake).mean()
+        # Scores in fp32: under bf16 autocast the critic's output is bf16.
+        real_score, fake_score = d(real).float().mean(), d(fake).float().mean()
         penalty, grad_norm = self.gradient_penalty(d, real, fake)
         wasserstein = real_score - fake_score
         loss = -wasserstein + self.gp_lambda * penalty
@@ -64,7 +65,7 @@ class WGANGPObjective:
         }
 
     def g_loss(self, d: nn.Module, fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
-        return -d(fake).mean(), {}
+        return -d(fake).float().mean(), {}
 
     def update_d(self, stats: Stats) -> None:
         """The critic always takes its step."""

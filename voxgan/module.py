@@ -72,7 +72,9 @@ class VoxelGAN(pl.LightningModule):
         self.automatic_optimization = False
         self.generator = build_generator(model["name"], model["latent_dim"], resolution, model["g_channels"])
         d_norm = resolve_d_norm(model, loss["name"])
-        self.discriminator = build_discriminator(model["name"], resolution, model["d_channels"], d_norm)
+        self.discriminator = build_discriminator(
+            model["name"], resolution, model["d_channels"], d_norm, model["minibatch_std"]
+        )
         self.g_ema = copy.deepcopy(self.generator).requires_grad_(False) if model["ema_decay"] > 0 else None
         self.objective = build_objective(loss)
         self.register_buffer("fixed_z", self.sample_z(num_samples, torch.Generator().manual_seed(seed)))
@@ -93,7 +95,9 @@ class VoxelGAN(pl.LightningModule):
             self.to(memory_format=torch.channels_last_3d)
         if model["compile"]:
             self._g_forward = torch.compile(self.generator)
-            self._d_forward = torch.compile(self.discriminator)
+            # aot_autograd has no double backward, which WGAN-GP's penalty takes through the critic
+            if self.hparams.loss["name"] != "wgan_gp":
+                self._d_forward = torch.compile(self.discriminator)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         loss = self.hparams.loss

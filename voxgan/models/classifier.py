@@ -9,7 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from voxgan.data.formats.base import atomic_write
 from voxgan.models.layers import level_channels
+
+# Constructor arguments saved with the weights, so that load_classifier can rebuild the network.
+ARCHITECTURE_KEYS = ("num_classes", "resolution", "channels", "feature_dim")
 
 
 class ClassifierError(ValueError):
@@ -19,16 +23,20 @@ class ClassifierError(ValueError):
 class VoxelClassifier(nn.Module):
     """resolution^3 occupancy -> strided 3D convolutions down to 4^3 -> hidden layer -> class logits."""
 
-    def __init__(self, num_classes: int, resolution: int, channels: int = 16, feature_dim: int = 128) -> None:
+    def __init__(self, num_classes: int, resolution: int, channels: int = 16, feature_dim: int = 64) -> None:
         super().__init__()
-        # Constructor arguments, saved with the weights so load_classifier can rebuild the network.
-        self.config = {"num_classes": num_classes, "resolution": resolution, "channels": channels, "feature_dim": feature_dim}
+        self.config = {
+            "num_classes": num_classes,
+            "resolution": resolution,
+            "channels": channels,
+            "feature_dim": feature_dim,
+        }
         widths = level_channels(resolution, channels)[::-1]
         layers: list[nn.Module] = []
-        for c_in, c_out in zip([1, *widths], widths):
-            layers += [nn.Conv3d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm3d(c_out), nn.LeakyReLU(0.2, True)]
+        for c_in, c_out in zip([1, *widths[:-1]], widths, strict=True):
+            layers += [nn.Conv3d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm3d(c_out), nn.LeakyReLU(0.2)]
         self.conv = nn.Sequential(*layers)
-        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(widths[-1] * 4**3, feature_dim), nn.ReLU(True))
+        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(widths[-1] * 4**3, feature_dim), nn.ReLU())
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(feature_dim, num_classes))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -40,41 +48,42 @@ class VoxelClassifier(nn.Module):
 
 
 def save_classifier(
-    path: str | os.PathLike, model: VoxelClassifier, categories: list[str], resolution: int, val_accuracy: float
+    path: str | os.PathLike,
+    model: VoxelClassifier,
+    categories: list[str],
+    resolution: int,
+    val_accuracy: float,
 ) -> Path:
     """Write weights and metadata to ``path`` atomically; the file loads with ``weights_only=True``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if model.config["resolution"] != resolution or model.config["num_classes"] != len(categories):
+    config = model.config
+    if config["resolution"] != resolution or config["num_classes"] != len(categories):
         raise ClassifierError(
-            f"classifier for {model.config['num_classes']} classes at {model.config['resolution']}^3 cannot be saved "
-            f"with {len(categories)} categories at {resolution}^3; pass the categories and resolution it was trained on"
+            f"a classifier of {config['num_classes']} classes at {config['resolution']}^3 cannot be saved as "
+            f"{len(categories)} categories at {resolution}^3; pass the categories and resolution of its data"
         )
-    state = {
-        "voxgan_classifier": {**model.config, "categories": list(categories), "val_accuracy": float(val_accuracy)},
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-    }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    meta = {**config, "categories": list(categories), "val_accuracy": float(val_accuracy)}
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {"voxgan_classifier": meta, "state_dict": weights}
+    return atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_classifier(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[VoxelClassifier, dict[str, Any]]:
-    """The classifier saved at ``path`` (eval mode) and its metadata (categories, resolution, val_accuracy...)."""
+def load_classifier(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[VoxelClassifier, dict[str, Any]]:
+    """The classifier at ``path`` (eval mode) and its metadata (categories, resolution, val_accuracy...)."""
     path = Path(path)
     if not path.is_file():
         raise ClassifierError(
             f"classifier checkpoint {path} does not exist; train one with "
-            "`python experiments/train_classifier.py data=<categories>` and pass its classifier.ckpt"
+            "`python experiments/train_classifier.py data=<data config>` and pass its classifier.ckpt"
         )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
         meta = dict(state["voxgan_classifier"])
-        model = VoxelClassifier(**{key: meta[key] for key in ("num_classes", "resolution", "channels", "feature_dim")})
+        model = VoxelClassifier(**{key: meta[key] for key in ARCHITECTURE_KEYS})
         model.load_state_dict(state["state_dict"])
     except Exception as error:  # torch raises several unrelated types for a damaged file
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else repr(error)
+        reason = (str(error).strip().splitlines() or [repr(error)])[0][:200]
         raise ClassifierError(
             f"{path} is not a readable voxgan classifier ({type(error).__name__}: {reason}); "
             "use a classifier.ckpt written by experiments/train_classifier.py"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from voxgan.models.layers import level_channels, maybe_spectral, norm3d
+from voxgan.models.layers import MinibatchStd, level_channels, maybe_spectral, norm3d
 
 
 class DCGANGenerator(nn.Module):
@@ -36,7 +36,9 @@ class DCGANGenerator(nn.Module):
 class DCGANDiscriminator(nn.Module):
     """resolution^3 -> ... -> 4^3 -> one logit; the generator's mirror with LeakyReLU(0.2)."""
 
-    def __init__(self, resolution: int, base_channels: int = 64, norm: str = "batch") -> None:
+    def __init__(
+        self, resolution: int, base_channels: int = 64, norm: str = "batch", minibatch_std: bool = False
+    ) -> None:
         super().__init__()
         channels = level_channels(resolution, base_channels)[::-1]
         blocks: list[nn.Module] = [
@@ -51,7 +53,8 @@ class DCGANDiscriminator(nn.Module):
                 )
             )
         self.blocks = nn.ModuleList(blocks)
-        self.head = maybe_spectral(nn.Conv3d(channels[-1], 1, 4, 1, 0), norm)
+        self.batch_std = MinibatchStd() if minibatch_std else nn.Identity()
+        self.head = maybe_spectral(nn.Conv3d(channels[-1] + int(minibatch_std), 1, 4, 1, 0), norm)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Activations after each block, coarsest last (for feature probes and SVM transfer)."""
@@ -62,4 +65,4 @@ class DCGANDiscriminator(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)[-1]).flatten()
+        return self.head(self.batch_std(self.features(x)[-1])).flatten()

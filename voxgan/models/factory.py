@@ -24,6 +24,8 @@ def build_generator(name: str, latent_dim: int, resolution: int, base_channels: 
     return _architecture(name)[0](latent_dim, resolution, base_channels)
 
 
-def build_discriminator(name: str, resolution: int, base_channels: int, norm: str) -> nn.Module:
+def build_discriminator(
+    name: str, resolution: int, base_channels: int, norm: str, minibatch_std: bool = False
+) -> nn.Module:
     """The discriminator/critic of architecture ``name``: (N, 1, R, R, R) -> (N,) logits."""
-    return _architecture(name)[1](resolution, base_channels, norm)
+    return _architecture(name)[1](resolution, base_channels, norm, minibatch_std)

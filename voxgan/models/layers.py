@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 D_NORMS = ("batch", "layer", "spectral", "none")
@@ -37,3 +38,15 @@ def norm3d(kind: str, channels: int) -> nn.Module:
 def maybe_spectral(module: nn.Module, norm: str) -> nn.Module:
     """Wrap a weight layer in spectral normalisation when ``norm == 'spectral'``."""
     return nn.utils.parametrizations.spectral_norm(module) if norm == "spectral" else module
+
+
+class MinibatchStd(nn.Module):
+    """Appends the batch's mean feature standard deviation as one extra channel.
+
+    A discriminator that sees how varied a batch is can tell a collapsed generator (every sample
+    alike) from the data, which pushes G back towards diversity (Karras et al. 2018).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        std = x.float().std(dim=0, unbiased=False).mean().to(x.dtype) if x.shape[0] > 1 else x.new_zeros(())
+        return torch.cat([x, std.expand(x.shape[0], 1, *x.shape[2:])], dim=1)

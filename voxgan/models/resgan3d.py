@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voxgan.models.layers import level_channels, maybe_spectral, norm3d
+from voxgan.models.layers import MinibatchStd, level_channels, maybe_spectral, norm3d
 
 
 class UpBlock(nn.Module):
@@ -63,12 +63,15 @@ class ResGenerator(nn.Module):
 class ResDiscriminator(nn.Module):
     """resolution^3 -> residual down blocks -> 4^3 -> global sum -> linear logit."""
 
-    def __init__(self, resolution: int, base_channels: int = 32, norm: str = "spectral") -> None:
+    def __init__(
+        self, resolution: int, base_channels: int = 32, norm: str = "spectral", minibatch_std: bool = False
+    ) -> None:
         super().__init__()
         channels = level_channels(resolution, base_channels)[::-1]
         ins = [1] + channels[:-1]
         self.blocks = nn.ModuleList(DownBlock(a, b, norm) for a, b in zip(ins, channels))
-        self.head = maybe_spectral(nn.Linear(channels[-1], 1), norm)
+        self.batch_std = MinibatchStd() if minibatch_std else nn.Identity()
+        self.head = maybe_spectral(nn.Linear(channels[-1] + int(minibatch_std), 1), norm)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Activations after each block, coarsest last."""
@@ -79,5 +82,5 @@ class ResDiscriminator(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.leaky_relu(self.features(x)[-1], 0.2).sum(dim=(2, 3, 4))
+        h = self.batch_std(F.leaky_relu(self.features(x)[-1], 0.2)).sum(dim=(2, 3, 4))
         return self.head(h).flatten()

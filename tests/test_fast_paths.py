@@ -1,0 +1,166 @@
+"""Every fast path trains like the plain path: channels_last_3d, torch.compile, bf16-mixed precision,
+and the single generator forward that serves both the D step and the G step. Tiny runs at 16^3."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from torch.utils.flop_counter import FlopCounterMode
+
+from voxgan.flops import forward_flops, gan_forward_flops, iteration_flops
+from voxgan.losses import BCEObjective, WGANGPObjective
+from voxgan.models import build_discriminator, build_generator
+from voxgan.train import build_datamodule, build_module, run
+
+Losses = list[tuple[float, float]]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """These networks are too small to gain from threads, and on a loaded machine every extra thread
+    stalls each parallel region until it is scheduled (tens of times slower); one keeps the runs short."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _train(cfg: DictConfig) -> Losses:
+    """(d_loss, g_loss) of every iteration of a real run, as the run logged them."""
+    run(cfg)
+    lines = (Path(cfg.paths.output_dir) / "metrics.jsonl").read_text().splitlines()
+    return [(r["train/d_loss"], r["train/g_loss"]) for r in map(json.loads, lines)]
+
+
+def _assert_close(actual: Losses, expected: Losses, **tolerance: float) -> None:
+    assert len(actual) == len(expected) > 0
+    for iteration, (a, e) in enumerate(zip(actual, expected, strict=True), start=1):
+        assert a == pytest.approx(e, **tolerance), f"iteration {iteration}: {a} != {e}"
+
+
+# fp32 paths agree to 1e-5; a WGAN loss is a mean of critic scores of either sign, near 0, so it is
+# compared to 1e-5 of a unit score (abs) rather than of itself.
+FP32 = {"rel": 1e-5, "abs": 1e-6}
+
+
+@pytest.mark.parametrize("loss", ["bce", "wgan_gp"])
+def test_channels_last_trains_like_the_default_layout(make_cfg, loss: str) -> None:
+    common = (f"loss={loss}", "loss.n_critic=2", "iterations=2")
+    default = _train(make_cfg(*common, out="default"))
+    _assert_close(_train(make_cfg(*common, "model.channels_last=true", out="channels_last")), default, **FP32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["bce", "wgan_gp"])
+def test_compiled_networks_train_like_eager_ones(make_cfg, loss: str) -> None:
+    common = (f"loss={loss}", "loss.n_critic=2", "iterations=2")
+    eager = _train(make_cfg(*common, out="eager"))
+    _assert_close(_train(make_cfg(*common, "model.compile=true", out="compiled")), eager, **FP32)
+
+
+@pytest.mark.parametrize("layout", ["model.channels_last=false", "model.channels_last=true"])
+@pytest.mark.parametrize("loss", ["bce", "wgan_gp"])
+def test_bf16_mixed_precision_trains_like_fp32(make_cfg, loss: str, layout: str) -> None:
+    common = (f"loss={loss}", "loss.n_critic=2", "iterations=1")
+    fp32 = _train(make_cfg(*common, out="fp32"))
+    # bf16 keeps 8 bits of each critic score: about 4e-3 of a unit score
+    bf16 = _train(make_cfg(*common, layout, "trainer.precision=bf16-mixed", out="bf16"))
+    _assert_close(bf16, fp32, rel=1e-2, abs=4e-3)
+
+
+def _two_forward_losses(cfg: DictConfig) -> Losses:
+    """The textbook loop on the module's weights, z and batches: G runs again for the G step."""
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = build_module(cfg)
+    g, d, objective = module.generator, module.discriminator, module.objective
+    opt_g, opt_d = module.configure_optimizers()
+    datamodule = build_datamodule(cfg)
+    datamodule.setup()
+    batches = iter(datamodule.train_dataloader())
+    losses = []
+    for _ in range(cfg.iterations):
+        for _ in range(objective.n_critic):
+            module._seed_batch()  # the module's per-batch seed, so z and the penalty's draws are the same
+            real = next(batches)[0].float()
+            z = module.sample_z(len(real))
+            d_loss, stats = objective.d_loss(d, real, g(z).detach())
+            gate = objective.update_d(stats)
+            if gate is None or bool(gate):
+                opt_d.zero_grad()
+                d_loss.backward()
+                opt_d.step()
+            module.batches_seen += 1
+        g_loss, _ = objective.g_loss(d, g(z))
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+        losses.append((d_loss.item(), g_loss.item()))
+    return losses
+
+
+@pytest.mark.parametrize("loss", ["bce", "wgan_gp"])
+def test_one_generator_forward_gives_the_losses_of_two(make_cfg, loss: str) -> None:
+    cfg = make_cfg(f"loss={loss}", "loss.n_critic=2", "iterations=2")
+    _assert_close(_train(cfg), _two_forward_losses(cfg), **FP32)
+
+
+def _discriminator_outputs(d: torch.nn.Module) -> list[torch.Tensor]:
+    """A list that receives every output of ``d`` from now on."""
+    outputs: list[torch.Tensor] = []
+    d.register_forward_hook(lambda _module, _inputs, output: outputs.append(output))
+    return outputs
+
+
+def _real_and_fake() -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    return (torch.rand(4, 1, 16, 16, 16) < 0.3).float(), torch.rand(4, 1, 16, 16, 16)
+
+
+def test_bce_losses_stay_fp32_under_bf16_autocast() -> None:
+    d = build_discriminator("dcgan3d", 16, 8, "batch")
+    logits = _discriminator_outputs(d)
+    real, fake = _real_and_fake()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        d_loss, _ = BCEObjective().d_loss(d, real, fake)
+        g_loss, _ = BCEObjective().g_loss(d, fake)
+    # the convolutions run in bf16; binary_cross_entropy_with_logits is autocast to fp32
+    assert [x.dtype for x in logits] == [torch.bfloat16] * 3
+    assert all(torch.isfinite(x).all() for x in logits)
+    assert d_loss.dtype == g_loss.dtype == torch.float32
+    assert torch.isfinite(d_loss) and torch.isfinite(g_loss)
+
+
+def test_gradient_penalty_runs_in_fp32_under_bf16_autocast() -> None:
+    d = build_discriminator("dcgan3d", 16, 8, "layer")
+    scores = _discriminator_outputs(d)
+    real, fake = _real_and_fake()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        d_loss, stats = WGANGPObjective().d_loss(d, real, fake)
+    # D on real and on fake in bf16, then the penalty's forward with autocast off
+    assert [x.dtype for x in scores] == [torch.bfloat16, torch.bfloat16, torch.float32]
+    assert stats["gradient_penalty"].dtype == stats["critic_grad_norm"].dtype == torch.float32
+    assert d_loss.dtype == torch.float32
+    assert all(torch.isfinite(x) for x in (d_loss, stats["gradient_penalty"], stats["critic_grad_norm"]))
+
+
+@pytest.mark.parametrize(("name", "norm"), [("dcgan3d", "batch"), ("resgan3d", "spectral")])
+def test_analytic_flops_match_torch_counter(name: str, norm: str) -> None:
+    g, d = build_generator(name, 200, 16, 8), build_discriminator(name, 16, 8, norm)
+    for net, example in ((g, torch.zeros(2, 200)), (d, torch.zeros(2, 1, 16, 16, 16))):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            net(example)
+        assert forward_flops(net, example) == counter.get_total_flops()
+
+
+def test_paper_model_iteration_is_about_ten_teraflop() -> None:
+    # 64^3, widths 512-256-128-64, batch 100, BCE: 3 G forwards + 9 D forwards per sample
+    generator = build_generator("dcgan3d", 200, 64, 64)
+    g, d = gan_forward_flops(generator, build_discriminator("dcgan3d", 64, 64, "batch"), 200, 64)
+    assert iteration_flops(g, d, "bce", 1, 100) == 100 * (3 * g + 9 * d)
+    assert 9e12 < iteration_flops(g, d, "bce", 1, 100) < 1e13
