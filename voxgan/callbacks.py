@@ -13,7 +13,8 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from voxgan.module import VoxelGAN
 
 
-def _new_iteration(module: VoxelGAN, every: int, last: int) -> bool:
+def is_new_iteration(module: VoxelGAN, every: int, last: int) -> bool:
+    """True once per ``every`` generator iterations (callbacks run after every batch, D-only ones too)."""
     return module.iteration > 0 and module.iteration != last and module.iteration % every == 0
 
 
@@ -26,7 +27,7 @@ class SampleGrid(Callback):
         self._last = -1
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, *args: Any) -> None:
-        if _new_iteration(module, self.every, self._last):
+        if is_new_iteration(module, self.every, self._last):
             self.render(trainer, module)
 
     def on_train_end(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
@@ -66,7 +67,7 @@ class IterationCheckpoint(Callback):
         self._last = -1
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, *args: Any) -> None:
-        if _new_iteration(module, self.every, self._last):
+        if is_new_iteration(module, self.every, self._last):
             self.save(trainer, module, periodic=True)
 
     def on_train_end(self, trainer: pl.Trainer, module: VoxelGAN) -> None:

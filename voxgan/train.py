@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from voxgan.callbacks import IterationCheckpoint, IterationProgressBar, SampleGrid
 from voxgan.config import validate
 from voxgan.data.datamodule import VoxelDataModule
+from voxgan.evaluation import EvaluationCallback
 from voxgan.loggers import build_loggers
 from voxgan.module import VoxelGAN
 
@@ -55,6 +56,17 @@ def build_trainer(cfg: DictConfig, output_dir: Path, loggers: list) -> pl.Traine
         IterationCheckpoint(output_dir / "checkpoints", cfg.callbacks.checkpoint_every),
         SampleGrid(output_dir, cfg.callbacks.sample_every),
     ]
+    if cfg.callbacks.eval_every > 0:
+        callbacks.append(
+            EvaluationCallback(
+                output_dir,
+                cfg.callbacks.eval_every,
+                cfg.callbacks.eval_samples,
+                list(cfg.callbacks.eval_metrics),
+                cfg.callbacks.classifier,
+                seed=cfg.seed,
+            )
+        )
     if cfg.trainer.enable_progress_bar:
         callbacks.append(IterationProgressBar())
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)

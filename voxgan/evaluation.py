@@ -1,0 +1,319 @@
+"""Sample quality of a generator: samples of a fixed z against fixed real shape sets, scored by the
+registered metrics (``voxgan.metrics``), during training (``EvaluationCallback``) or afterwards
+(``evaluate_checkpoint``).
+
+Every evaluation of a run sees the same latent vectors, the same reference shapes (the val split,
+as many as there are samples: 1-NNA is biased by unequal sets) and the same training shapes for
+the memorisation check, so its numbers are comparable along the run and across runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from voxgan.callbacks import is_new_iteration
+from voxgan.data.datamodule import PackedSet, VoxelDataModule, prepared_set
+from voxgan.data.formats.base import atomic_write
+from voxgan.metrics import MetricContext, append_jsonl, compute_metrics
+from voxgan.metrics.iou import OCCUPANCY_THRESHOLD
+from voxgan.metrics.registry import FeatureFn
+from voxgan.models.classifier import VoxelClassifier, load_classifier
+from voxgan.module import VoxelGAN, load_checkpoint
+
+log = logging.getLogger(__name__)
+
+EVAL_FILE = "metrics-eval.jsonl"
+# Fields of an evaluation record that are not metrics.
+RECORD_FIELDS = ("iteration", "wall_s", "eval_s", "samples")
+DEFAULT_METRICS = ("distribution", "memorisation", "occupancy", "frechet")
+# Training shapes the memorisation check compares against, capped in voxels to bound memory at 128^3.
+MEMORISATION_SHAPES = 1000
+MEMORISATION_VOXELS = 2**28
+# The value each comparable metric approaches as samples get better (others are diagnostics).
+METRIC_TARGETS = {"mmd": 0.0, "cov": 1.0, "1nna": 0.5, "1nna_gap": 0.0, "frechet": 0.0}
+METRIC_DESCRIPTIONS = {
+    "mmd": "MMD: mean distance (1 - IoU) of each reference shape to its nearest sample; lower is better",
+    "cov": "COV: share of reference shapes nearest to some sample; higher is better",
+    "1nna": "1-NNA: leave-one-out 1-NN accuracy telling samples from reference shapes; 0.5 is ideal",
+    "1nna_gap": "distance of 1-NNA from 0.5; lower is better",
+    "frechet": "Frechet distance of classifier penultimate features; lower is better",
+    "nn_iou_mean": "memorisation: mean IoU of each sample with its nearest training shape",
+    "nn_iou_gt_0.9": "memorisation: share of samples with a training shape at IoU > 0.9",
+    "occupancy_gen": "mean occupancy of the samples",
+    "occupancy_ref": "mean occupancy of the reference shapes",
+}
+CLASSIFIER_HINT = (
+    "train one on these categories with `python experiments/train_classifier.py data=<data config>` and pass "
+    "its classifier.ckpt (callbacks.classifier=... when training, classifier=... to experiments/evaluate.py)"
+)
+
+
+@dataclass
+class EvaluationSets:
+    """The fixed inputs of every evaluation of one run."""
+
+    z: torch.Tensor  # (n, latent_dim)
+    reference: torch.Tensor  # bool (n, R, R, R): as many real shapes as samples
+    train: torch.Tensor | None  # bool (m, R, R, R): training shapes for the memorisation check
+    feature_fn: FeatureFn | None  # features for the Frechet distance
+
+
+def fixed_subset(total: int, size: int, seed: int) -> torch.Tensor:
+    """Sorted indices of ``size`` of ``total`` items, drawn from ``seed`` alone (all when size >= total)."""
+    if size >= total:
+        return torch.arange(total)
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:size].sort().values
+
+
+def bool_grids(data: PackedSet, index: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Shapes ``index`` of ``data`` as bool ``(n, R, R, R)`` on ``device``."""
+    return data.grids(index.to(data.packed.device))[:, 0].to(device, torch.bool)
+
+
+def classifier_features(model: VoxelClassifier, batch_size: int = 64) -> FeatureFn:
+    """A MetricContext feature function: bool grids ``(N, R, R, R)`` -> penultimate features ``(N, F)``."""
+    device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def features(grids: torch.Tensor) -> torch.Tensor:
+        chunks = grids.to(device).unsqueeze(1).float().split(batch_size)
+        return torch.cat([model.features(chunk) for chunk in chunks])
+
+    return features
+
+
+def load_frechet_classifier(
+    path: str | None, metrics: list[str] | tuple[str, ...], device: torch.device | str = "cpu"
+) -> tuple[VoxelClassifier, dict[str, Any]] | None:
+    """The classifier at ``path`` when the Frechet distance is among ``metrics``; raises ClassifierError."""
+    return load_classifier(path, device) if path and "frechet" in metrics else None
+
+
+def frechet_feature_fn(
+    classifier: tuple[VoxelClassifier, dict[str, Any]] | None, categories: list[str], resolution: int,
+    device: torch.device | str,
+) -> FeatureFn | None:
+    """The classifier's features if it knows every category at this resolution; else None, logging why."""
+    if classifier is None:
+        reason = "no classifier checkpoint was given"
+    else:
+        model, meta = classifier
+        missing = [c for c in categories if c not in meta["categories"]]
+        if not missing and meta["resolution"] == resolution:
+            return classifier_features(model.to(device).eval())
+        reason = (
+            f"the classifier knows {meta['categories']} at {meta['resolution']}^3, "
+            f"the data has {categories} at {resolution}^3"
+        )
+    log.warning("the feature (Frechet) distance is skipped: %s; %s", reason, CLASSIFIER_HINT)
+    return None
+
+
+def build_sets(
+    module: VoxelGAN, reference: PackedSet, train: PackedSet | None, num_samples: int, seed: int,
+    feature_fn: FeatureFn | None = None,
+) -> EvaluationSets:
+    """Draw the fixed z and the fixed real sets (subsampled deterministically) on the module's device."""
+    size = min(num_samples, len(reference))
+    if size < num_samples:
+        log.warning(
+            "the reference set has %d shapes, fewer than the %d samples asked for: evaluating %d against %d",
+            len(reference), num_samples, size, size,
+        )
+    if size < 2:
+        raise ValueError(
+            f"the reference set has {len(reference)} shape(s); evaluation needs at least 2: add validation "
+            "shapes (data.num_shapes, data.val_fraction) or turn evaluation off (callbacks.eval_every=0)"
+        )
+    device = module.device
+    z = module.sample_z(size, torch.Generator().manual_seed(seed))
+    ref = bool_grids(reference, fixed_subset(len(reference), size, seed), device)
+    train_grids = None
+    if train is not None:
+        budget = min(MEMORISATION_SHAPES, max(1, MEMORISATION_VOXELS // train.resolution**3))
+        train_grids = bool_grids(train, fixed_subset(len(train), budget, seed + 1), device)
+    return EvaluationSets(z, ref, train_grids, feature_fn and reusing_reference_features(feature_fn, ref))
+
+
+def reusing_reference_features(feature_fn: FeatureFn, reference: torch.Tensor) -> FeatureFn:
+    """``feature_fn`` that computes the fixed reference set's features once and returns them after."""
+    reference_features = feature_fn(reference)
+    return lambda grids: reference_features if grids is reference else feature_fn(grids)
+
+
+def evaluate_generator(module: VoxelGAN, sets: EvaluationSets, metrics: list[str]) -> dict[str, float]:
+    """Generate from the fixed z, threshold at 0.5 and compute the named metrics (plus ``1nna_gap``)."""
+    generated = module.generate(sets.z)[:, 0] >= OCCUPANCY_THRESHOLD
+    context = MetricContext(generated, sets.reference, sets.train, sets.feature_fn, device=module.device)
+    results = compute_metrics(metrics, context)
+    if "1nna" in results:
+        results["1nna_gap"] = abs(results["1nna"] - 0.5)
+    return results
+
+
+def runnable_metrics(metrics: list[str], sets: EvaluationSets) -> list[str]:
+    """``metrics`` without those whose inputs the sets lack (their skip was already reported)."""
+    return [name for name in metrics if not (name == "frechet" and sets.feature_fn is None)]
+
+
+class EvaluationCallback(Callback):
+    """Scores G's samples every ``every`` generator iterations and at the end of training.
+
+    Results go to every logger as ``eval/<name>`` (step = iteration), to ``trainer.callback_metrics``
+    (what ``voxgan.train.run`` returns to a sweeper) and, one line per evaluation, to
+    ``<output_dir>/metrics-eval.jsonl``. Only rank zero computes; the others skip.
+    """
+
+    def __init__(
+        self, output_dir: str | os.PathLike, every: int, num_samples: int, metrics: list[str],
+        classifier_path: str | None = None, seed: int = 0,
+    ) -> None:
+        if every < 1:
+            raise ValueError(f"every={every}; evaluate every N >= 1 iterations, or leave the callback out")
+        self.path = Path(output_dir) / EVAL_FILE
+        self.every, self.num_samples, self.seed = every, num_samples, seed
+        self.metrics = list(metrics)
+        # Loaded now so that a wrong path stops the run before any training, not at the first evaluation.
+        self.classifier = load_frechet_classifier(classifier_path, self.metrics)
+        self.sets: EvaluationSets | None = None
+        self._last = -1
+        self._wall_offset = 0.0
+        self._fit_start = time.monotonic()
+
+    def on_fit_start(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
+        self._fit_start = time.monotonic()
+
+    def on_train_start(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
+        if trainer.is_global_zero:
+            self.sets = self.prepare(trainer, module)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, *args: Any) -> None:
+        if is_new_iteration(module, self.every, self._last):
+            self.evaluate(trainer, module)
+
+    def on_train_end(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
+        if module.iteration != self._last:
+            self.evaluate(trainer, module)
+
+    def wall_seconds(self) -> float:
+        """Seconds of training since fit start, runs resumed from a checkpoint included."""
+        return self._wall_offset + time.monotonic() - self._fit_start
+
+    def state_dict(self) -> dict[str, float]:
+        return {"wall_s": self.wall_seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self._wall_offset = float(state_dict["wall_s"])
+
+    def prepare(self, trainer: pl.Trainer, module: VoxelGAN) -> EvaluationSets:
+        """The fixed z and real sets of this run, from the trainer's datamodule."""
+        data = trainer.datamodule
+        if getattr(data, "val_set", None) is None:
+            raise ValueError(
+                "EvaluationCallback needs a VoxelDataModule with a val split: pass datamodule= to trainer.fit"
+            )
+        val = data.val_set
+        feature_fn = None
+        if "frechet" in self.metrics:
+            feature_fn = frechet_feature_fn(self.classifier, val.categories, val.resolution, module.device)
+        return build_sets(module, val, data.train_set, self.num_samples, self.seed, feature_fn)
+
+    def evaluate(self, trainer: pl.Trainer, module: VoxelGAN) -> dict[str, float] | None:
+        """Score the current generator; log, record and return the results (None on ranks but zero)."""
+        self._last = module.iteration
+        if not trainer.is_global_zero:
+            return None
+        start = time.perf_counter()
+        results = evaluate_generator(module, self.sets, runnable_metrics(self.metrics, self.sets))
+        record = {
+            "iteration": module.iteration,
+            "wall_s": round(self.wall_seconds(), 3),
+            "eval_s": round(time.perf_counter() - start, 3),
+            "samples": len(self.sets.z),
+            **results,
+        }
+        append_jsonl(self.path, record)
+        logged = {f"eval/{name}": value for name, value in results.items()}
+        for logger in trainer.loggers:
+            logger.log_metrics({**logged, "iteration": module.iteration}, step=module.iteration)
+        for key, value in logged.items():
+            trainer.callback_metrics[key] = torch.tensor(value)
+        log.info("evaluation at iteration %d: %s", module.iteration, _summary(results))
+        return results
+
+
+def _summary(results: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.4g}" for name, value in results.items())
+
+
+def evaluate_checkpoint(
+    ckpt: str | os.PathLike, num_samples: int = 200, ref: str | None = None, split: str = "val",
+    ref_categories: list[str] | None = None, classifier: str | None = None,
+    metrics: list[str] | tuple[str, ...] = DEFAULT_METRICS, seed: int = 0, device: str = "cpu",
+) -> dict[str, Any]:
+    """Score a checkpoint's samples against its run's val split, or split ``split`` of the prepared ``ref``.
+
+    Memorisation is measured against the run's own training split. Returns a report: settings and metrics.
+    """
+    module, data_settings = load_checkpoint(ckpt, map_location=device)
+    run_data = VoxelDataModule(**data_settings)
+    run_data.setup()
+    reference = prepared_set(ref, split, list(ref_categories or [])) if ref else run_data.val_set
+    resolution = run_data.hparams.resolution
+    if reference.resolution != resolution:
+        raise ValueError(
+            f"ref={ref} holds {reference.resolution}^3 grids but {ckpt} generates {resolution}^3; "
+            "prepare the reference at the model's resolution"
+        )
+    loaded = load_frechet_classifier(classifier, metrics, device)
+    feature_fn = None
+    if "frechet" in metrics:
+        feature_fn = frechet_feature_fn(loaded, reference.categories, reference.resolution, module.device)
+    sets = build_sets(module, reference, run_data.train_set, num_samples, seed, feature_fn)
+    results = evaluate_generator(module, sets, runnable_metrics(list(metrics), sets))
+    return {
+        "checkpoint": str(ckpt),
+        "iteration": module.iteration,
+        "samples": len(sets.z),
+        "reference": f"{ref}:{split}" if ref else "the run's val split",
+        "reference_categories": list(reference.categories),
+        "classifier": classifier,
+        "metrics": results,
+    }
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """A markdown table of an ``evaluate_checkpoint`` report."""
+    lines = [
+        f"# Evaluation of {report['checkpoint']} (iteration {report['iteration']})",
+        "",
+        f"{report['samples']} samples against {report['samples']} shapes of {report['reference']} "
+        f"({', '.join(report['reference_categories'])}); distance 1 - IoU on grids thresholded at 0.5.",
+        "",
+        "| metric | value | meaning |",
+        "|---|---|---|",
+    ]
+    for name, value in report["metrics"].items():
+        lines.append(f"| {name} | {value:.4f} | {METRIC_DESCRIPTIONS.get(name, '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    report: dict[str, Any], out_dir: str | os.PathLike, stem: str = "evaluation"
+) -> tuple[Path, Path]:
+    """Write ``<stem>.md`` and ``<stem>.json`` into ``out_dir`` atomically; return their paths."""
+    out = Path(out_dir)
+    markdown = report_markdown(report)
+    md = atomic_write(out / f"{stem}.md", lambda f: f.write(markdown), mode="w")
+    js = atomic_write(out / f"{stem}.json", lambda f: json.dump(report, f, indent=2), mode="w")
+    return md, js
