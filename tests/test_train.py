@@ -65,23 +65,34 @@ def test_bce_gating_skips_d_updates_and_logs_the_fraction(make_cfg, tmp_path: Pa
     assert sum(r["train/d_skip_fraction"] for r in _records(tmp_path / "run")) == pytest.approx(skipped)
 
 
+class Crash(Exception):
+    """Stands for the process dying right after a checkpoint."""
+
+
 @pytest.mark.parametrize("loss", ["bce", "wgan_gp"])
-def test_resume_replays_an_uninterrupted_run_exactly(make_cfg, tmp_path: Path, loss: str) -> None:
+def test_resume_replays_an_uninterrupted_run_exactly(
+    make_cfg, tmp_path: Path, loss: str, monkeypatch
+) -> None:
+    from voxgan.callbacks import IterationCheckpoint
+
     common = (
         f"loss={loss}",
+        "iterations=6",
         "callbacks.checkpoint_every=3",
         "loss.d_gate_accuracy=0.7" if loss == "bce" else "seed=1",
     )
-    run(make_cfg(*common, "iterations=6", out="full"))
-    run(make_cfg(*common, "iterations=3", out="part"))
-    run(
-        make_cfg(
-            *common,
-            "iterations=6",
-            f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}",
-            out="resumed",
-        )
-    )
+    run(make_cfg(*common, out="full"))
+    save = IterationCheckpoint.save
+
+    def save_then_crash(self, trainer, module, periodic):
+        save(self, trainer, module, periodic)
+        raise Crash
+
+    monkeypatch.setattr(IterationCheckpoint, "save", save_then_crash)
+    with pytest.raises(Crash):
+        run(make_cfg(*common, out="part"))
+    monkeypatch.setattr(IterationCheckpoint, "save", save)
+    run(make_cfg(*common, f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}", out="resumed"))
     full = {r["iteration"]: (r["train/d_loss"], r["train/g_loss"]) for r in _records(tmp_path / "full")}
     resumed = {r["iteration"]: (r["train/d_loss"], r["train/g_loss"]) for r in _records(tmp_path / "resumed")}
     assert sorted(resumed) == [4, 5, 6]
