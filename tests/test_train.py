@@ -161,3 +161,33 @@ def test_bad_value_fails_before_any_output(make_cfg, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="data.resolution=24"):
         run(make_cfg("data.resolution=24"))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_trains_on_shards_prepared_from_real_mat_chairs(
+    make_cfg, tmp_path: Path, shared_data, in_memory
+) -> None:
+    from voxgan.data.prepare import PrepareConfig, prepare
+
+    train = shared_data / "volumetric_data" / "chair" / "30" / "train"
+    raw = tmp_path / "volumetric_data" / "chair" / "30" / "train"
+    raw.mkdir(parents=True)
+    for path in sorted(train.glob("chair_*_1.mat"))[:24]:
+        (raw / path.name).symlink_to(path)
+    out = tmp_path / "chair16"
+    settings = dict(source="volumetric", categories=["chair"], resolution=16, workers=1, progress=False)
+    prepare(PrepareConfig(root=str(tmp_path / "volumetric_data"), out=str(out), **settings))
+    run(
+        make_cfg(
+            "experiment=real_chair32",
+            f"data.root={out}",
+            "data.resolution=16",
+            "data.batch_size=4",
+            f"data.in_memory={in_memory}",
+            "iterations=3",
+        )
+    )
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["voxgan"]["iteration"] == 3
+    assert state["datamodule_hyper_parameters"]["source"] == "shards"
+    assert 0.01 < _records(tmp_path / "run")[-1]["train/real_occupancy"] < 0.5
