@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ import numpy as np
 import trimesh
 from PIL import Image, ImageDraw, ImageFont
 from skimage import measure
+
+from voxgan.data.formats.base import atomic_write
 
 BACKGROUND = (244, 244, 241)
 DEFAULT_COLOR = (98, 142, 196)
@@ -278,24 +279,9 @@ def hstack_frames(images: Sequence[Image.Image]) -> Image.Image:
     return strip
 
 
-def _write_atomic(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
     """Write ``image`` as a PNG at ``path`` atomically, creating parent folders."""
-    return _write_atomic(path, lambda file: image.save(file, format="PNG"))
+    return atomic_write(path, lambda file: image.save(file, format="PNG"))
 
 
 def _shared_palette(frames: Sequence[Image.Image]) -> Image.Image:
@@ -339,7 +325,7 @@ def save_gif(frames: Sequence[Image.Image], path: str | os.PathLike, duration_ms
     if not frames:
         raise ValueError(f"save_gif got no frames to write to {path}")
     first, *rest = _gif_frames(frames)
-    return _write_atomic(path, lambda file: first.save(
+    return atomic_write(path, lambda file: first.save(
         file, format="GIF", save_all=True, append_images=rest, duration=duration_ms, loop=loop,
         optimize=False, disposal=1))
 
@@ -373,4 +359,4 @@ def save_mesh(mesh: trimesh.Trimesh, path: str | os.PathLike, file_format: str |
         raise ValueError(f"cannot save a mesh to {path}: unknown format {fmt!r}; "
                          f"use one of {', '.join(MESH_FORMATS)} (as the file suffix or file_format)")
     data = mesh.export(file_type=fmt)
-    return _write_atomic(path, lambda file: file.write(data.encode() if isinstance(data, str) else data))
+    return atomic_write(path, lambda file: file.write(data.encode() if isinstance(data, str) else data))

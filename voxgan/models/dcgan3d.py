@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from voxgan.models.layers import MinibatchStd, level_channels, maybe_spectral, norm3d
+from voxgan.models.layers import MinibatchStd, block_features, level_channels, maybe_spectral, norm3d
 
 
 class DCGANGenerator(nn.Module):
@@ -57,12 +57,8 @@ class DCGANDiscriminator(nn.Module):
         self.head = maybe_spectral(nn.Conv3d(channels[-1] + int(minibatch_std), 1, 4, 1, 0), norm)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Activations after each block, coarsest last (for feature probes and SVM transfer)."""
-        out = []
-        for block in self.blocks:
-            x = block(x)
-            out.append(x)
-        return out
+        """Activations after each block, coarsest last."""
+        return block_features(self.blocks, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.batch_std(self.features(x)[-1])).flatten()

@@ -50,3 +50,12 @@ class MinibatchStd(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         std = x.float().std(dim=0, unbiased=False).mean().to(x.dtype) if x.shape[0] > 1 else x.new_zeros(())
         return torch.cat([x, std.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
+
+
+def block_features(blocks: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
+    """Activations after each block of a discriminator, coarsest last (for probes and SVM transfer)."""
+    out = []
+    for block in blocks:
+        x = block(x)
+        out.append(x)
+    return out

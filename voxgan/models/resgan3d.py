@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voxgan.models.layers import MinibatchStd, level_channels, maybe_spectral, norm3d
+from voxgan.models.layers import MinibatchStd, block_features, level_channels, maybe_spectral, norm3d
 
 
 class UpBlock(nn.Module):
@@ -75,11 +75,7 @@ class ResDiscriminator(nn.Module):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Activations after each block, coarsest last."""
-        out = []
-        for block in self.blocks:
-            x = block(x)
-            out.append(x)
-        return out
+        return block_features(self.blocks, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.batch_std(F.leaky_relu(self.features(x)[-1], 0.2)).sum(dim=(2, 3, 4))
