@@ -3,7 +3,6 @@ run keeps so it can be compared later without any logging service."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from argparse import Namespace
@@ -12,6 +11,8 @@ from typing import Any
 
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
+
+from voxgan.metrics.registry import append_jsonl
 
 
 class JsonlLogger(Logger):
@@ -35,14 +36,10 @@ class JsonlLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        record = {
-            "step": step,
-            **{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()},
+        finite = {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
+        append_jsonl(self.path, {"step": step, **finite})
 
 
 def build_loggers(cfg: Any, output_dir: Path, config_dict: dict[str, Any]) -> list[Logger]:

@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from voxgan.data.formats.base import atomic_write
 from voxgan.data.grid import pack_grids, unpack_bits
 
 
@@ -136,10 +137,7 @@ def _cached_procedural(
             return np.load(path)
     packed = pack_grids(lib.make_shapes(category, range(first_seed, first_seed + count), resolution))
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{torch.randint(1 << 30, ()).item()}.npy")
-        np.save(tmp, packed)
-        tmp.replace(path)
+        atomic_write(path, lambda file: np.save(file, packed))
     return packed
 
 
