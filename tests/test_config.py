@@ -86,6 +86,7 @@ def test_unknown_group_option_fails_at_composition() -> None:
         ("model.prior=cauchy", "model.prior"),
         ("iterations=0", "iterations"),
         ("logger.backends=[mlflow]", "logger.backends"),
+        ("trainer.max_time=1h", "trainer.max_time"),
     ],
 )
 def test_out_of_range_value_fails_with_the_key_named(override: str, key: str) -> None:

@@ -157,6 +157,16 @@ def test_nan_stops_the_run_naming_iteration_and_checkpoint(make_cfg, tmp_path: P
     )
 
 
+def test_max_time_stops_early_and_still_saves(make_cfg, tmp_path: Path) -> None:
+    run(make_cfg("iterations=1000000", "trainer.max_time=00:00:00:02", "callbacks.sample_every=1000000"))
+    out = tmp_path / "run"
+    iteration = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["voxgan"]["iteration"]
+    assert 0 < iteration < 1000000
+    # the end-of-run work happens for the iteration the budget stopped at
+    assert (out / "samples" / f"iter_{iteration:07d}.png").is_file()
+    assert _records(out)[-1]["iteration"] <= iteration
+
+
 def test_bad_value_fails_before_any_output(make_cfg, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="data.resolution=24"):
         run(make_cfg("data.resolution=24"))

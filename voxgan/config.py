@@ -7,6 +7,8 @@ ranges before any work starts.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +83,7 @@ class TrainerConfig:
     deterministic: bool = False
     benchmark: bool | None = None  # cudnn benchmark mode
     sync_batchnorm: bool = False
+    max_time: str | None = None  # wall-time budget "DD:HH:MM:SS": stops early, then saves and evaluates
 
 
 @dataclass
@@ -197,6 +200,13 @@ def validate(cfg: DictConfig | TrainConfig, known_categories: tuple[str, ...] | 
         _check(getattr(cb, key) > 0, f"callbacks.{key}", getattr(cb, key), "a positive number of iterations")
     _check(cb.eval_every >= 0, "callbacks.eval_every", cb.eval_every, "0 (off) or a number of iterations")
     _check(cb.eval_samples >= 2, "callbacks.eval_samples", cb.eval_samples, "at least 2 shapes")
+    mt = cfg.trainer.max_time
+    _check(
+        mt is None or re.fullmatch(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", str(mt)) is not None,
+        "trainer.max_time",
+        mt,
+        'null or a wall-time budget "DD:HH:MM:SS", e.g. "00:01:00:00" for one hour',
+    )
     known_backends = ("wandb", "csv", "tensorboard", "jsonl")
     bad = [b for b in cfg.logger.backends if b not in known_backends]
     _check(not bad, "logger.backends", list(cfg.logger.backends), f"a list of {known_backends}")
