@@ -214,6 +214,14 @@ def test_real_shapes_from_splits_folders_and_files(tiny_checkpoint: Path, tmp_pa
     assert files.grids[1].sum() == make_shape("airplane", 1, 16).sum()
     with pytest.raises(ValueError, match="names no real shapes"):
         load_real(str(tmp_path / "missing"), study)
+    # a glob picks some files of a tree, e.g. only the solid voxelisations of ShapeNet
+    for i in range(3):
+        kind = "solid" if i < 2 else "surface"
+        write_binvox(tmp_path / "tree" / f"id{i}" / "models" / f"m.{kind}.binvox", make_shape("chair", i, 16))
+    solid = load_real(str(tmp_path / "tree" / "*" / "models" / "*.solid.binvox"), study)
+    assert solid.names == ["id0/models/m.solid.binvox", "id1/models/m.solid.binvox"]
+    with pytest.raises(ValueError, match="matches no file"):
+        load_real(str(tmp_path / "tree" / "*.obj"), study)
 
 
 def test_a_shapenet_file_is_an_operand(tiny_checkpoint: Path, shared_data: Path, tmp_path: Path) -> None:

@@ -20,11 +20,13 @@ checkpoint's own split), a folder of files, or a procedural range ``chair:0-15``
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import logging
 import math
 import operator
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -359,9 +361,18 @@ def _files(path: Path, resolution: int, limit: int | None) -> RealShapes:
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES)
     if not files:
         raise ValueError(f"{path} holds no file voxgan reads ({', '.join(SUFFIXES)})")
+    return _files_list(files, resolution, limit, root=path if path.is_dir() else None)
+
+
+def _files_list(files: list[Path], resolution: int, limit: int | None, root: Path | None = None) -> RealShapes:
+    """Shapes of ``files``, named by their path under ``root`` (else by the shortest distinct suffix)."""
+    if root is None and len(files) > 1:
+        # a glob over <id>/models/model.binvox: name each by the parts that differ
+        common = Path(os.path.commonpath([str(f.parent) for f in files]))
+        root = common
     grids, names = [], []
     for file in files:
-        name = str(file.relative_to(path)) if path.is_dir() else file.name
+        name = str(file.relative_to(root)) if root is not None else file.name
         for i, grid in enumerate(load_grids(file, resolution)):
             grids.append(grid)
             names.append(name if i == 0 else f"{name}[{i}]")
@@ -380,8 +391,13 @@ def load_real(spec: str, study: Study, limit: int | None = None) -> RealShapes:
     path = Path(spec).expanduser()
     if path.exists():
         return _files(path, study.resolution, limit)
-    raise ValueError(f"{spec!r} names no real shapes: use a file or folder that exists, train, val, or a "
-                     "procedural range like chair:0-15")
+    if any(c in spec for c in "*?["):
+        matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        if not matches:
+            raise ValueError(f"the pattern {spec!r} matches no file")
+        return _files_list(matches, study.resolution, limit)
+    raise ValueError(f"{spec!r} names no real shapes: use a file, a folder or a glob pattern that exists, "
+                     "train, val, or a procedural range like chair:0-15")
 
 
 def _attribute_matches(value: object, op: str, wanted: str) -> bool:
