@@ -8,7 +8,6 @@ ranges before any work starts.
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass, field
 from typing import Any
 

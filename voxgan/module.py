@@ -24,6 +24,8 @@ from torch import nn
 from voxgan.losses import OBJECTIVES, Objective, Stats
 from voxgan.models import build_discriminator, build_generator
 
+_STANDING_STATS_SEED = 20160  # the prior draws that measure the moving average's BatchNorm statistics
+
 
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; training stops instead of training on garbage."""
@@ -84,6 +86,7 @@ class VoxelGAN(pl.LightningModule):
         self._window: dict[str, Any] = {"d_skipped": 0, "batches": 0, "start": time.perf_counter()}
         self._unchecked: list[tuple[int, torch.Tensor]] = []
         self.last_checkpoint: str | None = None
+        self._ema_stats_at: int | None = None  # iteration whose weights g_ema's BatchNorm statistics fit
         self._g_forward = self.generator
         self._d_forward = self.discriminator
 
@@ -116,10 +119,43 @@ class VoxelGAN(pl.LightningModule):
             return torch.rand(shape, generator=generator, device=device) * 2 - 1
         return torch.randn(shape, generator=generator, device=device)
 
+    def sampling_network(self, use_ema: bool = True) -> nn.Module:
+        """The generator samples come from: the moving average when kept and ``use_ema``, else G.
+
+        The average's weights are not the weights G's BatchNorm statistics were measured with, so
+        they are measured again for the average (standing statistics: a fixed set of prior draws
+        through it in train mode), once per iteration it is used at.
+        """
+        if not use_ema or self.g_ema is None:
+            return self.generator
+        if self._ema_stats_at != self.iteration:
+            self._standing_statistics(self.g_ema)
+            self._ema_stats_at = self.iteration
+        return self.g_ema
+
+    @torch.no_grad()
+    def _standing_statistics(self, g: nn.Module, batches: int = 8, batch_size: int = 64) -> None:
+        norms = [m for m in g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        norms = [m for m in norms if m.track_running_stats]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the draws
+        was_training = g.training
+        g.train()
+        draws = torch.Generator(device=self.device).manual_seed(_STANDING_STATS_SEED)
+        for _ in range(batches):
+            g(self.sample_z(batch_size, draws))
+        g.train(was_training)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
     @torch.no_grad()
     def generate(self, z: torch.Tensor, use_ema: bool = True) -> torch.Tensor:
         """Occupancy probabilities (N, 1, R, R, R) for latent vectors z, in eval mode."""
-        g = self.g_ema if (use_ema and self.g_ema is not None) else self.generator
+        g = self.sampling_network(use_ema)
         was_training = g.training
         g.eval()
         out = torch.cat([g(chunk.to(self.device)) for chunk in z.split(64)])
@@ -194,11 +230,12 @@ class VoxelGAN(pl.LightningModule):
     def _update_ema(self) -> None:
         if self.g_ema is None:
             return
-        decay = self.hparams.model["ema_decay"]
+        # Warm-up: the average spans at most the iterations so far, never mostly the initial weights.
+        # (BatchNorm statistics are measured for the average when it samples: sampling_network.)
+        n = self.iteration + 1
+        decay = min(self.hparams.model["ema_decay"], n / (n + 9))
         with torch.no_grad():
             torch._foreach_lerp_(list(self.g_ema.parameters()), list(self.generator.parameters()), 1 - decay)
-            for b_ema, b in zip(self.g_ema.buffers(), self.generator.buffers()):
-                b_ema.copy_(b)
 
     def check_finite(self) -> None:
         """Raise NonFiniteLossError if a loss since the last check was NaN/inf (one host sync)."""

@@ -215,8 +215,7 @@ class Study:
     @property
     def generator(self) -> torch.nn.Module:
         """The network samples come from: G's moving average when kept and ``use_ema``, else G."""
-        ema = self.module.g_ema
-        return ema if (self.cfg.use_ema and ema is not None) else self.module.generator
+        return self.module.sampling_network(self.cfg.use_ema)
 
     def seeded_z(self, seeds: range | list[int]) -> torch.Tensor:
         """One z per seed, each drawn from the prior by its own seeded generator."""
@@ -364,12 +363,11 @@ def _files(path: Path, resolution: int, limit: int | None) -> RealShapes:
     return _files_list(files, resolution, limit, root=path if path.is_dir() else None)
 
 
-def _files_list(files: list[Path], resolution: int, limit: int | None, root: Path | None = None) -> RealShapes:
-    """Shapes of ``files``, named by their path under ``root`` (else by the shortest distinct suffix)."""
+def _files_list(files: list[Path], resolution: int, limit: int | None, root: Path | None = None
+                ) -> RealShapes:
+    """Shapes of ``files``, named by their path under ``root`` (else under their common folder)."""
     if root is None and len(files) > 1:
-        # a glob over <id>/models/model.binvox: name each by the parts that differ
-        common = Path(os.path.commonpath([str(f.parent) for f in files]))
-        root = common
+        root = Path(os.path.commonpath([str(f.parent) for f in files]))
     grids, names = [], []
     for file in files:
         name = str(file.relative_to(root)) if root is not None else file.name
