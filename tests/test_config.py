@@ -87,6 +87,7 @@ def test_unknown_group_option_fails_at_composition() -> None:
         ("iterations=0", "iterations"),
         ("logger.backends=[mlflow]", "logger.backends"),
         ("trainer.max_time=1h", "trainer.max_time"),
+        ("trainer.precision=fp8", "trainer.precision"),
     ],
 )
 def test_out_of_range_value_fails_with_the_key_named(override: str, key: str) -> None:

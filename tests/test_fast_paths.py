@@ -165,3 +165,23 @@ def test_paper_model_iteration_is_about_ten_teraflop() -> None:
     g, d = gan_forward_flops(generator, build_discriminator("dcgan3d", 64, 64, "batch"), 200, 64)
     assert iteration_flops(g, d, "bce", 1, 100) == 100 * (3 * g + 9 * d)
     assert 9e12 < iteration_flops(g, d, "bce", 1, 100) < 1e13
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, native: bool) -> None:
+    from voxgan.train import resolve_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    assert resolve_precision("auto", "cpu") == ("bf16-mixed" if native else "32-true")
+    assert resolve_precision("32-true", "cpu") == "32-true"  # an explicit choice is kept
+
+
+def test_auto_precision_trains_and_says_what_it_chose(make_cfg, tmp_path: Path, caplog) -> None:
+    from voxgan.train import native_bf16
+
+    with caplog.at_level("INFO", logger="voxgan.train"):
+        run(make_cfg("trainer.precision=auto", "iterations=2"))
+    chosen = "bf16-mixed" if native_bf16("cpu") else "32-true"
+    assert f"trainer.precision=auto: {chosen}" in caplog.text
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

@@ -69,6 +69,9 @@ class DataConfig:
     cache_dir: str | None = None  # synthetic: where generated shapes are cached (none: no cache)
 
 
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true", "bf16-true", "16-true", "32", "16")
+
+
 @dataclass
 class TrainerConfig:
     """Arguments passed to ``pytorch_lightning.Trainer``."""
@@ -77,7 +80,7 @@ class TrainerConfig:
     devices: Any = "auto"
     strategy: str = "auto"
     num_nodes: int = 1
-    precision: str = "32-true"
+    precision: str = "32-true"  # auto: bf16-mixed where the device computes bf16 natively, else 32-true
     enable_progress_bar: bool = True
     deterministic: bool = False
     benchmark: bool | None = None  # cudnn benchmark mode
@@ -199,6 +202,8 @@ def validate(cfg: DictConfig | TrainConfig, known_categories: tuple[str, ...] | 
         _check(getattr(cb, key) > 0, f"callbacks.{key}", getattr(cb, key), "a positive number of iterations")
     _check(cb.eval_every >= 0, "callbacks.eval_every", cb.eval_every, "0 (off) or a number of iterations")
     _check(cb.eval_samples >= 2, "callbacks.eval_samples", cb.eval_samples, "at least 2 shapes")
+    precision = cfg.trainer.precision
+    _check(precision in PRECISIONS, "trainer.precision", precision, f"one of {PRECISIONS}")
     mt = cfg.trainer.max_time
     _check(
         mt is None or re.fullmatch(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", str(mt)) is not None,

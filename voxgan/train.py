@@ -50,6 +50,23 @@ def build_module(cfg: DictConfig) -> VoxelGAN:
     )
 
 
+def native_bf16(accelerator: str) -> bool:
+    """Whether the device the trainer will use computes bf16 natively (not emulated, which is slower
+    than fp32): a CUDA GPU with bf16, or a CPU with AMX or AVX512-BF16."""
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(check is not None and check() for check in checks)
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto``: bf16 autocast where the device computes bf16 natively, else fp32."""
+    if precision != "auto":
+        return precision
+    return "bf16-mixed" if native_bf16(accelerator) else "32-true"
+
+
 def build_trainer(cfg: DictConfig, output_dir: Path, loggers: list) -> pl.Trainer:
     """A Lightning trainer that runs until the module has done ``cfg.iterations`` iterations."""
     callbacks = [
@@ -70,6 +87,9 @@ def build_trainer(cfg: DictConfig, output_dir: Path, loggers: list) -> pl.Traine
     if cfg.trainer.enable_progress_bar:
         callbacks.append(IterationProgressBar())
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_args["precision"] = resolve_precision(trainer_args["precision"], trainer_args["accelerator"])
+    if cfg.trainer.precision == "auto":
+        log.info("trainer.precision=auto: %s on this machine", trainer_args["precision"])
     return pl.Trainer(
         **trainer_args,
         max_epochs=-1,
