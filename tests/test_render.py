@@ -137,6 +137,19 @@ def test_render_grid_labels_and_colors():
         render_grid(grids, labels=["only one"])
 
 
+def test_long_labels_shrink_then_shorten_to_fit_their_cell():
+    from voxgan.render import _label_font, fit_label
+
+    font = _label_font(128)
+    assert fit_label("chair 1.00", 128, font) == ("chair 1.00", font)  # short labels are untouched
+    text, smaller = fit_label("a = attr:chair.base:swivel", 128, font)
+    assert text == "a = attr:chair.base:swivel" and smaller.size < font.size
+    assert smaller.getlength(text) <= 124
+    text, tiny = fit_label("4d0898c7cac1199a4b0853084d4042f7/models/model_normalized.solid.binvox", 128, font)
+    assert "…" in text and text.startswith("4d08") and text.endswith("binvox")
+    assert tiny.getlength(text) <= 124
+
+
 def test_hstack_frames_size():
     frames = [Image.new("RGB", (30, 20), "red"), Image.new("RGB", (10, 25), "blue")]
     strip = hstack_frames(frames)

@@ -219,7 +219,7 @@ def test_real_shapes_from_splits_folders_and_files(tiny_checkpoint: Path, tmp_pa
         kind = "solid" if i < 2 else "surface"
         write_binvox(tmp_path / "tree" / f"id{i}" / "models" / f"m.{kind}.binvox", make_shape("chair", i, 16))
     solid = load_real(str(tmp_path / "tree" / "*" / "models" / "*.solid.binvox"), study)
-    assert solid.names == ["id0/models/m.solid.binvox", "id1/models/m.solid.binvox"]
+    assert solid.names == ["id0", "id1"]  # the part of the paths that differs
     with pytest.raises(ValueError, match="matches no file"):
         load_real(str(tmp_path / "tree" / "*.obj"), study)
 

@@ -228,12 +228,36 @@ def _band_height(font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> int:
     return int(bottom - top) + 6
 
 
+def fit_label(text: str, width: int, font: ImageFont.ImageFont | ImageFont.FreeTypeFont
+              ) -> tuple[str, ImageFont.ImageFont | ImageFont.FreeTypeFont]:
+    """``text`` and a font that fit in ``width`` pixels: a smaller font first (down to 9 px), then
+    the text shortened in the middle with an ellipsis, so its start and end both stay readable."""
+    room = width - 4
+    if font.getlength(text) <= room:
+        return text, font
+    size = getattr(font, "size", None)
+    while size is not None and size > 9:
+        size -= 1
+        font = ImageFont.load_default(size=size)
+        if font.getlength(text) <= room:
+            return text, font
+    keep = len(text) - 1
+    while keep > 1:
+        head, tail = text[: (keep + 1) // 2], text[len(text) - keep // 2:]
+        if font.getlength(f"{head}…{tail}") <= room:
+            return f"{head}…{tail}", font
+        keep -= 1
+    return "…", font
+
+
 def _label_band(text: str, width: int, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> Image.Image:
-    """A background-coloured strip with ``text`` centred on it; text wider than the strip is cut."""
+    """A background-coloured strip with ``text`` centred on it, shrunk or shortened to fit."""
     band = Image.new("RGB", (width, _band_height(font)), BACKGROUND)
     draw = ImageDraw.Draw(band)
+    top = 3 - font.getbbox("Ag")[1]
+    text, font = fit_label(text, width, font)
     left = max(2.0, (width - draw.textlength(text, font=font)) / 2)
-    draw.text((left, 3 - font.getbbox("Ag")[1]), text, fill=(40, 40, 40), font=font)
+    draw.text((left, top), text, fill=(40, 40, 40), font=font)
     return band
 
 

@@ -368,9 +368,13 @@ def _files_list(files: list[Path], resolution: int, limit: int | None, root: Pat
     """Shapes of ``files``, named by their path under ``root`` (else under their common folder)."""
     if root is None and len(files) > 1:
         root = Path(os.path.commonpath([str(f.parent) for f in files]))
+    relative = [f.relative_to(root).parts if root is not None else (f.name,) for f in files]
+    # <id>/models/model.binvox for every file: the ids alone tell the shapes apart
+    tails = {parts[1:] for parts in relative}
+    short = root is not None and len(files) > 1 and len(tails) == 1 and len(relative[0]) > 1
     grids, names = [], []
-    for file in files:
-        name = str(file.relative_to(root)) if root is not None else file.name
+    for file, parts in zip(files, relative, strict=True):
+        name = parts[0] if short else str(Path(*parts))
         for i, grid in enumerate(load_grids(file, resolution)):
             grids.append(grid)
             names.append(name if i == 0 else f"{name}[{i}]")
