@@ -153,7 +153,8 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 
-def _check(condition: bool, key: str, value: object, expected: str) -> None:
+def check_value(condition: bool, key: str, value: object, expected: str) -> None:
+    """Raise ConfigError naming ``key`` and what it expects, unless ``condition`` holds."""
     if not condition:
         raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
 
@@ -165,47 +166,59 @@ def validate(cfg: DictConfig | TrainConfig, known_categories: tuple[str, ...] | 
     from voxgan.models.layers import D_NORMS
 
     m, lo, d, cb = cfg.model, cfg.loss, cfg.data, cfg.callbacks
-    _check(m.name in ARCHITECTURES, "model.name", m.name, f"one of {sorted(ARCHITECTURES)}")
-    _check(m.latent_dim > 0, "model.latent_dim", m.latent_dim, "a positive integer")
-    _check(m.prior in ("normal", "uniform"), "model.prior", m.prior, "normal or uniform")
-    _check(m.g_channels > 0 and m.d_channels > 0, "model.g_channels/d_channels", m.g_channels, "positive")
-    _check(m.d_norm in (*D_NORMS, "auto"), "model.d_norm", m.d_norm, f"auto or one of {D_NORMS}")
-    _check(0 <= m.ema_decay < 1, "model.ema_decay", m.ema_decay, "in [0, 1)")
-    _check(lo.name in OBJECTIVES, "loss.name", lo.name, f"one of {sorted(OBJECTIVES)}")
-    _check(lo.g_lr > 0, "loss.g_lr", lo.g_lr, "a positive learning rate")
-    _check(lo.d_lr > 0, "loss.d_lr", lo.d_lr, "a positive learning rate")
-    _check(
+    check_value(m.name in ARCHITECTURES, "model.name", m.name, f"one of {sorted(ARCHITECTURES)}")
+    check_value(m.latent_dim > 0, "model.latent_dim", m.latent_dim, "a positive integer")
+    check_value(m.prior in ("normal", "uniform"), "model.prior", m.prior, "normal or uniform")
+    check_value(
+        m.g_channels > 0 and m.d_channels > 0, "model.g_channels/d_channels", m.g_channels, "positive"
+    )
+    check_value(m.d_norm in (*D_NORMS, "auto"), "model.d_norm", m.d_norm, f"auto or one of {D_NORMS}")
+    check_value(0 <= m.ema_decay < 1, "model.ema_decay", m.ema_decay, "in [0, 1)")
+    check_value(lo.name in OBJECTIVES, "loss.name", lo.name, f"one of {sorted(OBJECTIVES)}")
+    check_value(lo.g_lr > 0, "loss.g_lr", lo.g_lr, "a positive learning rate")
+    check_value(lo.d_lr > 0, "loss.d_lr", lo.d_lr, "a positive learning rate")
+    check_value(
         len(lo.betas) == 2 and all(0 <= b < 1 for b in lo.betas),
         "loss.betas",
         list(lo.betas),
         "[b1, b2] in [0, 1)",
     )
-    _check(0 <= lo.label_smoothing < 0.5, "loss.label_smoothing", lo.label_smoothing, "in [0, 0.5)")
+    check_value(0 <= lo.label_smoothing < 0.5, "loss.label_smoothing", lo.label_smoothing, "in [0, 0.5)")
     gate = lo.d_gate_accuracy
-    _check(gate is None or 0.5 < gate <= 1, "loss.d_gate_accuracy", gate, "null or in (0.5, 1]")
-    _check(lo.n_critic >= 1, "loss.n_critic", lo.n_critic, "an integer >= 1")
-    _check(lo.gp_lambda >= 0, "loss.gp_lambda", lo.gp_lambda, ">= 0")
-    _check(lo.instance_noise >= 0, "loss.instance_noise", lo.instance_noise, ">= 0")
-    _check(d.resolution in RESOLUTIONS, "data.resolution", d.resolution, f"a power of two in {RESOLUTIONS}")
-    _check(d.batch_size > 0, "data.batch_size", d.batch_size, "a positive integer")
-    _check(d.source in ("synthetic", "shards"), "data.source", d.source, "synthetic or shards")
-    _check(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "in (0, 1)")
-    _check(d.num_shapes > 0, "data.num_shapes", d.num_shapes, "a positive integer")
-    _check(0 <= d.shift < d.resolution // 4, "data.shift", d.shift, "0 <= shift < resolution / 4")
+    check_value(gate is None or 0.5 < gate <= 1, "loss.d_gate_accuracy", gate, "null or in (0.5, 1]")
+    check_value(lo.n_critic >= 1, "loss.n_critic", lo.n_critic, "an integer >= 1")
+    check_value(lo.gp_lambda >= 0, "loss.gp_lambda", lo.gp_lambda, ">= 0")
+    check_value(lo.instance_noise >= 0, "loss.instance_noise", lo.instance_noise, ">= 0")
+    check_value(
+        d.resolution in RESOLUTIONS, "data.resolution", d.resolution, f"a power of two in {RESOLUTIONS}"
+    )
+    check_value(d.batch_size > 0, "data.batch_size", d.batch_size, "a positive integer")
+    check_value(d.source in ("synthetic", "shards"), "data.source", d.source, "synthetic or shards")
+    check_value(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "in (0, 1)")
+    check_value(d.num_shapes > 0, "data.num_shapes", d.num_shapes, "a positive integer")
+    check_value(0 <= d.shift < d.resolution // 4, "data.shift", d.shift, "0 <= shift < resolution / 4")
     if d.source == "shards":
-        _check(bool(d.root), "data.root", d.root, "the folder of a prepared dataset with data.source=shards")
+        check_value(
+            bool(d.root), "data.root", d.root, "the folder of a prepared dataset with data.source=shards"
+        )
     if known_categories is not None:
         unknown = [c for c in d.categories if c not in known_categories]
-        _check(not unknown, "data.categories", list(d.categories), f"names among {list(known_categories)}")
-    _check(cfg.iterations > 0, "iterations", cfg.iterations, "a positive number of generator iterations")
+        check_value(
+            not unknown, "data.categories", list(d.categories), f"names among {list(known_categories)}"
+        )
+    check_value(cfg.iterations > 0, "iterations", cfg.iterations, "a positive number of generator iterations")
     for key in ("log_every", "sample_every", "checkpoint_every", "check_finite_every"):
-        _check(getattr(cb, key) > 0, f"callbacks.{key}", getattr(cb, key), "a positive number of iterations")
-    _check(cb.eval_every >= 0, "callbacks.eval_every", cb.eval_every, "0 (off) or a number of iterations")
-    _check(cb.eval_samples >= 2, "callbacks.eval_samples", cb.eval_samples, "at least 2 shapes")
+        check_value(
+            getattr(cb, key) > 0, f"callbacks.{key}", getattr(cb, key), "a positive number of iterations"
+        )
+    check_value(
+        cb.eval_every >= 0, "callbacks.eval_every", cb.eval_every, "0 (off) or a number of iterations"
+    )
+    check_value(cb.eval_samples >= 2, "callbacks.eval_samples", cb.eval_samples, "at least 2 shapes")
     precision = cfg.trainer.precision
-    _check(precision in PRECISIONS, "trainer.precision", precision, f"one of {PRECISIONS}")
+    check_value(precision in PRECISIONS, "trainer.precision", precision, f"one of {PRECISIONS}")
     mt = cfg.trainer.max_time
-    _check(
+    check_value(
         mt is None or re.fullmatch(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", str(mt)) is not None,
         "trainer.max_time",
         mt,
@@ -213,4 +226,4 @@ def validate(cfg: DictConfig | TrainConfig, known_categories: tuple[str, ...] | 
     )
     known_backends = ("wandb", "csv", "tensorboard", "jsonl")
     bad = [b for b in cfg.logger.backends if b not in known_backends]
-    _check(not bad, "logger.backends", list(cfg.logger.backends), f"a list of {known_backends}")
+    check_value(not bad, "logger.backends", list(cfg.logger.backends), f"a list of {known_backends}")

@@ -42,7 +42,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from PIL import Image
 
 from voxgan.classification import resolve_device
-from voxgan.config import LoggerConfig
+from voxgan.config import LoggerConfig, check_value
 from voxgan.data.formats import SUFFIXES, atomic_write, load_grids, write_binvox
 from voxgan.latent import (
     INTERPOLATIONS,
@@ -824,30 +824,26 @@ APPS: dict[str, Callable[[DictConfig, Study, StudyRun], dict[str, Any]]] = {
 }
 
 
-def _check(condition: bool, key: str, value: object, expected: str) -> None:
-    if not condition:
-        raise ValueError(f"{key}={value!r} is invalid: expected {expected}")
-
-
 def check_config(cfg: DictConfig) -> None:
     """Check the values an app reads late, so that a typo stops it before any work."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ValueError(f"{', '.join(missing)} not set: pass {' '.join(f'{k}=<value>' for k in missing)}")
     inversion = cfg.inversion
-    _check(inversion.loss in RECONSTRUCTION_LOSSES, "inversion.loss", inversion.loss,
-           f"one of {', '.join(RECONSTRUCTION_LOSSES)}")
-    _check(inversion.init in ("random", "encoder"), "inversion.init", inversion.init, "random or encoder")
-    _check(inversion.restarts >= 1 and inversion.steps >= 1, "inversion.restarts/steps",
-           (inversion.restarts, inversion.steps), "positive integers")
+    check_value(inversion.loss in RECONSTRUCTION_LOSSES, "inversion.loss", inversion.loss,
+                f"one of {', '.join(RECONSTRUCTION_LOSSES)}")
+    check_value(inversion.init in ("random", "encoder"), "inversion.init", inversion.init,
+                "random or encoder")
+    check_value(inversion.restarts >= 1 and inversion.steps >= 1, "inversion.restarts/steps",
+                (inversion.restarts, inversion.steps), "positive integers")
     if "format" in cfg:
-        _check(cfg.format in OUTPUT_FORMATS, "format", cfg.format, f"one of {', '.join(OUTPUT_FORMATS)}")
+        check_value(cfg.format in OUTPUT_FORMATS, "format", cfg.format, f"one of {', '.join(OUTPUT_FORMATS)}")
     if "method" in cfg:
-        _check(cfg.method in (None, *INTERPOLATIONS), "method", cfg.method, "slerp, lerp or null")
+        check_value(cfg.method in (None, *INTERPOLATIONS), "method", cfg.method, "slerp, lerp or null")
     if "steps" in cfg:
-        _check(cfg.steps >= 2, "steps", cfg.steps, "at least 2 frames (the endpoints)")
+        check_value(cfg.steps >= 2, "steps", cfg.steps, "at least 2 frames (the endpoints)")
     if "n" in cfg:
-        _check(cfg.n >= 1, "n", cfg.n, "a positive number of shapes")
+        check_value(cfg.n >= 1, "n", cfg.n, "a positive number of shapes")
 
 
 def run_app(app: str, cfg: DictConfig) -> dict[str, Any]:
