@@ -344,3 +344,11 @@ def test_real_chairs_come_out_y_up_facing_plus_z() -> None:
     for paths in (mats, binvox):
         passed = np.array([chair_pose_checks(load_grids(p, 32)[0]) for p in paths]).mean(axis=0)
         assert passed.min() > 0.75, passed
+
+
+def test_error_summary_is_one_line_even_without_a_message() -> None:
+    from voxgan.data.formats.base import error_summary
+
+    assert error_summary(ValueError("bad header\nmore detail")) == "ValueError: bad header"
+    assert error_summary(EOFError()) == "EOFError: EOFError()"
+    assert len(error_summary(RuntimeError("x" * 500))) == len("RuntimeError: ") + 200

@@ -201,3 +201,15 @@ def test_trains_on_shards_prepared_from_real_mat_chairs(
     assert state["voxgan"]["iteration"] == 3
     assert state["datamodule_hyper_parameters"]["source"] == "shards"
     assert 0.01 < _records(tmp_path / "run")[-1]["train/real_occupancy"] < 0.5
+
+
+def test_a_damaged_checkpoint_gives_one_error_naming_the_file(make_cfg, tmp_path: Path) -> None:
+    from voxgan.module import CheckpointError, load_checkpoint
+
+    run(make_cfg("iterations=2"))
+    good = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(good)[0].iteration == 2  # restored by the module's own checkpoint hook
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(good.read_bytes()[:300])
+    with pytest.raises(CheckpointError, match=r"damaged\.ckpt is not a readable voxgan checkpoint \(\w+"):
+        load_checkpoint(damaged)

@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from voxgan.data.formats.base import error_summary
 from voxgan.losses import OBJECTIVES, Objective, Stats
 from voxgan.models import build_discriminator, build_generator
 
@@ -326,11 +327,9 @@ def load_checkpoint(
         raw = torch.load(path, map_location=map_location, weights_only=True)
         module = VoxelGAN.load_from_checkpoint(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several unrelated types for a damaged file
-        reason = str(error).strip().splitlines()[0][:200]
         raise CheckpointError(
-            f"{path} is not a readable voxgan checkpoint ({type(error).__name__}: {reason}); "
+            f"{path} is not a readable voxgan checkpoint ({error_summary(error)}); "
             "it may be truncated or from another program: use a last.ckpt or iter_*.ckpt written by train.py"
         ) from error
-    module.iteration = raw.get("voxgan", {}).get("iteration", 0)
     module.eval()
     return module, dict(raw.get("datamodule_hyper_parameters", {}))

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from voxgan.data.formats.base import atomic_write
+from voxgan.data.formats.base import atomic_write, error_summary
 from voxgan.models.layers import level_channels
 
 # Constructor arguments saved with the weights, so that load_classifier can rebuild the network.
@@ -83,9 +83,8 @@ def load_classifier(
         model = VoxelClassifier(**{key: meta[key] for key in ARCHITECTURE_KEYS})
         model.load_state_dict(state["state_dict"])
     except Exception as error:  # torch raises several unrelated types for a damaged file
-        reason = (str(error).strip().splitlines() or [repr(error)])[0][:200]
         raise ClassifierError(
-            f"{path} is not a readable voxgan classifier ({type(error).__name__}: {reason}); "
+            f"{path} is not a readable voxgan classifier ({error_summary(error)}); "
             "use a classifier.ckpt written by experiments/train_classifier.py"
         ) from error
     return model.to(map_location).eval(), meta

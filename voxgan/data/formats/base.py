@@ -30,6 +30,13 @@ class VoxelFileError(ValueError):
         self.problem = problem
 
 
+def error_summary(error: BaseException, limit: int = 200) -> str:
+    """``<type>: <first line of the message>`` of an error raised while reading a file, for one-line
+    messages (torch and pickle raise several unrelated types for a damaged file, some without text)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {(lines[0] if lines else repr(error))[:limit]}"
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], mode: str = "wb") -> Path:
     """Write ``path`` through ``write(file)`` into a temporary file beside it, then rename it into place.
 
