@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from voxgan import augment as augmentations
 from voxgan.data.formats.base import atomic_write
 from voxgan.data.grid import pack_grids, unpack_bits
 
@@ -44,18 +45,12 @@ class PackedSet:
 def augment(
     grids: torch.Tensor, mirror: bool, shift: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Random flips across the x = 0 symmetry plane and shifts of up to ``shift`` voxels (zero fill)."""
-    if mirror:
-        flip = torch.rand(len(grids), generator=generator, device=grids.device) < 0.5
-        grids = torch.where(flip.view(-1, 1, 1, 1, 1), grids.flip(2), grids)
-    if shift:
-        dx, dy, dz = torch.randint(-shift, shift + 1, (3,), generator=generator, device=grids.device).tolist()
-        padded = torch.nn.functional.pad(grids, [shift] * 6)
-        r = grids.shape[-1]
-        grids = padded[
-            ..., shift - dx : shift - dx + r, shift - dy : shift - dy + r, shift - dz : shift - dz + r
-        ]
-    return grids
+    """Per-sample random flips across the symmetry plane and shifts of up to ``shift`` voxels (zero fill)."""
+    if not shift:
+        return augmentations.mirror(grids, generator=generator) if mirror else grids
+    flips = augmentations.random_flips(grids, generator=generator) if mirror else None
+    shifts = augmentations.random_shifts(grids, shift, generator=generator)
+    return augmentations.shift_and_flip(grids, shifts, flips)
 
 
 class EndlessBatches(IterableDataset):
