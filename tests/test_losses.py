@@ -61,3 +61,38 @@ def test_wgan_d_loss_is_negative_wasserstein_plus_penalty() -> None:
     expected = -(d(real).mean() - d(fake).mean())
     assert torch.isclose(loss, expected, atol=1e-6)
     assert torch.isclose(stats["wasserstein"], -expected)
+
+
+class Quadratic(nn.Module):
+    """D(x) = sum(w * x^2): the gradient w.r.t. x is 2 w x, so R1 depends on where it is taken."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.linspace(0.5, 1.5, n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.w * x.flatten(1) ** 2).sum(1)
+
+
+def test_r1_penalty_has_the_known_value_and_trains_d() -> None:
+    d = Quadratic(8)
+    real = torch.rand(5, 1, 2, 2, 2)
+    penalty = BCEObjective.r1_penalty(d, real)
+    x, w = real.flatten(1), d.w.detach()
+    expected = ((2 * w * x) ** 2).sum(1).mean()
+    assert torch.isclose(penalty, expected)
+    penalty.backward()  # the penalty's gradient reaches D's weights: d/dw of mean(sum 4 w^2 x^2)
+    assert torch.allclose(d.w.grad, (8 * w * x**2).mean(0))
+
+
+def test_r1_is_taken_on_the_reals_and_scaled_for_lazy_batches() -> None:
+    d = Quadratic(8)
+    real, fake = torch.rand(4, 1, 2, 2, 2), 3 * torch.rand(4, 1, 2, 2, 2)
+    objective = BCEObjective(d_gate_accuracy=None, r1_gamma=2.0, r1_every=4)
+    plain, _ = objective.d_loss(d, real, fake, regularize=False)
+    regularised, stats = objective.d_loss(d, real, fake, regularize=True)
+    on_reals = BCEObjective.r1_penalty(d, real)
+    assert torch.isclose(stats["r1_penalty"], on_reals)
+    assert not torch.isclose(on_reals, BCEObjective.r1_penalty(d, fake))
+    assert torch.isclose(regularised - plain, 0.5 * 2.0 * 4 * on_reals)
+    assert "r1_penalty" not in BCEObjective(r1_gamma=0.0).d_loss(d, real, fake, regularize=True)[1]

@@ -69,18 +69,27 @@ class Crash(Exception):
     """Stands for the process dying right after a checkpoint."""
 
 
-@pytest.mark.parametrize("loss", ["bce", "wgan_gp"])
+RESUME_RECIPES = {
+    "bce": ("loss=bce", "loss.d_gate_accuracy=0.7"),
+    "wgan_gp": ("loss=wgan_gp", "seed=1"),
+    # the augmentation probability, ADA's signal and lazy R1's schedule must resume too
+    "bce_ada_r1": (
+        "augment=ada",
+        "augment.ada_interval=2",
+        "augment.ada_speed=4",
+        "loss.r1_gamma=1",
+        "loss.r1_every=2",
+    ),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RESUME_RECIPES))
 def test_resume_replays_an_uninterrupted_run_exactly(
-    make_cfg, tmp_path: Path, loss: str, monkeypatch
+    make_cfg, tmp_path: Path, recipe: str, monkeypatch
 ) -> None:
     from voxgan.callbacks import IterationCheckpoint
 
-    common = (
-        f"loss={loss}",
-        "iterations=6",
-        "callbacks.checkpoint_every=3",
-        "loss.d_gate_accuracy=0.7" if loss == "bce" else "seed=1",
-    )
+    common = (*RESUME_RECIPES[recipe], "iterations=6", "callbacks.checkpoint_every=3")
     run(make_cfg(*common, out="full"))
     save = IterationCheckpoint.save
 

@@ -48,6 +48,21 @@ class LossConfig:
     gp_lambda: float = 10.0  # wgan_gp
     n_critic: int = 1  # D steps per G step
     instance_noise: float = 0.0  # std of Gaussian noise added to D's inputs, annealed to 0 over training
+    r1_gamma: float = 0.0  # bce: weight of the R1 penalty gamma/2 E||grad D(real)||^2 (0: off)
+    r1_every: int = 1  # bce: lazy R1, computed every this many D steps and scaled up to match
+
+
+@dataclass
+class AugmentConfig:
+    """Differentiable augmentation of D's inputs, alike for real and generated grids (voxgan.augment)."""
+
+    translate: float = 0.0  # per-sample shifts up to this fraction of the grid's side (0.125 = 4 of 32)
+    cutout: float = 0.0  # per-sample empty cube of this fraction of the side (0: off)
+    mirror: bool = False  # per-sample flip across the symmetry plane
+    p: float = 1.0  # probability each transformation is applied to a sample (the start value if adaptive)
+    ada_target: float | None = None  # adapt p (ADA): raise it while E[sign D(real)] > target; null: fixed p
+    ada_interval: int = 4  # generator iterations between adjustments of p
+    ada_speed: int = 500  # iterations p takes to cross [0, 1] at full speed
 
 
 @dataclass
@@ -131,6 +146,7 @@ class TrainConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -157,6 +173,25 @@ def check_value(condition: bool, key: str, value: object, expected: str) -> None
     """Raise ConfigError naming ``key`` and what it expects, unless ``condition`` holds."""
     if not condition:
         raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
+
+
+def validate_augment(a: DictConfig | AugmentConfig, loss_name: str) -> None:
+    """Check the ranges of the augmentation settings."""
+    check_value(
+        0 <= a.translate < 0.5, "augment.translate", a.translate, "a fraction of the side in [0, 0.5)"
+    )
+    check_value(0 <= a.cutout < 1, "augment.cutout", a.cutout, "a fraction of the side in [0, 1)")
+    check_value(0 <= a.p <= 1, "augment.p", a.p, "a probability in [0, 1]")
+    target = a.ada_target
+    check_value(target is None or 0 < target < 1, "augment.ada_target", target, "null or in (0, 1), e.g. 0.6")
+    check_value(
+        target is None or loss_name == "bce",
+        "augment.ada_target",
+        target,
+        "null with loss=wgan_gp: the adaptive signal is the sign of D's logits, which a critic's score lacks",
+    )
+    check_value(a.ada_interval >= 1, "augment.ada_interval", a.ada_interval, "an integer >= 1")
+    check_value(a.ada_speed >= 1, "augment.ada_speed", a.ada_speed, "an integer >= 1")
 
 
 def validate(cfg: DictConfig | TrainConfig, known_categories: tuple[str, ...] | None = None) -> None:
@@ -189,6 +224,15 @@ def validate(cfg: DictConfig | TrainConfig, known_categories: tuple[str, ...] | 
     check_value(lo.n_critic >= 1, "loss.n_critic", lo.n_critic, "an integer >= 1")
     check_value(lo.gp_lambda >= 0, "loss.gp_lambda", lo.gp_lambda, ">= 0")
     check_value(lo.instance_noise >= 0, "loss.instance_noise", lo.instance_noise, ">= 0")
+    check_value(lo.r1_gamma >= 0, "loss.r1_gamma", lo.r1_gamma, ">= 0 (0: off)")
+    check_value(lo.r1_every >= 1, "loss.r1_every", lo.r1_every, "an integer >= 1")
+    check_value(
+        lo.r1_gamma == 0 or lo.name == "bce",
+        "loss.r1_gamma",
+        lo.r1_gamma,
+        "0 with loss=wgan_gp (it has its own penalty)",
+    )
+    validate_augment(cfg.augment, lo.name)
     check_value(
         d.resolution in RESOLUTIONS, "data.resolution", d.resolution, f"a power of two in {RESOLUTIONS}"
     )

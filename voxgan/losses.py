@@ -3,6 +3,7 @@ logging or the training loop. Every statistic is returned as a detached tensor (
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -23,8 +24,13 @@ class BCEObjective:
     label_smoothing: float = 0.0
     d_gate_accuracy: float | None = 0.8
     n_critic: int = 1
+    r1_gamma: float = 0.0
+    r1_every: int = 1
 
-    def d_loss(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+    def d_loss(
+        self, d: Callable, real: torch.Tensor, fake: torch.Tensor, regularize: bool = False
+    ) -> tuple[torch.Tensor, Stats]:
+        """D's loss; with ``regularize`` (a lazy-R1 batch) plus ``r1_every`` x gamma/2 x R1."""
         real_logits, fake_logits = d(real), d(fake)
         real_target = torch.full_like(real_logits, 1.0 - self.label_smoothing)
         loss = F.binary_cross_entropy_with_logits(
@@ -32,7 +38,26 @@ class BCEObjective:
         ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
         acc_real = (real_logits.detach() > 0).float().mean()
         acc_fake = (fake_logits.detach() < 0).float().mean()
-        return loss, {"d_acc_real": acc_real, "d_acc_fake": acc_fake, "d_acc": (acc_real + acc_fake) / 2}
+        stats = {
+            "d_acc_real": acc_real,
+            "d_acc_fake": acc_fake,
+            "d_acc": (acc_real + acc_fake) / 2,
+            "d_real_sign": torch.sign(real_logits.detach().float()).mean(),
+        }
+        if regularize and self.r1_gamma > 0:
+            penalty = self.r1_penalty(d, real)
+            loss = loss + 0.5 * self.r1_gamma * self.r1_every * penalty
+            stats["r1_penalty"] = penalty.detach()
+        return loss, stats
+
+    @staticmethod
+    def r1_penalty(d: Callable, real: torch.Tensor) -> torch.Tensor:
+        """R1 (Mescheder et al. 2018): E ||grad_x D(x)||^2 on reals, in fp32, differentiable in D."""
+        x = real.detach().float().requires_grad_(True)
+        with torch.autocast(device_type=real.device.type, enabled=False):
+            logits = d(x)
+        (grad,) = torch.autograd.grad(logits.float().sum(), x, create_graph=True)
+        return grad.flatten(1).square().sum(dim=1).mean()
 
     def g_loss(self, d: nn.Module, fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
         fake_logits = d(fake)
@@ -52,7 +77,10 @@ class WGANGPObjective:
     gp_lambda: float = 10.0
     n_critic: int = 5
 
-    def d_loss(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+    def d_loss(
+        self, d: Callable, real: torch.Tensor, fake: torch.Tensor, regularize: bool = False
+    ) -> tuple[torch.Tensor, Stats]:
+        """The critic's loss (its gradient penalty is every batch's; ``regularize`` is unused)."""
         # Scores in fp32: under bf16 autocast the critic's output is bf16.
         real_score, fake_score = d(real).float().mean(), d(fake).float().mean()
         penalty, grad_norm = self.gradient_penalty(d, real, fake)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from voxgan.augment import AdaptiveProbability, Augmentation, AugmentedD
 from voxgan.data.formats.base import error_summary
 from voxgan.losses import OBJECTIVES, Objective, Stats
 from voxgan.models import build_discriminator, build_generator
@@ -46,7 +48,11 @@ def build_objective(loss_cfg: dict[str, Any]) -> Objective:
     """The objective object of ``loss_cfg['name']`` with its options."""
     if loss_cfg["name"] == "bce":
         return OBJECTIVES["bce"](
-            loss_cfg["label_smoothing"], loss_cfg["d_gate_accuracy"], loss_cfg["n_critic"]
+            loss_cfg["label_smoothing"],
+            loss_cfg["d_gate_accuracy"],
+            loss_cfg["n_critic"],
+            loss_cfg.get("r1_gamma", 0.0),
+            loss_cfg.get("r1_every", 1),
         )
     return OBJECTIVES["wgan_gp"](loss_cfg["gp_lambda"], loss_cfg["n_critic"])
 
@@ -69,6 +75,7 @@ class VoxelGAN(pl.LightningModule):
         log_every: int = 10,
         check_finite_every: int = 10,
         num_samples: int = 16,
+        augment: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -88,8 +95,21 @@ class VoxelGAN(pl.LightningModule):
         self._unchecked: list[tuple[int, torch.Tensor]] = []
         self.last_checkpoint: str | None = None
         self._ema_stats_at: int | None = None  # iteration whose weights g_ema's BatchNorm statistics fit
-        self._g_forward = self.generator
-        self._d_forward = self.discriminator
+        augment = augment or {}
+        self.augmentation = Augmentation(
+            augment.get("translate", 0.0), augment.get("cutout", 0.0), augment.get("mirror", False)
+        )
+        # Augmentation probability and ADA's signal are buffers: checkpoints carry them, resume is exact.
+        self.register_buffer("aug_p", torch.tensor(float(augment.get("p", 1.0))))
+        self.register_buffer("ada_signal", torch.zeros(2))
+        self.ada = None
+        if augment.get("ada_target") is not None:
+            ada = (augment["ada_target"], augment["ada_interval"], augment["ada_speed"])
+            self.ada = AdaptiveProbability(*ada)
+        self._val_reals: torch.Tensor | None = None  # a fixed batch of val shapes for the memorisation gap
+        # Plain attributes, not submodules: G and D are stored once in checkpoints.
+        self.__dict__["_g_forward"] = self.generator
+        self.__dict__["_d_forward"] = self.discriminator
 
     # ----------------------------------------------------------------------------------- set-up
     def configure_model(self) -> None:
@@ -98,10 +118,11 @@ class VoxelGAN(pl.LightningModule):
         if model["channels_last"]:
             self.to(memory_format=torch.channels_last_3d)
         if model["compile"]:
-            self._g_forward = torch.compile(self.generator)
-            # aot_autograd has no double backward, which WGAN-GP's penalty takes through the critic
-            if self.hparams.loss["name"] != "wgan_gp":
-                self._d_forward = torch.compile(self.discriminator)
+            self.__dict__["_g_forward"] = torch.compile(self.generator)
+            # aot_autograd has no double backward, which WGAN-GP's and R1's penalties take through D
+            loss = self.hparams.loss
+            if loss["name"] != "wgan_gp" and not loss.get("r1_gamma"):
+                self.__dict__["_d_forward"] = torch.compile(self.discriminator)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         loss = self.hparams.loss
@@ -189,9 +210,16 @@ class VoxelGAN(pl.LightningModule):
         with torch.set_grad_enabled(takes_g_step):
             fake = self._g_forward(z)
 
+        d = self.training_d()
+        r1_every = self.hparams.loss.get("r1_every", 1)
         d_loss, d_stats = self.objective.d_loss(
-            self._d_forward, self._instance_noise(real), self._instance_noise(fake.detach())
+            d,
+            self._instance_noise(real),
+            self._instance_noise(fake.detach()),
+            regularize=self.batches_seen % r1_every == 0,
         )
+        if self.ada is not None:
+            self.ada.observe(self.ada_signal, d_stats["d_real_sign"])
         if "d_acc" in d_stats:  # every process must take the same gating decision in DDP
             d_stats["d_acc"] = self.trainer.strategy.reduce(d_stats["d_acc"], reduce_op="mean")
         gate = self.objective.update_d(d_stats)
@@ -210,7 +238,7 @@ class VoxelGAN(pl.LightningModule):
             return
 
         self.toggle_optimizer(opt_g)
-        g_loss, g_stats = self.objective.g_loss(self._d_forward, self._instance_noise(fake))
+        g_loss, g_stats = self.objective.g_loss(d, self._instance_noise(fake))
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         if logging:
@@ -219,6 +247,8 @@ class VoxelGAN(pl.LightningModule):
         self.untoggle_optimizer(opt_g)
         self._update_ema()
         self.iteration += 1
+        if self.ada is not None:
+            self._step_ada()
 
         self._unchecked.append((self.iteration, torch.stack([d_loss.detach(), g_loss.detach()])))
         if self.iteration % self.hparams.check_finite_every == 0:
@@ -227,6 +257,50 @@ class VoxelGAN(pl.LightningModule):
             self._log_iteration(d_loss, g_loss, {**d_stats, **g_stats}, real, fake)
         if self.iteration >= self.hparams.iterations:
             self.trainer.should_stop = True
+
+    def training_d(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """D as the objectives see it in training: behind the augmentation when one is configured."""
+        if not self.augmentation.enabled:
+            return self._d_forward
+        return AugmentedD(self._d_forward, self.augmentation, self.aug_p)
+
+    def _step_ada(self) -> None:
+        if not self.ada.due(self.iteration):
+            return
+        # Summed over processes first, so that every process moves p alike under DDP.
+        self.ada_signal.copy_(self.trainer.strategy.reduce(self.ada_signal, reduce_op="sum"))
+        self.ada.step(self.aug_p, self.ada_signal)
+
+    @torch.no_grad()
+    def memorisation_stats(self, real: torch.Tensor, fake: torch.Tensor) -> Stats:
+        """D's mean output on training reals, held-back val reals and fakes, un-augmented.
+
+        D's probability of "real" for BCE, its raw score for a critic. Training reals well above
+        val reals is D memorising the training set. Measured in train mode as D sees its batches,
+        with BatchNorm's running statistics left untouched.
+        """
+        if self._val_reals is None:
+            return {}
+        val = self._val_reals
+        n = min(len(val), len(real))
+        norms = [m for m in self.discriminator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.momentum = 0.0
+        try:
+            scores = [self._d_forward(x[:n]).float() for x in (real, val, fake)]
+        finally:
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+        if self.hparams.loss["name"] == "bce":
+            scores = [torch.sigmoid(x) for x in scores]
+        train_real, val_real, fake_score = (x.mean() for x in scores)
+        return {
+            "d_train_real": train_real,
+            "d_val_real": val_real,
+            "d_fake": fake_score,
+            "train_val_gap": train_real - val_real,
+        }
 
     def _update_ema(self) -> None:
         if self.g_ema is None:
@@ -272,6 +346,10 @@ class VoxelGAN(pl.LightningModule):
         metrics["train/samples_per_s"] = (
             window["batches"] * real.shape[0] / max(elapsed, 1e-9) / self.objective.n_critic
         )
+        memorisation = self.memorisation_stats(real, fake.detach())
+        metrics.update({f"overfit/{k}": float(v) for k, v in memorisation.items()})
+        if self.augmentation.enabled:
+            metrics["train/aug_p"] = float(self.aug_p)
         metrics["iteration"] = self.iteration
         self._window = {"d_skipped": 0, "batches": 0, "start": time.perf_counter()}
         for logger in self.loggers:
@@ -296,6 +374,12 @@ class VoxelGAN(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        weights = checkpoint.get("state_dict", {})
+        # Checkpoints of earlier versions stored G and D twice and had no augmentation state.
+        for key in [k for k in weights if k.startswith(("_g_forward.", "_d_forward."))]:
+            del weights[key]
+        for name, buffer in (("aug_p", self.aug_p), ("ada_signal", self.ada_signal)):
+            weights.setdefault(name, buffer.clone())
         state = checkpoint["voxgan"]
         self.iteration = state["iteration"]
         self.batches_seen = state["batches_seen"]
@@ -307,6 +391,14 @@ class VoxelGAN(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self._window["start"] = time.perf_counter()
+        datamodule = getattr(self.trainer, "datamodule", None)
+        val = getattr(datamodule, "val_set", None)
+        if val is not None and len(val) > 0:
+            n = min(len(val), datamodule.hparams.batch_size)
+            reals = val.grids(slice(0, n)).to(self.device).float()
+            if self.hparams.model["channels_last"]:
+                reals = reals.contiguous(memory_format=torch.channels_last_3d)
+            self._val_reals = reals
 
 
 class CheckpointError(ValueError):

@@ -47,6 +47,7 @@ def build_module(cfg: DictConfig) -> VoxelGAN:
         log_every=cfg.callbacks.log_every,
         check_finite_every=cfg.callbacks.check_finite_every,
         num_samples=cfg.callbacks.num_samples,
+        augment=OmegaConf.to_container(cfg.augment, resolve=True),
     )
 
 
