@@ -1,0 +1,81 @@
+"""Plot D's memorisation of the training set over training, for one or several runs.
+
+    python experiments/plot_memorisation.py RUN [RUN ...] [--labels A B ...] [--out memorisation.png]
+
+Reads each run's ``metrics.jsonl`` (the ``overfit/*`` series logged every ``callbacks.log_every``
+iterations, also in W&B under ``overfit/``): D's mean output on a batch of training reals, on
+held-back val reals and on fakes (its probability of "real" with BCE). Training reals well above
+val reals is D recognising the shapes it was trained on, not judging what a chair looks like.
+The augmentation probability ``train/aug_p`` is drawn too where the run adapts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from voxgan.data.formats.base import atomic_write
+from voxgan.metrics import read_jsonl
+
+SERIES = (
+    ("overfit/d_train_real", "train reals", "-"),
+    ("overfit/d_val_real", "val reals", "--"),
+    ("overfit/d_fake", "fakes", ":"),
+)
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Moving average over the last ``window`` records (fewer at the start)."""
+    cumulative = np.cumsum(np.insert(values, 0, 0.0))
+    start = np.maximum(np.arange(len(values)) + 1 - window, 0)
+    return (cumulative[1:] - cumulative[start]) / (np.arange(1, len(values) + 1) - start)
+
+
+def series(run: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(iterations, values) of ``key`` in a run's metrics.jsonl."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"error: {path} does not exist; pass the folder of a training run")
+    records = [r for r in read_jsonl(path) if key in r]
+    return np.array([r["iteration"] for r in records]), np.array([r[key] for r in records], dtype=float)
+
+
+def plot(runs: list[Path], labels: list[str], window: int) -> Figure:
+    """One panel per run: D's output on train reals, val reals and fakes, and p where adapted."""
+    figure = Figure(figsize=(5.5 * len(runs), 3.8), layout="constrained")
+    axes = figure.subplots(1, len(runs), squeeze=False)[0]
+    for ax, run, label in zip(axes, runs, labels):
+        for key, name, style in SERIES:
+            it, values = series(run, key)
+            if len(it) == 0:
+                raise SystemExit(f"error: {run / 'metrics.jsonl'} has no {key}; train with this version")
+            ax.plot(it, smooth(values, window), style, label=f"D on {name}")
+        it, p = series(run, "train/aug_p")
+        if len(it):
+            ax.plot(it, p, color="grey", linewidth=1, label="augmentation p")
+        ax.set(title=label, xlabel="iteration", ylabel="D's mean output", ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="center right", fontsize=8)
+    return figure
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="training run folders")
+    parser.add_argument("--labels", nargs="+", help="a title per run (default: the folder names)")
+    parser.add_argument("--window", type=int, default=10, help="records in the moving average")
+    parser.add_argument("--out", type=Path, default=Path("memorisation.png"))
+    args = parser.parse_args()
+    labels = args.labels or [run.name for run in args.runs]
+    if len(labels) != len(args.runs):
+        raise SystemExit(f"error: {len(labels)} labels for {len(args.runs)} runs; give one per run")
+    figure = plot(args.runs, labels, args.window)
+    atomic_write(args.out, lambda f: figure.savefig(f, format="png", dpi=100))
+    print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Training with augmented D inputs, adaptive augmentation, R1 and the memorisation diagnostic."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from voxgan.config import ConfigError
+from voxgan.train import build_datamodule, build_module, build_trainer, run
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _train_recording_d_inputs(cfg, out: Path) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Train cfg for its iterations; return the real batches and every input D received."""
+    datamodule, module = build_datamodule(cfg), build_module(cfg)
+    seen, batches = [], []
+    module.discriminator.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    step = module.training_step
+
+    def recording_step(batch, batch_idx):
+        batches.append(batch[0].float())
+        return step(batch, batch_idx)
+
+    module.training_step = recording_step
+    build_trainer(cfg, out, []).fit(module, datamodule=datamodule)
+    return batches, seen
+
+
+def test_d_sees_augmented_reals_and_fakes_and_g_trains_through_the_augmentation(
+    make_cfg, tmp_path: Path
+) -> None:
+    # Cutout only, always: every grid D sees in training has an emptied cube of side 8.
+    cfg = make_cfg("augment.cutout=0.5", "iterations=1", "callbacks.log_every=100", "loss.instance_noise=0")
+    (real,), seen = _train_recording_d_inputs(cfg, tmp_path / "run")
+    d_real, d_fake, g_fake = seen  # D step: reals then fakes; G step: fakes
+    assert not torch.equal(d_real, real) and (d_real <= real).all()  # reals: cut, nothing added
+    exact_zeros = [(x == 0).flatten(1).sum(1) for x in (d_fake, g_fake)]
+    assert all((zeros >= 4**3).all() for zeros in exact_zeros)  # sigmoid outputs are never 0 by themselves
+    assert g_fake.requires_grad and not d_fake.requires_grad  # G's step backpropagates through it
+
+
+def test_without_augmentation_d_sees_the_batch_as_it_is(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg("iterations=1", "callbacks.log_every=100", "loss.instance_noise=0")
+    (real,), seen = _train_recording_d_inputs(cfg, tmp_path / "run")
+    assert torch.equal(seen[0], real)
+
+
+def test_adaptive_probability_moves_is_logged_and_checkpointed(make_cfg, tmp_path: Path) -> None:
+    run(
+        make_cfg(
+            "augment=ada", "augment.ada_interval=1", "augment.ada_speed=5", "loss.d_lr=0.01", "iterations=8"
+        )
+    )
+    p = [r["train/aug_p"] for r in _records(tmp_path / "run") if "train/aug_p" in r]
+    assert len(p) == 8 and len(set(p)) > 2 and all(0 <= v <= 1 for v in p)
+    steps = [round((b - a) / 0.2, 4) for a, b in zip([0.0, *p], p)]  # from 0 in steps of 1/5, or clamped
+    assert set(steps) <= {-1.0, 0.0, 1.0}
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["state_dict"]["aug_p"].item() == pytest.approx(p[-1])
+
+
+def test_memorisation_diagnostic_logs_d_on_train_reals_val_reals_and_fakes(make_cfg, tmp_path: Path) -> None:
+    run(make_cfg("iterations=3"))
+    last = _records(tmp_path / "run")[-1]
+    keys = ("overfit/d_train_real", "overfit/d_val_real", "overfit/d_fake", "overfit/train_val_gap")
+    assert all(0 <= last[k] <= 1 for k in keys[:3])
+    assert last[keys[3]] == pytest.approx(last[keys[0]] - last[keys[1]])
+
+
+class CountsVoxels(nn.Module):
+    """A 'discriminator' that calls a grid real in proportion to its occupied voxels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1).sum(1) - 10.0
+
+
+def test_memorisation_stats_keep_train_val_and_fakes_apart(make_cfg) -> None:
+    module = build_module(make_cfg())
+    module.__dict__["_d_forward"] = CountsVoxels()
+    module._val_reals = torch.zeros(4, 1, 16, 16, 16)
+    stats = module.memorisation_stats(torch.ones(4, 1, 16, 16, 16), torch.full((4, 1, 16, 16, 16), 0.5))
+    assert stats["d_train_real"] == pytest.approx(1.0) and stats["d_fake"] == pytest.approx(1.0)
+    assert stats["d_val_real"] == pytest.approx(torch.sigmoid(torch.tensor(-10.0)).item())
+    assert stats["train_val_gap"] > 0.99
+
+
+def test_memorisation_stats_leave_d_batchnorm_statistics_untouched(make_cfg) -> None:
+    module = build_module(make_cfg())
+    module._val_reals = torch.rand(4, 1, 16, 16, 16)
+    before = {k: v.clone() for k, v in module.discriminator.state_dict().items() if "running" in k}
+    assert before  # the default BCE discriminator has BatchNorm
+    module.memorisation_stats(torch.rand(4, 1, 16, 16, 16), torch.rand(4, 1, 16, 16, 16))
+    after = module.discriminator.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+
+
+def test_checkpoints_store_g_and_d_once(make_cfg, tmp_path: Path) -> None:
+    run(make_cfg("iterations=1"))
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert any(k.startswith("generator.") for k in state) and any(
+        k.startswith("discriminator.") for k in state
+    )
+    assert not [k for k in state if k.startswith(("_g_forward", "_d_forward"))]
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("augment.ada_target=0.6 loss=wgan_gp", "augment.ada_target"),
+        ("loss.r1_gamma=1 loss=wgan_gp", "loss.r1_gamma"),
+        ("augment.translate=0.6", "augment.translate"),
+        ("augment.p=1.5", "augment.p"),
+        ("loss.r1_every=0", "loss.r1_every"),
+    ],
+)
+def test_bad_augmentation_or_r1_values_name_their_key(
+    make_cfg, tmp_path: Path, override: str, key: str
+) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        run(make_cfg(*override.split()))
+    assert not (tmp_path / "run").exists()
+
+
+def test_memorisation_plot_of_a_run(make_cfg, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    run(make_cfg("augment=ada", "iterations=4"))
+    script = Path(__file__).resolve().parents[1] / "experiments" / "plot_memorisation.py"
+    out = tmp_path / "memo.png"
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    image = Image.open(out).convert("L")
+    assert image.size[0] > 300 and len(set(image.getdata())) > 10  # axes and lines, not a blank canvas
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = subprocess.run([sys.executable, str(script), str(empty)], capture_output=True, text=True)
+    assert done.returncode == 1 and "metrics.jsonl does not exist" in done.stderr
