@@ -2,7 +2,8 @@
 best values per run, and plots of each metric against iterations and wall time, one line per run.
 
 A run is labelled by the overrides that differ between the compared runs (``.hydra/overrides.yaml``),
-so the jobs of a sweep read as the values swept.
+so the jobs of a sweep read as the values swept. Runs of one recipe under several seeds are compared
+as groups (mean and spread over seeds) by ``voxgan.compare_groups``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ RUN_MARKERS = ("config.yaml", ".hydra", EVAL_FILE)
 TABLE_HEADER = "| run | final | best | at iteration | at wall s |"
 SUMMARY_KEYS = ("final", "best", "best_iteration", "best_wall_s", "evaluations")
 CSV_COLUMNS = ("run", "label", "metric", *SUMMARY_KEYS, "note")
+X_AXES = (("iteration", "iteration"), ("wall_s", "wall time (s)"))  # (record key, axis label)
 
 
 class CompareError(ValueError):
@@ -88,12 +90,16 @@ def _missing_records_note(path: Path, eval_file: Path) -> str:
 
 def label_runs(runs: list[Run]) -> None:
     """Label each run ``<folder>: <overrides that differ between the runs>``."""
-    settings = [dict(o.split("=", 1) if "=" in o else (o, "") for o in run.overrides) for run in runs]
+    for run, values in zip(runs, differing_overrides([run.overrides for run in runs]), strict=True):
+        run.label = f"{run.path.name}: {values}" if values else run.path.name
+
+
+def differing_overrides(override_lists: list[list[str]]) -> list[str]:
+    """Per list of overrides: its ``key=value`` settings of the keys whose values differ between lists."""
+    settings = [dict(o.split("=", 1) if "=" in o else (o, "") for o in lst) for lst in override_lists]
     keys = sorted({key for s in settings for key in s})
     swept = [key for key in keys if len({s.get(key) for s in settings}) > 1]
-    for run, s in zip(runs, settings, strict=True):
-        values = " ".join(f"{key}={s[key]}" for key in swept if key in s)
-        run.label = f"{run.path.name}: {values}" if values else run.path.name
+    return [" ".join(f"{key}={s[key]}" for key in swept if key in s) for s in settings]
 
 
 def metric_names(runs: list[Run]) -> list[str]:
@@ -107,7 +113,7 @@ def metric_names(runs: list[Run]) -> list[str]:
 
 def summarise(run: Run, metric: str) -> dict[str, float | int | None]:
     """Final value of ``metric``, and for comparable metrics its best value and when it was reached."""
-    points = [r for r in run.records if _has(r, metric)]
+    points = [r for r in run.records if has_values(r, metric)]
     summary = dict.fromkeys(SUMMARY_KEYS)
     summary.update(final=points[-1][metric] if points else None, evaluations=len(points))
     if points and metric in METRIC_TARGETS:
@@ -135,7 +141,7 @@ def markdown_tables(runs: list[Run], rows: list[dict]) -> str:
         goal = f" (best: nearest {METRIC_TARGETS[metric]:g})" if metric in METRIC_TARGETS else ""
         lines += [f"## {metric}{goal}", "", TABLE_HEADER, "|---|---|---|---|---|"]
         for row in (r for r in rows if r["metric"] == metric):
-            cells = [_cell(row[key]) for key in SUMMARY_KEYS[:4]]
+            cells = [format_number(row[key]) for key in SUMMARY_KEYS[:4]]
             lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
         lines.append("")
     notes = [r for r in rows if not r["metric"]]
@@ -145,11 +151,13 @@ def markdown_tables(runs: list[Run], rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _has(record: dict, *keys: str) -> bool:
+def has_values(record: dict, *keys: str) -> bool:
+    """Whether ``record`` holds a value for every one of ``keys``."""
     return all(record.get(key) is not None for key in keys)
 
 
-def _cell(value: float | int | None) -> str:
+def format_number(value: float | int | None) -> str:
+    """A table cell: floats to 4 significant digits, ``-`` for no value."""
     if value is None:
         return "-"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
@@ -160,10 +168,10 @@ def plot_runs(runs: list[Run], metrics: list[str]) -> Figure:
     fig = Figure(figsize=(11, 2.8 * max(1, len(metrics))), layout="constrained")
     axes = fig.subplots(max(1, len(metrics)), 2, squeeze=False)
     for row, metric in enumerate(metrics):
-        for col, (x_key, x_label) in enumerate((("iteration", "iteration"), ("wall_s", "wall time (s)"))):
+        for col, (x_key, x_label) in enumerate(X_AXES):
             ax = axes[row][col]
             for run in runs:
-                points = [(r[x_key], r[metric]) for r in run.records if _has(r, metric, x_key)]
+                points = [(r[x_key], r[metric]) for r in run.records if has_values(r, metric, x_key)]
                 if points:
                     ax.plot(*zip(*points, strict=True), marker="o", label=run.label)
             ax.set_xlabel(x_label)
@@ -174,6 +182,24 @@ def plot_runs(runs: list[Run], metrics: list[str]) -> Figure:
     return fig
 
 
+def load_runs(paths: list[str | os.PathLike]) -> list[Run]:
+    """The labelled runs under ``paths`` (run folders or sweep folders)."""
+    runs = [read_run(path) for path in find_runs(paths)]
+    label_runs(runs)
+    return runs
+
+
+def output_dir(paths: list[str | os.PathLike], out: str | os.PathLike | None = None) -> Path:
+    """``out``, or by default the folder the given paths share (the sweep folder of a sweep)."""
+    return Path(out) if out is not None else Path(os.path.commonpath([Path(p).resolve() for p in paths]))
+
+
+def plotted_metrics(runs: list[Run], metrics: list[str] | None = None) -> list[str]:
+    """Those of ``metrics`` (default: PLOT_METRICS) that some run recorded."""
+    recorded = metric_names(runs)
+    return [m for m in (metrics or PLOT_METRICS) if m in recorded]
+
+
 def compare_runs(
     paths: list[str | os.PathLike], out: str | os.PathLike | None = None, metrics: list[str] | None = None
 ) -> dict[str, Path]:
@@ -182,24 +208,25 @@ def compare_runs(
     ``out`` defaults to the folder the given paths share (the sweep folder of a sweep);
     ``metrics`` picks the plotted metrics (default: those of PLOT_METRICS that were recorded).
     """
-    runs = [read_run(path) for path in find_runs(paths)]
-    label_runs(runs)
+    return write_comparison(load_runs(paths), output_dir(paths, out), metrics)
+
+
+def write_comparison(runs: list[Run], out_dir: Path, metrics: list[str] | None = None) -> dict[str, Path]:
+    """Write the per-run tables (``comparison.md``, ``.csv``) and plot (``.png``) into ``out_dir``."""
     rows = summary_rows(runs)
-    recorded = metric_names(runs)
-    plotted = [m for m in (metrics or PLOT_METRICS) if m in recorded]
-    out_dir = Path(out) if out is not None else Path(os.path.commonpath([Path(p).resolve() for p in paths]))
-    table = markdown_tables(runs, rows)
-    figure = plot_runs(runs, plotted)
+    table, text = markdown_tables(runs, rows), csv_text(rows, CSV_COLUMNS)
+    figure = plot_runs(runs, plotted_metrics(runs, metrics))
     return {
         "markdown": atomic_write(out_dir / "comparison.md", lambda f: f.write(table), mode="w"),
-        "csv": atomic_write(out_dir / "comparison.csv", lambda f: f.write(_csv_text(rows)), mode="w"),
+        "csv": atomic_write(out_dir / "comparison.csv", lambda f: f.write(text), mode="w"),
         "png": atomic_write(out_dir / "comparison.png", lambda f: figure.savefig(f, format="png", dpi=100)),
     }
 
 
-def _csv_text(rows: list[dict]) -> str:
+def csv_text(rows: list[dict], columns: tuple[str, ...]) -> str:
+    """``rows`` as CSV text with a header of ``columns`` (a missing value is an empty cell)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()

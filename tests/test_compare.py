@@ -1,0 +1,229 @@
+"""Seed groups in the run comparison: one recipe under several seeds, judged by mean and spread."""
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.apps import run_app
+from voxgan.compare import load_runs
+from voxgan.compare_groups import (
+    SEED_WARNING,
+    group_rows,
+    group_runs,
+    markdown_groups,
+    plot_groups,
+    reading_points,
+)
+from voxgan.evaluation import EVAL_FILE
+from voxgan.metrics import append_jsonl
+
+PNG = b"\x89PNG\r\n\x1a\n"
+# Recipe A (loss=bce) under seeds 0, 1, 2: evaluations at iterations 100, 200, 300 land at wall times
+# that differ by seed; mmd per evaluation. Recipe B (loss=wgan_gp) evaluates as seed 0 of A.
+WALLS = {0: (100.0, 200.0, 300.0), 1: (110.0, 210.0, 310.0), 2: (95.0, 205.0, 290.0)}
+A_MMD = {0: (0.5, 0.375, 0.25), 1: (0.75, 0.625, 0.5), 2: (0.875, 0.75, 0.75)}
+B_MMD = {0: (0.5, 0.25, 0.125), 1: (0.5, 0.25, 0.25), 2: (0.5, 0.25, 0.375)}
+
+
+def _run(folder: Path, overrides: list[str], records: list[dict]) -> None:
+    """A run folder as ``train.py`` leaves it: its config (default seed 0), Hydra's overrides, records."""
+    (folder / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"seed": 0, "callbacks": {"eval_every": 100}}), folder / "config.yaml")
+    OmegaConf.save(OmegaConf.create(overrides), folder / ".hydra" / "overrides.yaml")
+    for record in records:
+        append_jsonl(folder / EVAL_FILE, record)
+
+
+def _records(walls: tuple[float, ...], mmd: tuple[float, ...]) -> list[dict]:
+    """An evaluation at iterations 100, 200, ... at ``walls``, with ``mmd``; cov and 1nna constant."""
+    return [
+        {
+            "iteration": 100 * i,
+            "wall_s": wall,
+            "eval_s": 1.0,
+            "samples": 4,
+            "mmd": m,
+            "cov": 0.5,
+            "1nna": 0.75,
+        }
+        for i, (wall, m) in enumerate(zip(walls, mmd, strict=True), start=1)
+    ]
+
+
+def _sweep(root: Path) -> Path:
+    """Jobs 0-2: recipe A (job 0 without a seed override: the default seed 0; job 2 with its overrides in
+    another order), 3-5: recipe B, 6: A at another resolution, 7-8: A at another learning rate, 2 seeds."""
+    jobs = [
+        (["loss=bce", "data=chair"], _records(WALLS[0], A_MMD[0])),
+        (["loss=bce", "data=chair", "seed=1"], _records(WALLS[1], A_MMD[1])),
+        (["seed=2", "data=chair", "loss=bce"], _records(WALLS[2], A_MMD[2])),
+        *((["loss=wgan_gp", "data=chair", f"seed={s}"], _records(WALLS[0], B_MMD[s])) for s in range(3)),
+        (["loss=bce", "data=chair", "data.resolution=16", "seed=0"], _records((260, 400, 500), (0, 0, 0))),
+        *(
+            (["loss=bce", "loss.g_lr=0.001", "data=chair", f"seed={s}"], _records(WALLS[0], (1, 1, 1)))
+            for s in (3, 4)
+        ),
+    ]
+    for job, (overrides, records) in enumerate(jobs):
+        _run(root / "sweep" / str(job), overrides, records)
+    return root / "sweep"
+
+
+def _std(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _row(rows: list[dict], group: str, metric: str, at: str) -> dict:
+    (row,) = [r for r in rows if (r["group"], r["metric"], r["at"]) == (group, metric, at)]
+    return row
+
+
+def test_runs_differing_only_in_seed_are_one_group_and_other_overrides_split(tmp_path: Path) -> None:
+    groups = group_runs(load_runs([_sweep(tmp_path)]))
+    assert [(g.label, [r.path.name for r in g.runs], g.seeds) for g in groups] == [
+        ("loss=bce", ["0", "1", "2"], ["0", "1", "2"]),  # no seed override: the config's seed 0
+        ("loss=wgan_gp", ["3", "4", "5"], ["0", "1", "2"]),
+        ("data.resolution=16 loss=bce", ["6"], ["0"]),
+        ("loss=bce loss.g_lr=0.001", ["7", "8"], ["3", "4"]),
+    ]
+
+
+def test_final_values_are_summarised_by_mean_std_min_max_over_seeds(tmp_path: Path) -> None:
+    groups = group_runs(load_runs([_sweep(tmp_path)]))
+    rows = group_rows(groups, ["mmd", "cov"], reading_points())
+    a_final = [A_MMD[seed][-1] for seed in range(3)]  # 0.25, 0.5, 0.75
+    b_final = [B_MMD[seed][-1] for seed in range(3)]  # 0.125, 0.25, 0.375
+    for group, values in (("loss=bce", a_final), ("loss=wgan_gp", b_final)):
+        row = _row(rows, group, "mmd", "final")
+        assert (row["n"], row["seeds"], row["note"]) == (3, "0 1 2", "")
+        assert row["mean"] == sum(values) / 3 and row["std"] == _std(values)
+        assert (row["min"], row["max"]) == (min(values), max(values))
+    assert [_row(rows, "loss=bce", "mmd", "final")[key] for key in ("mean", "std")] == [0.5, 0.25]
+    same = _row(rows, "loss=bce", "cov", "final")
+    assert (same["mean"], same["std"], same["min"], same["max"]) == (0.5, 0.0, 0.5, 0.5)
+    lone = _row(rows, "data.resolution=16 loss=bce", "mmd", "final")
+    assert (lone["n"], lone["mean"], lone["std"], lone["min"]) == (1, 0, None, 0)  # no spread from one seed
+
+
+def test_at_wall_s_and_at_iteration_read_the_last_evaluation_at_or_before_them(tmp_path: Path) -> None:
+    groups = group_runs(load_runs([_sweep(tmp_path)]))
+    rows = group_rows(groups, ["mmd"], reading_points(at_wall_s=205, at_iteration=250))
+    # At 205 s: seed 0's evaluation at 200 s, seed 1's at 110 s (its next is at 210 s), seed 2's at 205 s.
+    at_wall = [A_MMD[0][1], A_MMD[1][0], A_MMD[2][1]]
+    row = _row(rows, "loss=bce", "mmd", "wall_s<=205")
+    assert (row["n"], row["min"], row["max"]) == (3, 0.375, 0.75)
+    assert row["mean"] == pytest.approx(sum(at_wall) / 3, abs=1e-15)
+    assert row["std"] == pytest.approx(_std(at_wall), abs=1e-15)
+    at_iteration = [A_MMD[seed][1] for seed in range(3)]  # iteration 200 for every seed
+    row = _row(rows, "loss=bce", "mmd", "iteration<=250")
+    assert row["mean"] == pytest.approx(sum(at_iteration) / 3, abs=1e-15) and row["max"] == 0.75
+    # A run with no evaluation by then is named in the note, not counted, and does not stop the others.
+    late = _row(rows, "data.resolution=16 loss=bce", "mmd", "wall_s<=205")
+    assert (late["n"], late["mean"]) == (0, None)
+    assert late["note"] == "seed 0: no evaluation at wall_s<=205 (first at 260)"
+
+
+def test_markdown_shows_mean_std_range_and_warns_below_three_seeds(tmp_path: Path) -> None:
+    groups = group_runs(load_runs([_sweep(tmp_path)]))
+    markdown = markdown_groups(groups, ["mmd", "cov"], reading_points(at_wall_s=205))
+    assert "| recipe | n | mmd | cov | note |" in markdown
+    assert "| loss=bce | 3 | 0.5 ± 0.25 (0.25–0.75) | 0.5 ± 0 (0.5–0.5) |  |" in markdown
+    late = "| data.resolution=16 loss=bce | 1 | - | - | seed 0: no evaluation at wall_s<=205 (first at 260) |"
+    assert late in markdown
+    warnings = [line for line in markdown.splitlines() if SEED_WARNING in line]
+    assert warnings == [
+        f"- warning: data.resolution=16 loss=bce has 1 seed(s); {SEED_WARNING}",
+        f"- warning: loss=bce loss.g_lr=0.001 has 2 seed(s); {SEED_WARNING}",
+    ]
+    assert SEED_WARNING == "a recipe decision rests on at least 3 seeds"
+
+
+def test_group_curves_average_runs_interpolated_onto_a_common_grid(tmp_path: Path) -> None:
+    _run(tmp_path / "0", ["seed=0"], _records((100, 200, 300), (0.0, 0.5, 1.0)))
+    _run(tmp_path / "1", ["seed=1"], _records((150, 250, 350), (0.5, 0.5, 0.0)))
+    (group,) = group_runs(load_runs([tmp_path]))
+    figure = plot_groups([group], ["mmd"], reading_points(at_wall_s=250))
+    wall_axes = figure.axes[1]
+    (line,) = wall_axes.get_lines()[:1]
+    # Where both runs have evaluations (150-300 s), at every evaluation time of either run:
+    # run 0 interpolated gives 0.25, 0.5, 0.75, 1.0 and run 1 gives 0.5, 0.5, 0.5, 0.25.
+    assert list(line.get_xdata()) == [150, 200, 250, 300]
+    assert list(line.get_ydata()) == [0.375, 0.5, 0.625, 0.625]
+    assert line.get_label() == "(defaults) (n=2)"
+    band = {tuple(v) for v in wall_axes.collections[0].get_paths()[0].vertices}
+    assert {(150, 0.25), (150, 0.5), (250, 0.5), (250, 0.75), (300, 0.25), (300, 1.0)} <= band
+    assert "band: min-max over seeds" in figure.get_suptitle()
+    assert [ln.get_xdata()[0] for ln in wall_axes.get_lines()[1:]] == [250]  # the --at-wall-s marker
+
+
+def test_compare_sweep_app_writes_group_csv_and_png_and_no_groups_leaves_them_out(tmp_path: Path) -> None:
+    sweep = _sweep(tmp_path)
+    result = run_app(tmp_path, "experiments/compare_sweep.py", str(sweep), "--at-wall-s", "205")
+    assert f"loss=bce loss.g_lr=0.001 has 2 seed(s); {SEED_WARNING}" in result.stdout
+    assert (sweep / "comparison.csv").is_file()  # the per-run outputs stay
+    assert (sweep / "comparison-groups.png").read_bytes()[:8] == PNG
+    rows = list(csv.DictReader((sweep / "comparison-groups.csv").open()))
+    row = _row(rows, "loss=wgan_gp", "mmd", "final")
+    assert [float(row[key]) for key in ("n", "mean", "std", "min", "max")] == [3, 0.25, 0.125, 0.125, 0.375]
+    assert row["seeds"] == "0 1 2"
+    assert _row(rows, "loss=bce", "mmd", "wall_s<=205")["max"] == "0.75"
+    assert {r["metric"] for r in rows} == {"mmd", "cov", "1nna"}
+
+    out = tmp_path / "runs-only"
+    result = run_app(tmp_path, "experiments/compare_sweep.py", str(sweep), f"--out={out}", "--no-groups")
+    assert (out / "comparison.png").is_file() and not list(out.glob("comparison-groups*"))
+    assert SEED_WARNING not in result.stdout
+
+
+def test_compare_sweep_app_groups_by_default_only_when_a_recipe_repeats(tmp_path: Path) -> None:
+    sweep = _sweep(tmp_path)
+    single, repeated = tmp_path / "single", tmp_path / "repeated"
+    run_app(tmp_path, "experiments/compare_sweep.py", f"{sweep}/0", f"{sweep}/3", f"--out={single}")
+    assert (single / "comparison.csv").is_file() and not list(single.glob("comparison-groups*"))
+    run_app(tmp_path, "experiments/compare_sweep.py", f"{sweep}/0", f"{sweep}/1", f"--out={repeated}")
+    rows = list(csv.DictReader((repeated / "comparison-groups.csv").open()))
+    assert {(r["group"], r["at"], r["n"], r["seeds"]) for r in rows} == {
+        ("data=chair loss=bce", "final", "2", "0 1")
+    }
+
+
+def test_recipes_table_only_tabulates_existing_runs_by_recipe(tmp_path: Path) -> None:
+    out = tmp_path / "recipes"
+    recipes = ["experiment=quick", "experiment=quick loss=wgan_gp"]
+    # The folders the launcher makes: <out>/<recipe, "=" as "-" and " " as "_">/seed<S>.
+    for recipe, folder, mmd in zip(
+        recipes, ["experiment-quick", "experiment-quick_loss-wgan_gp"], [A_MMD, B_MMD]
+    ):
+        for seed in range(3):
+            overrides = [
+                *recipe.split(),
+                "data.num_shapes=48",
+                f"seed={seed}",
+                "iterations=1000000",
+                "trainer.max_time=00:00:05:00",
+                "trainer.enable_progress_bar=false",
+            ]
+            _run(out / folder / f"seed{seed}", overrides, _records(WALLS[seed], mmd[seed]))
+    options = [
+        *"--seeds 0 1 2 --at-minutes 3.5 --table-only".split(),
+        "--out",
+        str(out),
+        "--",
+        "data.num_shapes=48",
+    ]
+    result = run_app(tmp_path, "benchmarks/recipes.py", "--recipes", *recipes, *options)
+    rows = {
+        line.split(" | ")[0]: line.split(" | ")[1:] for line in result.stdout.splitlines() if " | " in line
+    }
+    columns = [f"{name} {when}" for when in ("@3.5 min", "final") for name in ("MMD", "COV", "1-NNA")]
+    assert rows["| recipe"] == ["n", *columns, "note |"]
+    # At 210 s: seed 0 at 200 s, seed 1 at exactly 210 s, seed 2 at 205 s: the second evaluation of each.
+    assert rows["| experiment=quick"][:2] == ["3", "0.5833 ± 0.19 (0.375–0.75)"]
+    assert rows["| experiment=quick loss=wgan_gp"][:2] == ["3", "0.25 ± 0 (0.25–0.25)"]
+    assert "| 0.25 ± 0.12 (0.125–0.375) | 0.5 ± 0 (0.5–0.5) | 0.75 ± 0 (0.75–0.75) |  |" in result.stdout
+    assert (out / "recipes.md").read_text() in result.stdout
+    assert (out / "comparison-groups.png").read_bytes()[:8] == PNG
