@@ -76,6 +76,10 @@ VARIANTS = {
         Variant("bf16-mixed contiguous", CONTIGUOUS, precision="bf16-mixed"),
         Variant("bf16-mixed", precision="bf16-mixed"),
         Variant("1 thread", threads=1),
+        # the data-efficient options of the real-data recipes, on top of bf16-mixed
+        Variant("bf16 + augment=diffaug", ("augment=diffaug",), precision="bf16-mixed"),
+        Variant("bf16 + R1, lazy every 4", ("loss.r1_gamma=1", "loss.r1_every=4"), precision="bf16-mixed"),
+        Variant("bf16 + R1 every batch", ("loss.r1_gamma=1",), precision="bf16-mixed"),
     ],
     "cuda": [
         Variant("fp32/tf32 contiguous", CONTIGUOUS),
