@@ -147,3 +147,15 @@ def test_memorisation_plot_of_a_run(make_cfg, tmp_path: Path) -> None:
     empty.mkdir()
     done = subprocess.run([sys.executable, str(script), str(empty)], capture_output=True, text=True)
     assert done.returncode == 1 and "metrics.jsonl does not exist" in done.stderr
+
+
+def test_instance_noise_anneals_to_zero_at_its_own_horizon_or_at_the_end(make_cfg) -> None:
+    fixed = build_module(
+        make_cfg("loss.instance_noise=0.3", "loss.instance_noise_until=100", "iterations=1000")
+    )
+    by_end = build_module(make_cfg("loss.instance_noise=0.3", "iterations=1000"))
+    for module, at_50, at_150 in ((fixed, 0.15, 0.0), (by_end, 0.285, 0.255)):
+        module.iteration = 50
+        assert module.instance_noise_std() == pytest.approx(at_50)
+        module.iteration = 150
+        assert module.instance_noise_std() == pytest.approx(at_150)

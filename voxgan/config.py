@@ -47,7 +47,8 @@ class LossConfig:
     d_gate_accuracy: float | None = 0.8  # bce: update D only while its accuracy < this; null disables
     gp_lambda: float = 10.0  # wgan_gp
     n_critic: int = 1  # D steps per G step
-    instance_noise: float = 0.0  # std of Gaussian noise added to D's inputs, annealed to 0 over training
+    instance_noise: float = 0.0  # std of Gaussian noise added to D's inputs, annealed linearly to 0...
+    instance_noise_until: int | None = None  # ...at this iteration (null: at the run's `iterations`)
     r1_gamma: float = 0.0  # bce: weight of the R1 penalty gamma/2 E||grad D(real)||^2 (0: off)
     r1_every: int = 1  # bce: lazy R1, computed every this many D steps and scaled up to match
 
@@ -224,6 +225,10 @@ def validate(cfg: DictConfig | TrainConfig, known_categories: tuple[str, ...] | 
     check_value(lo.n_critic >= 1, "loss.n_critic", lo.n_critic, "an integer >= 1")
     check_value(lo.gp_lambda >= 0, "loss.gp_lambda", lo.gp_lambda, ">= 0")
     check_value(lo.instance_noise >= 0, "loss.instance_noise", lo.instance_noise, ">= 0")
+    until = lo.instance_noise_until
+    check_value(
+        until is None or until > 0, "loss.instance_noise_until", until, "null or a positive iteration"
+    )
     check_value(lo.r1_gamma >= 0, "loss.r1_gamma", lo.r1_gamma, ">= 0 (0: off)")
     check_value(lo.r1_every >= 1, "loss.r1_every", lo.r1_every, "an integer >= 1")
     check_value(

@@ -189,8 +189,15 @@ class VoxelGAN(pl.LightningModule):
         rank = self.global_rank
         torch.manual_seed((self.hparams.seed * 1_000_003 + rank * 7_919 + self.batches_seen) % 2**63)
 
+    def instance_noise_std(self) -> float:
+        """The std of the noise on D's inputs now: linear from ``instance_noise`` to 0 at
+        ``instance_noise_until`` (a fixed horizon, for runs stopped by a time budget), else at the end."""
+        loss = self.hparams.loss
+        until = loss.get("instance_noise_until") or self.hparams.iterations
+        return loss["instance_noise"] * max(0.0, 1.0 - self.iteration / until)
+
     def _instance_noise(self, x: torch.Tensor) -> torch.Tensor:
-        std = self.hparams.loss["instance_noise"] * max(0.0, 1.0 - self.iteration / self.hparams.iterations)
+        std = self.instance_noise_std()
         return x + std * torch.randn_like(x) if std > 0 else x
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
