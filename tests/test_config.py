@@ -88,8 +88,15 @@ def test_unknown_group_option_fails_at_composition() -> None:
         ("logger.backends=[mlflow]", "logger.backends"),
         ("trainer.max_time=1h", "trainer.max_time"),
         ("trainer.precision=fp8", "trainer.precision"),
+        ("trainer.precision=bf16-true", "trainer.precision"),
+        ("trainer.precision=16-true", "trainer.precision"),
+        ("trainer.precision=64-true", "trainer.precision"),
     ],
 )
 def test_out_of_range_value_fails_with_the_key_named(override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(_compose(override), CATEGORIES)
+
+
+def test_ddp_trains_at_the_automatic_precision_like_the_default_trainer() -> None:
+    assert _compose("trainer=ddp").trainer.precision == "auto"

@@ -85,7 +85,8 @@ class DataConfig:
     cache_dir: str | None = None  # synthetic: where generated shapes are cached (none: no cache)
 
 
-PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true", "bf16-true", "16-true", "32", "16")
+# Only what trains: the "-true" half and double precisions fail at D's first forward (fp32 inputs).
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "16")
 
 
 @dataclass

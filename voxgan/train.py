@@ -55,7 +55,7 @@ def native_bf16(accelerator: str) -> bool:
     """Whether the device the trainer will use computes bf16 natively (not emulated, which is slower
     than fp32): a CUDA GPU with bf16, or a CPU with AMX or AVX512-BF16."""
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     cpu = getattr(torch, "cpu", None)
     checks = [getattr(cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
     return any(check is not None and check() for check in checks)
