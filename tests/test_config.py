@@ -91,6 +91,8 @@ def test_unknown_group_option_fails_at_composition() -> None:
         ("trainer.precision=bf16-true", "trainer.precision"),
         ("trainer.precision=16-true", "trainer.precision"),
         ("trainer.precision=64-true", "trainer.precision"),
+        ("callbacks.eval_metrics=[foo]", "callbacks.eval_metrics"),
+        ("data.categories=[]", "data.categories"),
     ],
 )
 def test_out_of_range_value_fails_with_the_key_named(override: str, key: str) -> None:

@@ -222,3 +222,10 @@ def test_a_damaged_checkpoint_gives_one_error_naming_the_file(make_cfg, tmp_path
     damaged.write_bytes(good.read_bytes()[:300])
     with pytest.raises(CheckpointError, match=r"damaged\.ckpt is not a readable voxgan checkpoint \(\w+"):
         load_checkpoint(damaged)
+
+
+def test_resume_past_the_configured_iterations_is_refused(make_cfg, tmp_path: Path) -> None:
+    run(make_cfg("iterations=4"))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match=r"iterations=3 is invalid: the checkpoint is already at iteration 4"):
+        run(make_cfg("iterations=3", f"ckpt_path={ckpt}", out="again"))

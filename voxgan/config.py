@@ -254,8 +254,20 @@ def validate(cfg: DictConfig | TrainConfig, known_categories: tuple[str, ...] | 
     if known_categories is not None:
         unknown = [c for c in d.categories if c not in known_categories]
         check_value(
-            not unknown, "data.categories", list(d.categories), f"names among {list(known_categories)}"
+            bool(d.categories) and not unknown,
+            "data.categories",
+            list(d.categories),
+            f"one or more names among {list(known_categories)}",
         )
+    from voxgan.metrics import registered_metrics
+
+    unknown_metrics = [m for m in cb.eval_metrics if m not in registered_metrics()]
+    check_value(
+        not unknown_metrics,
+        "callbacks.eval_metrics",
+        list(cb.eval_metrics),
+        f"names among {registered_metrics()}",
+    )
     check_value(cfg.iterations > 0, "iterations", cfg.iterations, "a positive number of generator iterations")
     for key in ("log_every", "sample_every", "checkpoint_every", "check_finite_every"):
         check_value(
