@@ -32,7 +32,7 @@ def test_every_group_combination_composes_and_validates(combo: tuple[str, ...]) 
     assert cfg.model.name == combo[0] and cfg.loss.name == combo[1]
 
 
-@pytest.mark.parametrize("experiment", ["quick", "paper64", "chairplane", "real_chair32"])
+@pytest.mark.parametrize("experiment", ["quick", "paper64", "chairplane", "real_chair32", "real_chair64"])
 def test_experiments_compose(experiment: str) -> None:
     cfg = _compose(f"experiment={experiment}")
     validate(cfg, CATEGORIES)

@@ -182,20 +182,29 @@ def test_bad_value_fails_before_any_output(make_cfg, tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("in_memory", [True, False])
-def test_trains_on_shards_prepared_from_real_mat_chairs(
-    make_cfg, tmp_path: Path, shared_data, in_memory
-) -> None:
+def _prepare_real_chairs(shared_data: Path, tmp_path: Path, resolution: int, count: int = 24) -> Path:
+    """The first ``count`` 3D ShapeNets chairs of the shared data, prepared at ``resolution``."""
     from voxgan.data.prepare import PrepareConfig, prepare
 
     train = shared_data / "volumetric_data" / "chair" / "30" / "train"
     raw = tmp_path / "volumetric_data" / "chair" / "30" / "train"
-    raw.mkdir(parents=True)
-    for path in sorted(train.glob("chair_*_1.mat"))[:24]:
-        (raw / path.name).symlink_to(path)
-    out = tmp_path / "chair16"
-    settings = dict(source="volumetric", categories=["chair"], resolution=16, workers=1, progress=False)
+    raw.mkdir(parents=True, exist_ok=True)
+    for path in sorted(train.glob("chair_*_1.mat"))[:count]:
+        if not (raw / path.name).exists():
+            (raw / path.name).symlink_to(path)
+    out = tmp_path / f"chair{resolution}"
+    settings = dict(
+        source="volumetric", categories=["chair"], resolution=resolution, workers=1, progress=False
+    )
     prepare(PrepareConfig(root=str(tmp_path / "volumetric_data"), out=str(out), **settings))
+    return out
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_trains_on_shards_prepared_from_real_mat_chairs(
+    make_cfg, tmp_path: Path, shared_data, in_memory
+) -> None:
+    out = _prepare_real_chairs(shared_data, tmp_path, 16)
     run(
         make_cfg(
             "experiment=real_chair32",
@@ -227,5 +236,30 @@ def test_a_damaged_checkpoint_gives_one_error_naming_the_file(make_cfg, tmp_path
 def test_resume_past_the_configured_iterations_is_refused(make_cfg, tmp_path: Path) -> None:
     run(make_cfg("iterations=4"))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    with pytest.raises(ConfigError, match=r"iterations=3 is invalid: the checkpoint is already at iteration 4"):
+    with pytest.raises(
+        ConfigError, match=r"iterations=3 is invalid: the checkpoint is already at iteration 4"
+    ):
         run(make_cfg("iterations=3", f"ckpt_path={ckpt}", out="again"))
+
+
+@pytest.mark.slow  # about a minute on one core: 64^3 at the paper's widths
+def test_real_chair64_recipe_trains_at_the_paper_size_on_cpu(make_cfg, tmp_path: Path, shared_data) -> None:
+    # The GPU recipe at its size (64^3, the paper's widths; the test settings are put back), on a CPU,
+    # shrunk only in batch and length.
+    out = _prepare_real_chairs(shared_data, tmp_path, 64, count=12)
+    cfg = make_cfg(
+        "experiment=real_chair64",
+        f"data.root={out}",
+        "data.batch_size=2",
+        "data.resolution=64",
+        "model.g_channels=64",
+        "model.d_channels=64",
+        "trainer=debug",
+        "iterations=1",
+    )
+    assert (cfg.data.resolution, cfg.loss.d_gate_accuracy) == (64, 0.8)
+    run(cfg)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["voxgan"]["iteration"] == 1
+    weight = state["state_dict"]["generator.net.0.weight"]
+    assert tuple(weight.shape[:2]) == (200, 512)  # z -> 512 x 4^3, the paper's first layer
