@@ -263,3 +263,21 @@ def test_real_chair64_recipe_trains_at_the_paper_size_on_cpu(make_cfg, tmp_path:
     assert state["voxgan"]["iteration"] == 1
     weight = state["state_dict"]["generator.net.0.weight"]
     assert tuple(weight.shape[:2]) == (200, 512)  # z -> 512 x 4^3, the paper's first layer
+
+
+def test_resume_with_critic_only_batches_does_not_redo_the_saved_iteration(make_cfg, tmp_path: Path) -> None:
+    # With n_critic=3 the first batches after a resume at iteration 2 are critic-only: still iteration 2.
+    common = ("loss=wgan_gp", "loss.n_critic=3", "callbacks.checkpoint_every=2", "callbacks.sample_every=2")
+    run(make_cfg(*common, "iterations=2", "callbacks.eval_every=2"))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    run(make_cfg(*common, "iterations=4", "callbacks.eval_every=2", f"ckpt_path={ckpt}", out="resumed"))
+    out = tmp_path / "resumed"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["iter_0000004.ckpt", "last.ckpt"]
+    assert [p.name for p in sorted((out / "samples").glob("*.png"))] == ["iter_0000004.png"]
+    assert [r["iteration"] for r in _records_of(out / "metrics-eval.jsonl")] == [4]
+    state = torch.load(out / "checkpoints" / "iter_0000004.ckpt", weights_only=True)
+    assert state["voxgan"]["batches_seen"] == 12
+
+
+def _records_of(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -26,6 +26,9 @@ class SampleGrid(Callback):
         self.every = every
         self._last = -1
 
+    def on_train_start(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
+        self._last = module.iteration  # a resumed run does not redo the iteration it was saved at
+
     def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, *args: Any) -> None:
         if is_new_iteration(module, self.every, self._last):
             self.render(trainer, module)
@@ -65,6 +68,9 @@ class IterationCheckpoint(Callback):
         self.dir = Path(dirpath)
         self.every = every
         self._last = -1
+
+    def on_train_start(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
+        self._last = module.iteration  # a resumed run does not save again the iteration it resumed at
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, *args: Any) -> None:
         if is_new_iteration(module, self.every, self._last):

@@ -194,6 +194,7 @@ class EvaluationCallback(Callback):
         self._fit_start = time.monotonic()
 
     def on_train_start(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
+        self._last = module.iteration  # a resumed run does not evaluate again the iteration it resumed at
         if trainer.is_global_zero:
             self.sets = self.prepare(trainer, module)
 
