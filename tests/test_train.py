@@ -281,3 +281,38 @@ def test_resume_with_critic_only_batches_does_not_redo_the_saved_iteration(make_
 
 def _records_of(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_checkpoints_are_written_beside_their_target_and_a_failed_save_keeps_the_last_one(
+    make_cfg, tmp_path: Path, monkeypatch
+) -> None:
+    import tempfile
+
+    elsewhere = tmp_path / "system_tmp"  # stands for a /tmp on another filesystem
+    elsewhere.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(elsewhere))
+    staged: list[Path] = []
+    mkstemp = tempfile.mkstemp
+
+    def spy(*args, **kwargs):
+        fd, name = mkstemp(*args, **kwargs)
+        staged.append(Path(name).parent)
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", spy)
+    run(make_cfg("iterations=2", "callbacks.checkpoint_every=2"))
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    assert ckpt_dir in staged and elsewhere not in staged  # staged beside the target: the rename is atomic
+    good = (ckpt_dir / "last.ckpt").read_bytes()
+    real_save = torch.save
+
+    def disk_full(obj, file, *args, **kwargs):
+        file.write(b"x" * 1000)  # part of the file is written, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        run(make_cfg("iterations=4", "callbacks.checkpoint_every=2", f"ckpt_path={ckpt_dir / 'last.ckpt'}"))
+    monkeypatch.setattr(torch, "save", real_save)
+    assert (ckpt_dir / "last.ckpt").read_bytes() == good
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["iter_0000002.ckpt", "last.ckpt"]  # no temp left

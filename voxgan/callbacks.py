@@ -7,9 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from pytorch_lightning.plugins import TorchCheckpointIO
 
+from voxgan.data.formats.base import atomic_write
 from voxgan.module import VoxelGAN
 
 
@@ -57,11 +60,24 @@ class SampleGrid(Callback):
         return path
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoint files written through a temporary file in their own folder, fsynced, then renamed.
+
+    Lightning's own writer stages the file in the system's temporary folder; where that is another
+    filesystem (``/tmp`` on tmpfs) the final move is a copy, and a crash or a full disk during it
+    truncates the previous checkpoint.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        atomic_write(path, lambda file: torch.save(checkpoint, file))
+
+
 class IterationCheckpoint(Callback):
     """Saves ``iter_NNNNNNN.ckpt`` and refreshes ``last.ckpt`` every ``every`` iterations and at the end.
 
-    Lightning writes each file through a temporary name and a rename, so a crash never leaves a
-    half-written checkpoint; the losses are checked for NaN/inf before anything is saved.
+    With ``AtomicCheckpointIO`` each file is written through a temporary name beside it and a rename,
+    so a crash never leaves a half-written checkpoint; the losses are checked for NaN/inf before
+    anything is saved.
     """
 
     def __init__(self, dirpath: str | Path, every: int) -> None:

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from voxgan.callbacks import IterationCheckpoint, IterationProgressBar, SampleGrid
+from voxgan.callbacks import AtomicCheckpointIO, IterationCheckpoint, IterationProgressBar, SampleGrid
 from voxgan.config import validate
 from voxgan.data.datamodule import VoxelDataModule
 from voxgan.evaluation import EvaluationCallback
@@ -97,6 +97,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path, loggers: list) -> pl.Traine
         max_steps=-1,
         logger=loggers or False,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         enable_checkpointing=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,

@@ -40,7 +40,9 @@ def error_summary(error: BaseException, limit: int = 200) -> str:
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], mode: str = "wb") -> Path:
     """Write ``path`` through ``write(file)`` into a temporary file beside it, then rename it into place.
 
-    A crash leaves either the old file or the new one, never half of one.
+    The temporary file is in the destination folder (a rename across filesystems would be a copy)
+    and is flushed to disk before the rename: a crash or a full disk leaves either the old file or
+    the new one, never half of one, and no temporary file behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +50,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], mode
     try:
         with os.fdopen(fd, mode) as file:
             write(file)
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
