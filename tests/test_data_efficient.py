@@ -80,7 +80,7 @@ class CountsVoxels(nn.Module):
 
 
 def test_memorisation_stats_keep_train_val_and_fakes_apart(make_cfg) -> None:
-    module = build_module(make_cfg())
+    module = build_module(make_cfg("loss.instance_noise=0"))
     module.__dict__["_d_forward"] = CountsVoxels()
     module._val_reals = torch.zeros(4, 1, 16, 16, 16)
     stats = module.memorisation_stats(torch.ones(4, 1, 16, 16, 16), torch.full((4, 1, 16, 16, 16), 0.5))

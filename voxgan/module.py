@@ -281,11 +281,12 @@ class VoxelGAN(pl.LightningModule):
 
     @torch.no_grad()
     def memorisation_stats(self, real: torch.Tensor, fake: torch.Tensor) -> Stats:
-        """D's mean output on training reals, held-back val reals and fakes, un-augmented.
+        """D's mean output on training reals, held-back val reals and fakes.
 
         D's probability of "real" for BCE, its raw score for a critic. Training reals well above
-        val reals is D memorising the training set. Measured in train mode as D sees its batches,
-        with BatchNorm's running statistics left untouched.
+        val reals is D memorising the training set. Measured as D sees its batches in training (train
+        mode, the current instance noise) but without augmentation, with BatchNorm's running
+        statistics left untouched.
         """
         if self._val_reals is None:
             return {}
@@ -296,7 +297,7 @@ class VoxelGAN(pl.LightningModule):
         for m in norms:
             m.momentum = 0.0
         try:
-            scores = [self._d_forward(x[:n]).float() for x in (real, val, fake)]
+            scores = [self._d_forward(self._instance_noise(x[:n])).float() for x in (real, val, fake)]
         finally:
             for m, momentum in zip(norms, momenta):
                 m.momentum = momentum
