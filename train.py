@@ -1,5 +1,6 @@
 """Train a voxel GAN: ``python train.py model=dcgan3d data=chair`` (see README)."""
 
+import os
 from pathlib import Path
 
 import hydra
@@ -8,7 +9,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from voxgan.config import register_configs
-from voxgan.train import run
+from voxgan.train import USER_ERRORS, run
 
 register_configs()
 
@@ -22,7 +23,12 @@ def main(cfg: DictConfig) -> float | None:
             cfg.logger.group = cfg.logger.group or f"{sweep.parent.name}_{sweep.name}"
             cfg.logger.name = cfg.logger.name or f"{cfg.logger.group}-{hydra_cfg.job.num}"
             cfg.logger.tags = [*cfg.logger.tags, *hydra_cfg.overrides.task]
-    metrics = run(cfg)
+    try:
+        metrics = run(cfg)
+    except USER_ERRORS as error:  # a setting, a file or the run's own numbers: one line, no traceback
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        raise SystemExit(f"error: {error}") from None
     return metrics.get(cfg.optimized_metric) if cfg.optimized_metric else None
 
 

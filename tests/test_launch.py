@@ -95,3 +95,39 @@ def test_submitit_local_launcher_runs_each_job_in_its_own_process(tmp_path: Path
     for job in ("0", "1"):
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
     assert list(sweep.glob(".submitit/*/*_log.out"))
+
+
+def _train_failing(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    cmd = [sys.executable, str(REPO / "train.py"), *TINY, *args]
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    return result
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["data.resolution=24"], "error: data.resolution=24 is invalid"),
+        (["ckpt_path=missing.ckpt"], "error: ckpt_path=missing.ckpt does not exist"),
+        (["data=shards", "data.root=empty"], "empty"),
+    ],
+)
+def test_user_errors_are_one_line_before_any_run_output(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    (tmp_path / "empty").mkdir()
+    run_dir = tmp_path / "run"
+    result = _train_failing(tmp_path, *args, f"hydra.run.dir={run_dir}", "logger=wandb")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert message in lines[-1] and lines[-1].startswith("error: ")
+    assert not (run_dir / "config.yaml").exists() and not (run_dir / "wandb").exists()
+
+
+def test_a_truncated_resume_checkpoint_is_one_line_naming_it(tmp_path: Path) -> None:
+    bad = tmp_path / "cut.ckpt"
+    bad.write_bytes(b"PK\x03\x04 not a whole checkpoint")
+    result = _train_failing(tmp_path, f"ckpt_path={bad}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert f"error: ckpt_path={bad} is not a readable checkpoint" in result.stderr.splitlines()[-1]

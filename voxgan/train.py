@@ -12,13 +12,26 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from voxgan.callbacks import AtomicCheckpointIO, IterationCheckpoint, IterationProgressBar, SampleGrid
-from voxgan.config import validate
+from voxgan.config import ConfigError, validate
 from voxgan.data.datamodule import VoxelDataModule
+from voxgan.data.formats.base import VoxelFileError, error_summary
+from voxgan.data.shards import DatasetError
 from voxgan.evaluation import EvaluationCallback
 from voxgan.loggers import build_loggers
-from voxgan.module import VoxelGAN
+from voxgan.models.classifier import ClassifierError
+from voxgan.module import CheckpointError, NonFiniteLossError, VoxelGAN
 
 log = logging.getLogger(__name__)
+
+# What a user can fix (a setting, a file, a diverged run): train.py reports these in one line.
+USER_ERRORS = (
+    ConfigError,
+    DatasetError,
+    CheckpointError,
+    VoxelFileError,
+    ClassifierError,
+    NonFiniteLossError,
+)
 
 
 def known_categories(cfg: DictConfig) -> tuple[str, ...] | None:
@@ -106,16 +119,39 @@ def build_trainer(cfg: DictConfig, output_dir: Path, loggers: list) -> pl.Traine
     )
 
 
+def check_resume(path: str | None) -> None:
+    """Fail before any folder or run is made if ``ckpt_path`` is missing or not a voxgan checkpoint."""
+    if path is None:
+        return
+    if not Path(path).is_file():
+        raise CheckpointError(
+            f"ckpt_path={path} does not exist; pass a last.ckpt or iter_*.ckpt of an earlier run"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several unrelated types for a damaged file
+        raise CheckpointError(
+            f"ckpt_path={path} is not a readable checkpoint ({error_summary(error)}); it may be truncated: "
+            "resume from another iter_*.ckpt of the run"
+        ) from error
+    if not isinstance(state, dict) or "voxgan" not in state:
+        raise CheckpointError(
+            f"ckpt_path={path} was not written by voxgan's train.py; resume from one that was"
+        )
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train one model; return the last logged metrics (what a sweeper optimises)."""
     validate(cfg, known_categories(cfg))
+    check_resume(cfg.ckpt_path)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup()  # a missing or damaged dataset fails here, before the run folder is made
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
 
-    datamodule = build_datamodule(cfg)
     module = build_module(cfg)
     loggers = build_loggers(cfg, output_dir, OmegaConf.to_container(cfg, resolve=True))
     trainer = build_trainer(cfg, output_dir, loggers)
