@@ -96,3 +96,39 @@ def test_r1_is_taken_on_the_reals_and_scaled_for_lazy_batches() -> None:
     assert not torch.isclose(on_reals, BCEObjective.r1_penalty(d, fake))
     assert torch.isclose(regularised - plain, 0.5 * 2.0 * 4 * on_reals)
     assert "r1_penalty" not in BCEObjective(r1_gamma=0.0).d_loss(d, real, fake, regularize=True)[1]
+
+
+def _expected_gradient_penalty(
+    d: Quadratic, real: torch.Tensor, fake: torch.Tensor, seed: int
+) -> torch.Tensor:
+    torch.manual_seed(seed)
+    alpha = torch.rand(real.shape[0], 1, 1, 1, 1)
+    x_hat = (alpha * real + (1 - alpha) * fake).flatten(1)
+    grad = 2 * d.w * x_hat  # grad of sum(w x^2): depends on where it is taken
+    return ((grad.norm(dim=1) - 1) ** 2).mean()
+
+
+def test_gradient_penalty_is_taken_between_real_and_fake_with_the_known_value() -> None:
+    d = Quadratic(8)
+    real, fake = torch.rand(6, 1, 2, 2, 2), -torch.rand(6, 1, 2, 2, 2)
+    expected = _expected_gradient_penalty(d, real, fake, seed=3)
+    torch.manual_seed(3)
+    penalty, _ = WGANGPObjective.gradient_penalty(d, real, fake)
+    assert torch.isclose(penalty, expected, rtol=1e-5)
+    # The penalty trains the critic: its gradient reaches D's weights (a double backward).
+    (autograd_w,) = torch.autograd.grad(expected, d.w)
+    penalty.backward()
+    assert torch.allclose(d.w.grad, autograd_w, rtol=1e-4)
+
+
+def test_wgan_d_loss_carries_the_weighted_penalty_and_its_gradient() -> None:
+    d = Quadratic(8)
+    real, fake = torch.rand(6, 1, 2, 2, 2), -torch.rand(6, 1, 2, 2, 2)
+    torch.manual_seed(4)
+    loss, stats = WGANGPObjective(gp_lambda=10).d_loss(d, real, fake)
+    penalty = _expected_gradient_penalty(d, real, fake, seed=4)
+    wasserstein = d(real).mean() - d(fake).mean()
+    assert torch.isclose(loss, -wasserstein + 10 * penalty, rtol=1e-5)
+    (expected_grad,) = torch.autograd.grad(-wasserstein + 10 * penalty, d.w)
+    loss.backward()
+    assert torch.allclose(d.w.grad, expected_grad, rtol=1e-4)
