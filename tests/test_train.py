@@ -316,3 +316,28 @@ def test_checkpoints_are_written_beside_their_target_and_a_failed_save_keeps_the
     monkeypatch.setattr(torch, "save", real_save)
     assert (ckpt_dir / "last.ckpt").read_bytes() == good
     assert sorted(p.name for p in ckpt_dir.iterdir()) == ["iter_0000002.ckpt", "last.ckpt"]  # no temp left
+
+
+def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints(make_cfg, tmp_path: Path) -> None:
+    run(make_cfg("iterations=2"))
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    with pytest.raises(ConfigError, match=r"already holds the checkpoints of another run; resume that run"):
+        run(make_cfg("iterations=2", "seed=1"))
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before  # nothing mixed in
+    run(
+        make_cfg("iterations=4", f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}")
+    )  # resume: allowed
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders() -> None:
+    import re
+
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True)
+    stamp = r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}-\d{6}"  # down to the microsecond
+    assert re.fullmatch(rf"outputs/{stamp}", cfg.hydra.run.dir)
+    assert re.fullmatch(rf"outputs/multirun/{stamp}", cfg.hydra.sweep.dir)

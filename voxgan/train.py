@@ -140,6 +140,16 @@ def check_resume(path: str | None) -> None:
         )
 
 
+def check_run_folder(output_dir: Path, ckpt_path: str | None) -> None:
+    """A run owns its folder: a fresh run may not start where another one left checkpoints."""
+    checkpoints = output_dir / "checkpoints"
+    if ckpt_path is None and checkpoints.is_dir() and any(checkpoints.glob("*.ckpt")):
+        raise ConfigError(
+            f"{output_dir} already holds the checkpoints of another run; resume that run with "
+            f"ckpt_path={checkpoints / 'last.ckpt'}, or start this one in another folder (hydra.run.dir=...)"
+        )
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train one model; return the last logged metrics (what a sweeper optimises)."""
     validate(cfg, known_categories(cfg))
@@ -147,6 +157,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     datamodule.setup()  # a missing or damaged dataset fails here, before the run folder is made
     output_dir = Path(cfg.paths.output_dir)
+    check_run_folder(output_dir, cfg.ckpt_path)
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
