@@ -166,6 +166,23 @@ def test_nan_stops_the_run_naming_iteration_and_checkpoint(make_cfg, tmp_path: P
     )
 
 
+def test_nan_in_a_critic_only_batch_stops_the_run(make_cfg, tmp_path: Path, monkeypatch) -> None:
+    from voxgan.losses import WGANGPObjective
+
+    original = WGANGPObjective.d_loss
+    calls = {"n": 0}
+
+    def poisoned(self, d, real, fake, regularize=False):
+        calls["n"] += 1
+        loss, stats = original(self, d, real, fake, regularize)
+        # batch 7 is critic-only, of iteration 3; its value is NaN but its gradient, and so D, stay finite
+        return (loss - loss.detach() + float("nan") if calls["n"] == 7 else loss), stats
+
+    monkeypatch.setattr(WGANGPObjective, "d_loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"iteration 3"):
+        run(make_cfg("loss=wgan_gp", "loss.n_critic=3", "iterations=6"))
+
+
 def test_max_time_stops_early_and_still_saves(make_cfg, tmp_path: Path) -> None:
     run(make_cfg("iterations=1000000", "trainer.max_time=00:00:00:02", "callbacks.sample_every=1000000"))
     out = tmp_path / "run"

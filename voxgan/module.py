@@ -242,7 +242,8 @@ class VoxelGAN(pl.LightningModule):
             self._window["d_skipped"] += 1
         self.batches_seen += 1
         self._window["batches"] += 1
-        if not takes_g_step:
+        if not takes_g_step:  # a critic-only batch: its loss is checked with the iteration it belongs to
+            self._unchecked.append((self.iteration + 1, d_loss.detach().float().repeat(2)))
             return
 
         self.toggle_optimizer(opt_g)
@@ -258,7 +259,9 @@ class VoxelGAN(pl.LightningModule):
         if self.ada is not None:
             self._step_ada()
 
-        self._unchecked.append((self.iteration, torch.stack([d_loss.detach(), g_loss.detach()])))
+        self._unchecked.append(
+            (self.iteration, torch.stack([d_loss.detach().float(), g_loss.detach().float()]))
+        )
         if self.iteration % self.hparams.check_finite_every == 0:
             self.check_finite()
         if logging:
