@@ -66,8 +66,16 @@ def test_real_volumetric_chairs_prepare_and_load(tmp_path: Path) -> None:
         for rotation in range(1, 13):
             (raw / f"{name}_{rotation}.mat").symlink_to(train / f"{name}_{rotation}.mat")
     out = tmp_path / "chair32"
-    summary = prepare(quick(source="volumetric", root=str(tmp_path / "volumetric_data"), out=str(out),
-                            categories=["chair"], all_rotations=True, val_fraction=0.3))
+    summary = prepare(
+        quick(
+            source="volumetric",
+            root=str(tmp_path / "volumetric_data"),
+            out=str(out),
+            categories=["chair"],
+            all_rotations=True,
+            val_fraction=0.3,
+        )
+    )
     assert summary.files_read == summary.files_found == 96 and not summary.skipped
     train_set, val_set = load_split(out, "train", ["chair"]), load_split(out, "val")
     assert len(train_set) + len(val_set) == 96 and len(load_split(out, "test")) == 0
@@ -94,8 +102,16 @@ def test_real_shapenet_mini_takes_solid_binvox_and_names_categories(tmp_path: Pa
 
 def test_binvox_tree_splits_by_shape_and_uses_category_names(binvox_tree: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    summary = prepare(quick(source="shapenet", root=str(binvox_tree), out=str(out), resolution=16,
-                            val_fraction=0.3, test_fraction=0.3))
+    summary = prepare(
+        quick(
+            source="shapenet",
+            root=str(binvox_tree),
+            out=str(out),
+            resolution=16,
+            val_fraction=0.3,
+            test_fraction=0.3,
+        )
+    )
     assert summary.categories == ["airplane", "chair"]
     info = dataset_info(out)
     assert info["total"] == 12 and info["resolution"] == 16
@@ -175,8 +191,12 @@ def test_bad_settings_fail_before_any_work(binvox_tree: Path, tmp_path: Path) ->
         (quick(source="volumetric", root=str(binvox_tree), out=str(out)), r"no volumetric files .*expected"),
         (quick(source="shapenet", root=str(binvox_tree), out=str(out), categories=["sofa"]), r"\['sofa'\]"),
         (quick(source="shapenet", root=str(binvox_tree), out=str(out), pose="+q-y"), "unknown pose"),
-        (quick(source="shapenet", root=str(binvox_tree), out=str(out), val_fraction=0.7, test_fraction=0.4),
-         "val_fraction"),
+        (
+            quick(
+                source="shapenet", root=str(binvox_tree), out=str(out), val_fraction=0.7, test_fraction=0.4
+            ),
+            "val_fraction",
+        ),
     ]
     for cfg, message in cases:
         with pytest.raises(PrepareError, match=message):
@@ -200,8 +220,15 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_prepares_and_reports(binvox_tree: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli"
-    done = run_cli("voxgan.data.prepare", "source=shapenet", f"root={binvox_tree}", "categories=[chair]",
-                   "resolution=16", f"out={out}", "workers=2")
+    done = run_cli(
+        "voxgan.data.prepare",
+        "source=shapenet",
+        f"root={binvox_tree}",
+        "categories=[chair]",
+        "resolution=16",
+        f"out={out}",
+        "workers=2",
+    )
     assert done.returncode == 0, done.stderr
     assert "chair" in done.stdout and "6 read" in done.stdout
     assert dataset_info(out)["categories"] == ["chair"]
@@ -214,8 +241,16 @@ def test_cli_prepares_and_reports(binvox_tree: Path, tmp_path: Path) -> None:
 
 def test_show_renders_a_dataset_and_a_file(binvox_tree: Path, tmp_path: Path) -> None:
     out = tmp_path / "prepared"
-    prepare(quick(source="shapenet", root=str(binvox_tree), out=str(out), resolution=16, val_fraction=0,
-                  test_fraction=0))
+    prepare(
+        quick(
+            source="shapenet",
+            root=str(binvox_tree),
+            out=str(out),
+            resolution=16,
+            val_fraction=0,
+            test_fraction=0,
+        )
+    )
     preview = show(ShowConfig(root=str(out), n=4, ncols=2, size=64, out=str(tmp_path / "preview.png")))
     image = np.asarray(Image.open(preview).convert("L"))
     assert image.shape[1] == 128 and image.shape[0] > 128  # two rows of 64 px cells, each with a label
@@ -225,3 +260,39 @@ def test_show_renders_a_dataset_and_a_file(binvox_tree: Path, tmp_path: Path) ->
     assert Image.open(single).size[0] == 64
     with pytest.raises(ValueError, match="root=.*or path="):
         show(ShowConfig(out=str(tmp_path / "none.png")))
+
+
+def test_workers_exit_when_prepare_is_killed(tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import os, time\n"
+        "from voxgan.data.prepare import worker_pool\n"
+        "pool = worker_pool(2)\n"
+        "futures = [pool.submit(os.getpid) for _ in range(8)]\n"
+        "print(' '.join(str(p) for p in {f.result() for f in futures}), flush=True)\n"
+        "pool.submit(time.sleep, 600)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    workers = [int(pid) for pid in parent.stdout.readline().split()]
+    assert workers
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with open(f"/proc/{pid}/stat") as stat:  # a zombie waiting to be reaped is gone too
+            return stat.read().split()[2] != "Z"
+
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if alive(pid)]

@@ -65,27 +65,78 @@ MIN_SHARDS = 16  # ...and a split is cut into at least this many shards, so ever
 # ShapeNetCore's 55 categories, plus the WordNet synsets of shapenet_mini's cup, vase and toilet
 # (ShapeNetCore files cups under mug, vases under jar, and has no toilet category).
 SHAPENET_SYNSETS = {
-    "airplane": "02691156", "trash_bin": "02747177", "bag": "02773838", "basket": "02801938",
-    "bathtub": "02808440", "bed": "02818832", "bench": "02828884", "birdhouse": "02843684",
-    "bookshelf": "02871439", "bottle": "02876657", "bowl": "02880940", "bus": "02924116",
-    "cabinet": "02933112", "camera": "02942699", "can": "02946921", "cap": "02954340",
-    "car": "02958343", "cellphone": "02992529", "chair": "03001627", "clock": "03046257",
-    "keyboard": "03085013", "dishwasher": "03207941", "display": "03211117", "earphone": "03261776",
-    "faucet": "03325088", "file_cabinet": "03337140", "guitar": "03467517", "helmet": "03513137",
-    "jar": "03593526", "knife": "03624134", "lamp": "03636649", "laptop": "03642806",
-    "loudspeaker": "03691459", "mailbox": "03710193", "microphone": "03759954", "microwave": "03761084",
-    "motorcycle": "03790512", "mug": "03797390", "piano": "03928116", "pillow": "03938244",
-    "pistol": "03948459", "pot": "03991062", "printer": "04004475", "remote_control": "04074963",
-    "rifle": "04090263", "rocket": "04099429", "skateboard": "04225987", "sofa": "04256520",
-    "stove": "04330267", "table": "04379243", "telephone": "04401088", "tower": "04460130",
-    "train": "04468005", "vessel": "04530566", "washer": "04554684",
-    "cup": "03147509", "vase": "04522168", "toilet": "04446276",
+    "airplane": "02691156",
+    "trash_bin": "02747177",
+    "bag": "02773838",
+    "basket": "02801938",
+    "bathtub": "02808440",
+    "bed": "02818832",
+    "bench": "02828884",
+    "birdhouse": "02843684",
+    "bookshelf": "02871439",
+    "bottle": "02876657",
+    "bowl": "02880940",
+    "bus": "02924116",
+    "cabinet": "02933112",
+    "camera": "02942699",
+    "can": "02946921",
+    "cap": "02954340",
+    "car": "02958343",
+    "cellphone": "02992529",
+    "chair": "03001627",
+    "clock": "03046257",
+    "keyboard": "03085013",
+    "dishwasher": "03207941",
+    "display": "03211117",
+    "earphone": "03261776",
+    "faucet": "03325088",
+    "file_cabinet": "03337140",
+    "guitar": "03467517",
+    "helmet": "03513137",
+    "jar": "03593526",
+    "knife": "03624134",
+    "lamp": "03636649",
+    "laptop": "03642806",
+    "loudspeaker": "03691459",
+    "mailbox": "03710193",
+    "microphone": "03759954",
+    "microwave": "03761084",
+    "motorcycle": "03790512",
+    "mug": "03797390",
+    "piano": "03928116",
+    "pillow": "03938244",
+    "pistol": "03948459",
+    "pot": "03991062",
+    "printer": "04004475",
+    "remote_control": "04074963",
+    "rifle": "04090263",
+    "rocket": "04099429",
+    "skateboard": "04225987",
+    "sofa": "04256520",
+    "stove": "04330267",
+    "table": "04379243",
+    "telephone": "04401088",
+    "tower": "04460130",
+    "train": "04468005",
+    "vessel": "04530566",
+    "washer": "04554684",
+    "cup": "03147509",
+    "vase": "04522168",
+    "toilet": "04446276",
 }
 SYNSET_NAMES = {synset: name for name, synset in SHAPENET_SYNSETS.items()}
 ALIASES = {
-    "aeroplane": "airplane", "plane": "airplane", "motorbike": "motorcycle", "watercraft": "vessel",
-    "boat": "vessel", "monitor": "display", "speaker": "loudspeaker", "couch": "sofa",
-    "ashcan": "trash_bin", "bookcase": "bookshelf", "phone": "telephone",
+    "aeroplane": "airplane",
+    "plane": "airplane",
+    "motorbike": "motorcycle",
+    "watercraft": "vessel",
+    "boat": "vessel",
+    "monitor": "display",
+    "speaker": "loudspeaker",
+    "couch": "sofa",
+    "ashcan": "trash_bin",
+    "bookcase": "bookshelf",
+    "phone": "telephone",
 }
 SOURCE_SPLITS = ("train", "test", "val")
 _ROTATION = re.compile(r"^(.+)_(\d+)$")
@@ -286,10 +337,19 @@ def plan_shards(cfg: PrepareConfig, items: list[Item]) -> list[ShardJob]:
         for number, start in enumerate(range(0, len(ordered), size)):
             chunk = ordered[start : start + size]
             file = shard_file(split, number)
-            jobs.append(ShardJob(
-                str(cfg.root), str(cfg.out), file, split, chunk, cfg.resolution, cfg.pose, cfg.key,
-                _fingerprint(cfg, file, chunk),
-            ))
+            jobs.append(
+                ShardJob(
+                    str(cfg.root),
+                    str(cfg.out),
+                    file,
+                    split,
+                    chunk,
+                    cfg.resolution,
+                    cfg.pose,
+                    cfg.key,
+                    _fingerprint(cfg, file, chunk),
+                )
+            )
     return jobs
 
 
@@ -317,8 +377,14 @@ def build_shard(job: ShardJob) -> dict:
     nbytes = job.resolution**3 // 8
     packed = pack_grids(np.stack(grids)) if grids else np.zeros((0, nbytes), np.uint8)
     write_shard(Path(job.out) / job.file, packed)
-    result = {"file": job.file, "split": job.split, "fingerprint": job.fingerprint, "items": written,
-              "skipped": skipped, "files_read": files}
+    result = {
+        "file": job.file,
+        "split": job.split,
+        "fingerprint": job.fingerprint,
+        "items": written,
+        "skipped": skipped,
+        "files_read": files,
+    }
     atomic_write(_sidecar(job), lambda f: f.write(json.dumps(result)), mode="w")
     return result
 
@@ -439,6 +505,32 @@ def _by_file(items: list[Item]) -> list[tuple[str, list[Item]]]:
     return list(groups.items())
 
 
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool whose workers exit when this process dies, even by ``kill -9``."""
+    return ProcessPoolExecutor(workers, initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Ask Linux to terminate this worker when its parent dies; elsewhere, watch the parent's pid."""
+    import signal
+    import threading
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def _run_jobs(jobs: list[ShardJob], workers: int, progress: bool) -> list[dict]:
     """Build shards in ``workers`` processes (0: one per core), with a progress bar over grids."""
     workers = min(workers or len(os.sched_getaffinity(0)), max(1, len(jobs)))
@@ -446,7 +538,7 @@ def _run_jobs(jobs: list[ShardJob], workers: int, progress: bool) -> list[dict]:
     if workers == 1:
         with tqdm(total=total, unit="grid", disable=not progress) as bar:
             return [_advance(bar, job, build_shard(job)) for job in jobs]
-    with ProcessPoolExecutor(workers) as pool:
+    with worker_pool(workers) as pool:
         # Workers are forked at the first submit: before the bar starts its monitor thread.
         futures = {pool.submit(build_shard, job): job for job in jobs}
         with tqdm(total=total, unit="grid", disable=not progress) as bar:
@@ -459,7 +551,11 @@ def _advance(bar: tqdm, job: ShardJob, result: dict) -> dict:
 
 
 def _summarise(
-    cfg: PrepareConfig, categories: list[str], items: list[Item], skipped: list[dict], results: list[dict],
+    cfg: PrepareConfig,
+    categories: list[str],
+    items: list[Item],
+    skipped: list[dict],
+    results: list[dict],
     fresh: list[dict],
 ) -> PrepareSummary:
     grids: dict[str, Counter] = {c: Counter() for c in categories}
@@ -469,10 +565,14 @@ def _summarise(
             grids[record["category"]][record["split"]] += 1
             shapes[record["category"]][record["split"]].add(record["shape_id"])
     return PrepareSummary(
-        out=str(cfg.out), source=cfg.source, resolution=cfg.resolution, categories=categories,
+        out=str(cfg.out),
+        source=cfg.source,
+        resolution=cfg.resolution,
+        categories=categories,
         files_found=len({item.source for item in items}) + len(skipped),
         files_read=sum(r["files_read"] for r in fresh),
-        shards_written=len(fresh), shards_reused=len(results) - len(fresh),
+        shards_written=len(fresh),
+        shards_reused=len(results) - len(fresh),
         grids={c: dict(grids[c]) for c in categories},
         shapes={c: {s: len(ids) for s, ids in shapes[c].items()} for c in categories},
         skipped=skipped + [s for r in results for s in r["skipped"]],
@@ -482,10 +582,17 @@ def _summarise(
 def _manifest(cfg: PrepareConfig, categories: list[str], results: list[dict]) -> dict:
     shards = [
         {"file": r["file"], "split": r["split"], "count": len(r["items"]), "items": r["items"]}
-        for r in results if r["items"]
+        for r in results
+        if r["items"]
     ]
-    return {"source": cfg.source, "root": str(cfg.root), "resolution": cfg.resolution, "pose": cfg.pose,
-            "categories": categories, "shards": shards}
+    return {
+        "source": cfg.source,
+        "root": str(cfg.root),
+        "resolution": cfg.resolution,
+        "pose": cfg.pose,
+        "categories": categories,
+        "shards": shards,
+    }
 
 
 def _remove_stale(out: Path, planned: set[str]) -> None:
@@ -504,9 +611,13 @@ def _relative(root: Path, path: Path) -> str:
 class CommandLine:
     """Hydra settings of voxgan's data tools: no run folder, no log files, the working folder kept."""
 
-    defaults: list[Any] = field(default_factory=lambda: [
-        "_self_", {"override hydra/job_logging": "none"}, {"override hydra/hydra_logging": "none"},
-    ])
+    defaults: list[Any] = field(
+        default_factory=lambda: [
+            "_self_",
+            {"override hydra/job_logging": "none"},
+            {"override hydra/hydra_logging": "none"},
+        ]
+    )
     hydra: Any = field(default_factory=lambda: {"run": {"dir": "."}, "output_subdir": None})
 
 
