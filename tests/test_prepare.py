@@ -17,7 +17,7 @@ from PIL import Image
 from voxgan.data.formats import write_binvox
 from voxgan.data.grid import normalize_grid
 from voxgan.data.prepare import PrepareConfig, PrepareError, category_name, prepare, split_of
-from voxgan.data.shards import dataset_info, load_split, read_manifest
+from voxgan.data.shards import dataset_info, load_split, read_manifest, shard_file, verify_dataset
 from voxgan.data.show import ShowConfig, show
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -163,6 +163,35 @@ def test_rerun_keeps_finished_shards_and_rebuilds_changed_ones(tmp_path: Path) -
     assert any(np.array_equal(g, full) for g in grids)
 
 
+def test_rerun_rewrites_missing_empty_and_damaged_shards(tmp_path: Path) -> None:
+    raw = tmp_path / "raw" / "blob"
+    raw.mkdir(parents=True)
+    np.save(raw / "grids.npy", blobs(30, 16, 0))
+    cfg = quick(source="arrays", root=str(raw.parent), out=str(tmp_path / "out"), resolution=16, shard_size=4)
+    first = prepare(cfg)
+    before = {split: load_split(cfg.out, split).packed for split in ("train", "val", "test")}
+    out = Path(cfg.out)
+    empty, changed, gone = (out / shard["file"] for shard in read_manifest(out)["shards"][:3])
+    empty.write_bytes(b"")
+    data = bytearray(changed.read_bytes())
+    data[-1] ^= 0x01  # one grid bit: the file keeps its size and header
+    changed.write_bytes(bytes(data))
+    gone.unlink()
+
+    again = prepare(cfg)
+    assert again.shards_written == 3 and again.shards_reused == first.shards_written - 3
+    reasons = {r["file"]: r["reason"] for r in again.repaired}
+    assert set(reasons) == {empty.name, changed.name, gone.name}
+    assert reasons[empty.name] == "is empty (0 bytes)" and reasons[gone.name] == "is missing"
+    assert "sha256" in reasons[changed.name]
+    assert "rewrote 3 shard(s)" in again.table()
+    assert json.loads((out / "summary.json").read_text())["repaired"] == again.repaired
+    assert verify_dataset(out).unchecked == []  # every shard has its checksum in the manifest
+    for split, packed in before.items():
+        assert np.array_equal(load_split(out, split).packed, packed)
+    assert prepare(cfg).repaired == []
+
+
 def test_splits_are_deterministic_by_shape_id() -> None:
     ids = [f"shape{i:04d}" for i in range(3000)]
     splits = [split_of("chair", i, None, 0.1, 0.2) for i in ids]
@@ -237,6 +266,28 @@ def test_cli_prepares_and_reports(binvox_tree: Path, tmp_path: Path) -> None:
     assert failed.stderr.strip().splitlines() == [
         f"error: root={tmp_path / 'missing'} is not a folder: point it at the raw shapenet dataset"
     ]
+
+
+def test_cli_verify_checks_every_shard_and_names_a_damaged_one(binvox_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "prepared"
+    prepare(quick(source="shapenet", root=str(binvox_tree), out=str(out), resolution=16, shard_size=4))
+    shards = len(read_manifest(out)["shards"])
+    good = run_cli("voxgan.data.prepare", f"out={out}", "verify=true")
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.strip() == f"verified {out}: {shards} shards, 12 grids match the manifest"
+    (out / shard_file("train", 1)).write_bytes(b"")
+    preview = tmp_path / "p.png"
+    for args in (
+        ("voxgan.data.prepare", f"out={out}"),
+        ("voxgan.data.show", f"root={out}", f"out={preview}"),
+    ):
+        bad = run_cli(*args, "verify=true")
+        assert bad.returncode == 1
+        assert bad.stderr.strip().splitlines() == [
+            f"error: 1 of the {shards} shards of {out} are unusable: {out / shard_file('train', 1)} is empty "
+            f"(0 bytes); rerun python -m voxgan.data.prepare with the same settings (out={out}) to rewrite it"
+        ]
+    assert not preview.exists()
 
 
 def test_show_renders_a_dataset_and_a_file(binvox_tree: Path, tmp_path: Path) -> None:

@@ -17,10 +17,12 @@ from voxgan.data.shards import (
     DatasetError,
     ShardStream,
     dataset_info,
+    file_sha256,
     load_split,
     read_manifest,
     shard_file,
     unpack_rows,
+    verify_dataset,
 )
 
 RESOLUTION = 16
@@ -172,20 +174,104 @@ def test_loading_failures_name_the_path_and_what_to_do(damaged: Path, tmp_path: 
     with pytest.raises(DatasetError, match="unknown split"):
         load_split(damaged, "training")
 
+    rewrite = r"rerun python -m voxgan\.data\.prepare with the same settings \(out=.*copy\) to rewrite it"
     shard = damaged / shard_file("train", 0)
     np.save(shard, np.zeros((2, RESOLUTION**3 // 8), dtype=np.uint8))
-    with pytest.raises(DatasetError, match=r"train-00000\.npy holds .* the manifest says"):
+    with pytest.raises(DatasetError, match=r"train-00000\.npy holds .* where .*manifest\.json lists 7 rows"):
         load_split(damaged, "train")
     with pytest.raises(DatasetError, match=r"train-00000\.npy"):
         ShardStream(damaged, "train", batch_size=4)
     shard.write_bytes(shard.read_bytes()[:200])
-    with pytest.raises(DatasetError, match=r"train-00000\.npy is damaged"):
+    with pytest.raises(DatasetError, match=rf"train-00000\.npy is not a readable \.npy array .*; {rewrite}"):
         load_split(damaged, "train")
     shard.unlink()
-    with pytest.raises(DatasetError, match=r"names .*train-00000\.npy, which is missing"):
+    with pytest.raises(DatasetError, match=rf"train-00000\.npy is missing; {rewrite}"):
         load_split(damaged, "train")
 
     manifest = read_manifest(damaged)
     (damaged / "manifest.json").write_text(json.dumps({**manifest, "shards": []}))
     with pytest.raises(DatasetError, match="has no shards"):
         dataset_info(damaged)
+
+
+def test_a_zero_byte_shard_is_named_with_what_to_do(damaged: Path) -> None:
+    (damaged / shard_file("train", 1)).write_bytes(b"")
+    message = r"shard .*copy/train-00001\.npy is empty \(0 bytes\); rerun python -m voxgan\.data\.prepare"
+    with pytest.raises(DatasetError, match=message):
+        load_split(damaged, "train")
+    with pytest.raises(DatasetError, match=message):
+        ShardStream(damaged, "train", batch_size=4)
+    with pytest.raises(DatasetError, match=r"1 of the \d+ shards .*/train-00001\.npy is empty"):
+        verify_dataset(damaged)
+
+
+def flip_last_byte(path: Path) -> None:
+    """Change one grid bit of a shard without changing its size or header."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_changed_bytes_inside_a_shard_fail_its_checksum(damaged: Path) -> None:
+    manifest = read_manifest(damaged)
+    assert all(shard["sha256"] == file_sha256(damaged / shard["file"]) for shard in manifest["shards"])
+    assert verify_dataset(damaged).shards == len(manifest["shards"])
+    val = next(shard["file"] for shard in manifest["shards"] if shard["split"] == "val")
+    flip_last_byte(damaged / val)
+    message = rf"{val} does not match the sha256 its manifest recorded.*rerun python -m voxgan\.data\.prepare"
+    with pytest.raises(DatasetError, match=message):
+        load_split(damaged, "val")
+    with pytest.raises(DatasetError, match=message):
+        ShardStream(damaged, "val", batch_size=2)
+    with pytest.raises(DatasetError, match=message):
+        verify_dataset(damaged)
+    assert len(load_split(damaged, "train")) > 0  # the other splits still load
+
+
+def edit_manifest(root: Path, edit) -> None:
+    """Apply ``edit`` to the manifest's record of the first train shard."""
+    manifest = read_manifest(root)
+    edit(next(shard for shard in manifest["shards"] if shard["file"] == shard_file("train", 0)))
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda shard: shard["items"].pop(), r"shard train-00000\.npy counts 7 rows but lists 6 items"),
+        (
+            lambda shard: [shard["items"].pop(), shard.update(count=6)],
+            r"train-00000\.npy holds uint8 \(7, 512\) where .*manifest\.json lists 6 rows",
+        ),
+        (
+            lambda shard: shard["items"][0].update(category="sofa"),
+            r"manifest\.json is inconsistent: shard train-00000\.npy holds categories \['sofa'\]",
+        ),
+        (
+            lambda shard: shard.update(split="training"),
+            r"manifest\.json is inconsistent: shard train-00000\.npy is in split 'training'",
+        ),
+    ],
+    ids=["fewer-items-than-count", "fewer-items-than-rows", "unknown-category", "unknown-split"],
+)
+def test_an_inconsistent_manifest_is_an_error_naming_it(damaged: Path, edit, problem: str) -> None:
+    edit_manifest(damaged, edit)
+    with pytest.raises(DatasetError, match=problem):
+        load_split(damaged, "train")
+    with pytest.raises(DatasetError, match=problem):
+        ShardStream(damaged, "train", batch_size=4)
+
+
+def test_a_manifest_from_before_checksums_still_loads_and_checks_rows(damaged: Path, dataset) -> None:
+    root, _ = dataset
+    manifest = read_manifest(damaged)
+    for shard in manifest["shards"]:
+        del shard["sha256"]
+    (damaged / "manifest.json").write_text(json.dumps(manifest))
+    for split in ("train", "val", "test"):
+        assert np.array_equal(load_split(damaged, split).packed, load_split(root, split).packed)
+    report = verify_dataset(damaged)
+    assert len(report.unchecked) == report.shards and "no checksum" in report.line()
+    np.save(damaged / shard_file("train", 0), np.zeros((2, RESOLUTION**3 // 8), dtype=np.uint8))
+    with pytest.raises(DatasetError, match=r"train-00000\.npy holds .* lists 7 rows"):
+        load_split(damaged, "train")

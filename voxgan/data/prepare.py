@@ -17,7 +17,9 @@ Sources and the layouts they read (``<category>`` folders may be names or ShapeN
 Files directly in ``root`` take the root folder's name as their category. A ``train`` / ``test`` /
 ``val`` folder on a file's path is its dataset's own split and is kept; ``val`` is carved from
 ``train``, and ``test`` from the rest where the source has no split, by a hash of the shape id.
-Shards whose inputs and settings are unchanged are kept on a rerun.
+Shards whose inputs and settings are unchanged are kept on a rerun, once checked against the
+sha256 recorded when they were written; missing or damaged ones are written again.
+``verify=true`` checks every shard of the dataset at ``out`` and prepares nothing.
 """
 
 from __future__ import annotations
@@ -53,7 +55,16 @@ from voxgan.data.formats import (
     read_shapes,
 )
 from voxgan.data.grid import RESOLUTIONS, pack_grids
-from voxgan.data.shards import SPLITS, shard_file, write_manifest, write_shard
+from voxgan.data.shards import (
+    SPLITS,
+    DatasetError,
+    file_sha256,
+    shard_file,
+    shard_problem,
+    verify_dataset,
+    write_manifest,
+    write_shard,
+)
 
 SOURCES = ("volumetric", "shapenet", "mesh", "arrays")
 SUMMARY = "summary.json"
@@ -210,6 +221,7 @@ class PrepareSummary:
     files_read: int = 0  # in this run: files of reused shards are not read again
     shards_written: int = 0
     shards_reused: int = 0
+    repaired: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}: damaged, rewritten
     grids: dict[str, dict[str, int]] = field(default_factory=dict)  # category -> split -> grids
     shapes: dict[str, dict[str, int]] = field(default_factory=dict)  # category -> split -> shape ids
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}
@@ -226,6 +238,9 @@ class PrepareSummary:
         for category in self.categories:
             cells = [f"{self.grids[category].get(s, 0)} / {self.shapes[category].get(s, 0)}" for s in SPLITS]
             lines.append(f"{category:<16}" + "".join(f"{cell:>14}" for cell in cells))
+        if self.repaired:
+            lines.append(f"rewrote {len(self.repaired)} shard(s) an earlier run had finished:")
+            lines += [f"  {r['file']} {r['reason']}" for r in self.repaired]
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} file(s):")
             lines += [f"  {s['file']}: {s['reason']}" for s in self.skipped]
@@ -240,11 +255,18 @@ def prepare(cfg: PrepareConfig) -> PrepareSummary:
     items, skipped = discover(cfg)
     categories = _category_order(cfg, items)
     jobs = plan_shards(cfg, items)
-    reused = [result for job in jobs if (result := _finished(job)) is not None]
+    reused, repaired = [], []
+    for job in jobs:
+        result, problem = _finished(job)
+        if result is not None:
+            reused.append(result)
+        elif problem is not None:
+            repaired.append({"file": job.file, "reason": problem})
     done = {r["file"] for r in reused}
     fresh = _run_jobs([job for job in jobs if job.file not in done], cfg.workers, cfg.progress)
     results = sorted(reused + fresh, key=lambda r: r["file"])
     summary = _summarise(cfg, categories, items, skipped, results, fresh)
+    summary.repaired = repaired
     summary.seconds = time.perf_counter() - started
     atomic_write(out / SUMMARY, lambda f: f.write(json.dumps(asdict(summary), indent=1)), mode="w")
     if not any(r["items"] for r in results):
@@ -376,11 +398,12 @@ def build_shard(job: ShardJob) -> dict:
             written.append(item.record())
     nbytes = job.resolution**3 // 8
     packed = pack_grids(np.stack(grids)) if grids else np.zeros((0, nbytes), np.uint8)
-    write_shard(Path(job.out) / job.file, packed)
+    path = write_shard(Path(job.out) / job.file, packed)
     result = {
         "file": job.file,
         "split": job.split,
         "fingerprint": job.fingerprint,
+        "sha256": file_sha256(path),
         "items": written,
         "skipped": skipped,
         "files_read": files,
@@ -486,15 +509,21 @@ def _sidecar(job: ShardJob) -> Path:
     return Path(job.out) / job.file.replace(".npy", ".json")
 
 
-def _finished(job: ShardJob) -> dict | None:
-    """The record of a shard an earlier run completed with the same fingerprint, else None."""
+def _finished(job: ShardJob) -> tuple[dict | None, str | None]:
+    """(record, None) of a shard an earlier run completed with the same fingerprint and that is still
+    sound; (None, what is wrong) when that shard is missing or damaged; (None, None) when not done."""
     try:
         result = json.loads(_sidecar(job).read_text())
-        packed = np.load(Path(job.out) / job.file, mmap_mode="r")
     except (OSError, ValueError):
-        return None
-    complete = packed.shape == (len(result["items"]), job.resolution**3 // 8)
-    return result if complete and result.get("fingerprint") == job.fingerprint else None
+        return None, None
+    if not isinstance(result, dict) or result.get("fingerprint") != job.fingerprint:
+        return None, None
+    path = Path(job.out) / job.file
+    problem = shard_problem(path, len(result.get("items", [])), job.resolution, result.get("sha256"))
+    if problem:
+        return None, problem
+    # A shard of a version that recorded no checksum: its rows were checked, its bytes are taken as they are.
+    return {**result, "sha256": result.get("sha256") or file_sha256(path)}, None
 
 
 def _by_file(items: list[Item]) -> list[tuple[str, list[Item]]]:
@@ -581,7 +610,7 @@ def _summarise(
 
 def _manifest(cfg: PrepareConfig, categories: list[str], results: list[dict]) -> dict:
     shards = [
-        {"file": r["file"], "split": r["split"], "count": len(r["items"]), "items": r["items"]}
+        {key: r[key] for key in ("file", "split", "sha256", "items")} | {"count": len(r["items"])}
         for r in results
         if r["items"]
     ]
@@ -625,6 +654,8 @@ class CommandLine:
 class PrepareApp(CommandLine, PrepareConfig):
     """PrepareConfig as the command line composes it."""
 
+    verify: bool = False  # check every shard of the dataset at out against its manifest; prepare nothing
+
 
 ConfigStore.instance().store(name="prepare", node=PrepareApp)
 
@@ -641,6 +672,14 @@ def settings(cfg: DictConfig, example: str) -> Any:
 def main(cfg: DictConfig) -> None:
     """Command line entry: prepare, print the summary, exit with one message on bad settings."""
     example = "python -m voxgan.data.prepare source=volumetric root=/path/to/volumetric_data out=data/chair32"
+    if cfg.verify:
+        if OmegaConf.is_missing(cfg, "out"):
+            sys.exit("error: set out=..., e.g. python -m voxgan.data.prepare out=data/chair32 verify=true")
+        try:
+            print(verify_dataset(cfg.out).line())
+        except DatasetError as error:
+            sys.exit(f"error: {error}")
+        return
     try:
         summary = prepare(settings(cfg, example))
     except (PrepareError, ImportError) as error:

@@ -2,8 +2,14 @@
 
 A dataset folder (written by ``python -m voxgan.data.prepare``) holds ``<split>-<nnnnn>.npy``
 shards, each a ``(n, R^3 / 8)`` uint8 array of ``pack_grids`` rows, and ``manifest.json``: the
-resolution, the category names (label i is ``categories[i]``) and, per shard, one record per row
-(category, shape id, source file, split, and the rotation where the source has one).
+resolution, the category names (label i is ``categories[i]``) and, per shard, the sha256 of its file
+and one record per row (category, shape id, source file, split, and the rotation where the source
+has one).
+
+Every reader checks a shard against the manifest before using it: present, a readable array of the
+listed number of rows, and (where the manifest records one; manifests written before checksums do
+not) the sha256 of its bytes. A shard found sound is remembered by path, size and modification time,
+so it is hashed once per process; :func:`verify_dataset` checks every shard again on demand.
 
 Small datasets are held whole in memory with :func:`load_split`; big ones stream with
 :class:`ShardStream`, which yields whole batches for ``DataLoader(stream, batch_size=None)``.
@@ -11,6 +17,7 @@ Small datasets are held whole in memory with :func:`load_split`; big ones stream
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import Counter
@@ -22,13 +29,14 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from voxgan.data.formats.base import atomic_write
+from voxgan.data.formats.base import atomic_write, error_summary
 
 MANIFEST = "manifest.json"
 FORMAT = "voxgan-shards"
 VERSION = 1
 SPLITS = ("train", "val", "test")
 PREPARE_HINT = "run python -m voxgan.data.prepare source=... root=... out={root} to prepare it"
+REPAIR_HINT = "rerun python -m voxgan.data.prepare with the same settings (out={root}) to rewrite it"
 
 
 class DatasetError(ValueError):
@@ -69,6 +77,12 @@ def write_shard(path: str | os.PathLike, packed: np.ndarray) -> Path:
     return atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(packed, dtype=np.uint8)))
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
 def write_manifest(root: str | os.PathLike, manifest: dict) -> Path:
     """Write a dataset's manifest, atomically: readers see the old one or the new one."""
     text = json.dumps({"format": FORMAT, "version": VERSION, **manifest}, indent=1)
@@ -87,11 +101,38 @@ def read_manifest(root: str | os.PathLike) -> dict:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise DatasetError(f"{path} is unreadable ({error}); {_hint(root)} again") from None
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+    header = (manifest.get("format"), manifest.get("version")) if isinstance(manifest, dict) else None
+    if header != (FORMAT, VERSION):
         raise DatasetError(f"{path} is not a {FORMAT} v{VERSION} manifest; {_hint(root)} again")
     if not manifest.get("shards"):
         raise DatasetError(f"{root} has no shards: nothing was prepared; {_hint(root)}")
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise DatasetError(f"{path} is inconsistent: {problem}; {REPAIR_HINT.format(root=root)}")
     return manifest
+
+
+def _manifest_problem(manifest: dict) -> str | None:
+    """What makes a manifest disagree with itself (a reader would silently skip rows), or None."""
+    resolution, categories = manifest.get("resolution"), manifest.get("categories")
+    if not isinstance(resolution, int) or resolution <= 0 or resolution % 2:
+        return f"resolution {resolution!r} is not an even grid side"
+    if not isinstance(categories, list) or not categories:
+        return f"categories {categories!r} is not a list of names"
+    for shard in manifest["shards"]:
+        if not isinstance(shard, dict) or not {"file", "split", "items"} <= set(shard):
+            return f"a shard record {str(shard)[:80]} lacks file, split or items"
+        name, items = shard["file"], shard["items"]
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            return f"the items of shard {name} are not a list of records"
+        if shard["split"] not in SPLITS:
+            return f"shard {name} is in split {shard['split']!r}, not one of {', '.join(SPLITS)}"
+        if shard.get("count", len(items)) != len(items):
+            return f"shard {name} counts {shard['count']} rows but lists {len(items)} items"
+        unknown = sorted({str(item.get("category")) for item in items} - set(categories))
+        if unknown:
+            return f"shard {name} holds categories {unknown}, which are not among its categories {categories}"
+    return None
 
 
 def dataset_info(root: str | os.PathLike) -> dict:
@@ -112,6 +153,51 @@ def dataset_info(root: str | os.PathLike) -> dict:
         "shapes": {split: len(shapes[split]) for split in SPLITS},
         "total": sum(sum(c.values()) for c in grids.values()),
     }
+
+
+@dataclass
+class Verification:
+    """What :func:`verify_dataset` checked."""
+
+    root: str
+    shards: int  # shards whose rows (and checksum, where recorded) match the manifest
+    grids: int
+    unchecked: list[str]  # shards of a manifest from before checksums: their rows checked, not their bytes
+
+    def line(self) -> str:
+        """One line for the command line."""
+        text = f"verified {self.root}: {self.shards} shards, {self.grids} grids match the manifest"
+        if self.unchecked:
+            text += (
+                f"; {len(self.unchecked)} shards have no checksum (prepared before checksums were recorded), "
+                "so only their row counts were checked: rerun prepare to record them"
+            )
+        return text
+
+
+def verify_dataset(root: str | os.PathLike) -> Verification:
+    """Check every shard of a prepared dataset against its manifest, reading and hashing each again.
+
+    Raises DatasetError naming every shard that is missing or damaged, and what to do.
+    """
+    manifest = read_manifest(root)
+    problems = []
+    for shard in manifest["shards"]:
+        path = Path(root) / shard["file"]
+        problem = shard_problem(path, len(shard["items"]), manifest["resolution"], shard.get("sha256"), True)
+        if problem:
+            problems.append(f"{path} {problem}")
+    if problems:
+        raise DatasetError(
+            f"{len(problems)} of the {len(manifest['shards'])} shards of {root} are unusable: "
+            f"{'; '.join(problems)}; {REPAIR_HINT.format(root=root)}"
+        )
+    return Verification(
+        str(root),
+        len(manifest["shards"]),
+        sum(len(shard["items"]) for shard in manifest["shards"]),
+        [shard["file"] for shard in manifest["shards"] if "sha256" not in shard],
+    )
 
 
 def load_split(root: str | os.PathLike, split: str, categories: Sequence[str] | None = None) -> VoxelSet:
@@ -335,19 +421,51 @@ def _selected_rows(shard: dict, categories: list[str]) -> tuple[np.ndarray, np.n
     return rows, labels[rows]
 
 
-def _open_shard(root: str | os.PathLike, shard: dict, resolution: int) -> np.ndarray:
-    """A shard memory-mapped, checked against the manifest's row count and resolution."""
-    path = Path(root) / shard["file"]
-    expected = (shard["count"], resolution**3 // 8)
-    if not path.is_file():
-        raise DatasetError(f"the manifest of {root} names {path}, which is missing; {_hint(root)} again")
+# Shards found sound in this process: resolved path -> what was checked (file identity and expectations).
+_SOUND: dict[str, tuple] = {}
+
+
+def shard_problem(
+    path: str | os.PathLike, rows: int, resolution: int, sha256: str | None, recheck: bool = False
+) -> str | None:
+    """What is wrong with the shard at ``path`` for a manifest entry of ``rows`` rows and checksum
+    ``sha256`` (None: a manifest from before checksums, rows checked only); None when it is sound.
+
+    A sound shard is remembered by path, size and modification time: unless ``recheck``, it is read
+    and hashed once per process, and again only when the file changes.
+    """
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as error:
+        return f"cannot be read ({error_summary(error)})"
+    if stat.st_size == 0:
+        return "is empty (0 bytes)"
+    key = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, rows, resolution, sha256)
+    if not recheck and _SOUND.get(str(path.resolve())) == key:
+        return None
     try:
         packed = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as error:
-        raise DatasetError(f"shard {path} is damaged ({error}); delete it and {_hint(root)} again") from None
-    if packed.shape != expected or packed.dtype != np.uint8:
-        raise DatasetError(
-            f"shard {path} holds {packed.dtype} {packed.shape}, the manifest says uint8 {expected}; "
-            f"delete it and {_hint(root)} again"
+    except (OSError, ValueError, EOFError) as error:
+        return f"is not a readable .npy array ({error_summary(error)})"
+    expected = (rows, resolution**3 // 8)
+    if packed.dtype != np.uint8 or packed.shape != expected:
+        return (
+            f"holds {packed.dtype} {packed.shape} where {path.with_name(MANIFEST)} lists {rows} rows "
+            f"(uint8 {expected}) for it"
         )
-    return packed
+    if sha256 is not None and file_sha256(path) != sha256:
+        return "does not match the sha256 its manifest recorded: its bytes changed after it was written"
+    _SOUND[str(path.resolve())] = key
+    return None
+
+
+def _open_shard(root: str | os.PathLike, shard: dict, resolution: int) -> np.ndarray:
+    """A shard memory-mapped, once checked against its manifest entry (rows, resolution, checksum)."""
+    path = Path(root) / shard["file"]
+    problem = shard_problem(path, len(shard["items"]), resolution, shard.get("sha256"))
+    if problem:
+        raise DatasetError(f"shard {path} {problem}; {REPAIR_HINT.format(root=root)}")
+    return np.load(path, mmap_mode="r")

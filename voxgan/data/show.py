@@ -2,6 +2,9 @@
 
     python -m voxgan.data.show root=data/chair32 n=16 out=preview.png
     python -m voxgan.data.show path=chair.binvox resolution=64 out=chair.png
+
+With ``root=``, ``verify=true`` first checks every shard of the dataset against its manifest
+(row counts and sha256), as ``python -m voxgan.data.prepare out=... verify=true`` does.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from omegaconf import DictConfig
 
 from voxgan.data.formats import load_grids
 from voxgan.data.prepare import CommandLine, settings
-from voxgan.data.shards import DatasetError, dataset_info, load_split
+from voxgan.data.shards import DatasetError, dataset_info, load_split, verify_dataset
 from voxgan.render import render_grid, save_png
 
 
@@ -82,6 +85,8 @@ def _from_file(cfg: ShowConfig) -> tuple[np.ndarray, list[str]]:
 class ShowApp(CommandLine, ShowConfig):
     """ShowConfig as the command line composes it."""
 
+    verify: bool = False  # root: first check every shard of the dataset against its manifest
+
 
 ConfigStore.instance().store(name="show", node=ShowApp)
 
@@ -90,7 +95,12 @@ ConfigStore.instance().store(name="show", node=ShowApp)
 def main(cfg: DictConfig) -> None:
     """Command line entry: render the preview and say where it went, or exit with one message."""
     try:
-        path = show(settings(cfg, "python -m voxgan.data.show root=data/chair32 out=preview.png"))
+        config = settings(cfg, "python -m voxgan.data.show root=data/chair32 out=preview.png")
+        if config.verify:
+            if config.root is None:
+                raise ValueError("verify=true checks a prepared dataset: give root=<its folder>")
+            print(verify_dataset(config.root).line())
+        path = show(config)
     except (ValueError, OSError) as error:  # DatasetError and VoxelFileError included
         sys.exit(f"error: {error}")
     print(f"wrote {path}")
