@@ -1,9 +1,10 @@
 """The LightningDataModule: voxel sets in, batches of float occupancy grids out.
 
 Training batches come from an endless stream whose order is a pure function of (seed, batch
-index, rank), so resuming at batch k replays exactly what an uninterrupted run would have seen.
-Small sets are held whole in memory as packed bits, on the training device; large prepared
-datasets can be streamed from their shards instead.
+index, rank, world size), so resuming at batch k replays exactly what an uninterrupted run would
+have seen. Small sets are held whole in memory as packed bits, on the training device; large
+prepared datasets (``in_memory=False``) stay on disk and are streamed from their shards, with the
+same guarantee.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytorch_lightning as pl
@@ -21,12 +23,19 @@ from voxgan import augment as augmentations
 from voxgan.data.formats.base import atomic_write
 from voxgan.data.grid import pack_grids, unpack_bits
 
+if TYPE_CHECKING:
+    from voxgan.data.shards import ShardRows
+
 
 @dataclass
 class PackedSet:
-    """A voxel set in memory: packed occupancy bits and integer category labels."""
+    """A voxel set: packed occupancy bits and integer category labels.
 
-    packed: torch.Tensor  # (N, R^3 / 8) uint8
+    ``packed`` is a tensor in memory, or the ShardRows of a prepared split left on disk, which reads
+    the rows an index asks for (``to(device)`` then reads them all).
+    """
+
+    packed: torch.Tensor | ShardRows  # (N, R^3 / 8) uint8
     labels: torch.Tensor  # (N,) int64
     categories: list[str]
     resolution: int
@@ -53,6 +62,20 @@ def augment(
     return augmentations.shift_and_flip(grids, shifts, flips)
 
 
+@dataclass(frozen=True)
+class BatchAugment:
+    """The data.mirror / data.shift of training batch ``step``, drawn from (seed, step, rank) alone."""
+
+    mirror: bool
+    shift: int
+    seed: int
+    rank: int
+
+    def __call__(self, grids: torch.Tensor, step: int) -> torch.Tensor:
+        g = torch.Generator(grids.device).manual_seed(self.seed * 7_919 + step * 31 + self.rank)
+        return augment(grids, self.mirror, self.shift, g)
+
+
 class EndlessBatches(IterableDataset):
     """Shuffled batches of a PackedSet forever; batch k is a function of (seed, k, rank) alone."""
 
@@ -74,7 +97,7 @@ class EndlessBatches(IterableDataset):
             )
         self.data, self.batch_size, self.seed = data, batch_size, seed
         self.rank, self.world_size = rank, world_size
-        self.mirror, self.shift = mirror, shift
+        self.augment = BatchAugment(mirror, shift, seed, rank) if mirror or shift else None
         self.steps_per_epoch = len(data) // per_step
         self.start = 0
         self._perm_epoch, self._perm = -1, torch.empty(0)
@@ -91,9 +114,8 @@ class EndlessBatches(IterableDataset):
         lo = (k * self.world_size + self.rank) * self.batch_size
         index = self._permutation(epoch)[lo : lo + self.batch_size].to(self.data.packed.device)
         grids = self.data.grids(index)
-        if self.mirror or self.shift:
-            g = torch.Generator(grids.device).manual_seed(self.seed * 7_919 + step * 31 + self.rank)
-            grids = augment(grids, self.mirror, self.shift, g)
+        if self.augment is not None:
+            grids = self.augment(grids, step)
         return grids, self.data.labels[index]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -136,10 +158,14 @@ def _cached_procedural(
     return packed
 
 
-def prepared_set(root: str, split: str, categories: list[str]) -> PackedSet:
-    """A split of a dataset prepared by ``python -m voxgan.data.prepare``, held in memory."""
-    from voxgan.data.shards import load_split
+def prepared_set(root: str, split: str, categories: list[str], in_memory: bool = True) -> PackedSet:
+    """A split of a dataset prepared by ``python -m voxgan.data.prepare``: held in memory, or left on
+    disk (``in_memory=False``: only its index is held, rows are read from the shards when indexed)."""
+    from voxgan.data.shards import ShardRows, load_split
 
+    if not in_memory:
+        rows = ShardRows(root, split, categories or None)
+        return PackedSet(rows, torch.from_numpy(rows.labels), list(rows.categories), rows.resolution)
     voxels = load_split(root, split, categories or None)
     return PackedSet(
         torch.from_numpy(voxels.packed),
@@ -191,7 +217,9 @@ class VoxelDataModule(pl.LightningDataModule):
             self.train_set = synthetic_set(h.categories, h.resolution, 0, h.num_shapes, h.cache_dir)
             self.val_set = synthetic_set(h.categories, h.resolution, h.num_shapes, n_val, h.cache_dir)
         else:
-            self.train_set = prepared_set(h.root, "train", h.categories or [])
+            # Streamed, the train split stays on disk: what reads train_set (evaluation's memorisation
+            # sample, the study apps) reads just the rows it indexes. The val split is small: in memory.
+            self.train_set = prepared_set(h.root, "train", h.categories or [], h.in_memory)
             self.val_set = prepared_set(h.root, "val", self.train_set.categories)
             if self.train_set.resolution != h.resolution:
                 raise ValueError(
@@ -219,6 +247,9 @@ class VoxelDataModule(pl.LightningDataModule):
                 seed=h.seed,
                 rank=rank,
                 world_size=world,
+                start=self._start,
+                endless=True,
+                transform=BatchAugment(h.mirror, h.shift, h.seed, rank) if h.mirror or h.shift else None,
             )
             return DataLoader(
                 stream, batch_size=None, num_workers=h.num_workers, persistent_workers=h.num_workers > 0

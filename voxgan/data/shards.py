@@ -11,8 +11,9 @@ listed number of rows, and (where the manifest records one; manifests written be
 not) the sha256 of its bytes. A shard found sound is remembered by path, size and modification time,
 so it is hashed once per process; :func:`verify_dataset` checks every shard again on demand.
 
-Small datasets are held whole in memory with :func:`load_split`; big ones stream with
-:class:`ShardStream`, which yields whole batches for ``DataLoader(stream, batch_size=None)``.
+Small datasets are held whole in memory with :func:`load_split`; big ones stay on disk: :class:`ShardRows`
+reads the rows asked for, and :class:`ShardStream` yields whole batches for
+``DataLoader(stream, batch_size=None)``, batch k a pure function of (seed, k, rank, world size).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,35 +203,95 @@ def verify_dataset(root: str | os.PathLike) -> Verification:
 
 def load_split(root: str | os.PathLike, split: str, categories: Sequence[str] | None = None) -> VoxelSet:
     """One split of a prepared dataset in memory; ``categories`` (default: all) picks and orders labels."""
-    manifest = read_manifest(root)
-    names, resolution = _categories(root, manifest, categories), manifest["resolution"]
-    packed, labels, shape_ids = [], [], []
-    for shard in _split_shards(root, manifest, split):
-        rows, row_labels = _selected_rows(shard, names)
-        packed.append(_open_shard(root, shard, resolution)[rows])
-        labels.append(row_labels)
-        shape_ids += [shard["items"][row]["shape_id"] for row in rows]
-    nbytes = resolution**3 // 8
+    rows = ShardRows(root, split, categories)
     return VoxelSet(
-        packed=np.concatenate(packed) if packed else np.zeros((0, nbytes), np.uint8),
-        labels=np.concatenate(labels) if labels else np.zeros(0, np.int64),
-        categories=names,
-        resolution=resolution,
-        shape_ids=shape_ids,
+        packed=rows.read(np.arange(len(rows))),
+        labels=rows.labels,
+        categories=rows.categories,
+        resolution=rows.resolution,
+        shape_ids=rows.shape_ids,
     )
 
 
-class ShardStream(IterableDataset):
-    """Batches ``(grids uint8 (B, 1, R, R, R) of 0/1, labels int64 (B,))`` of one split, streamed.
+class ShardRows:
+    """The packed rows of one split of a prepared dataset, left on disk and read when indexed.
 
-    Every epoch each item is seen exactly once across DDP ranks and DataLoader workers: the
-    epoch's order (shards shuffled, rows shuffled within them) is cut into one contiguous range per
-    rank, and each rank's range into whole batches per worker; a shuffle buffer of
-    ``shuffle_buffer`` rows mixes what a worker reads. Ranks hold within one item of each other;
-    ``drop_last`` gives every rank the same number of full batches instead (the items dropped
-    change every epoch). The order is a function of ``seed`` and the epoch alone: each pass over
-    the stream advances the epoch, and ``set_epoch`` sets the next one. Workers that are not
-    persistent start from the main process's epoch, so call ``set_epoch`` before each epoch there.
+    Holds the index alone (shard and row of each item, its label and shape id); its shards are
+    checked against the manifest when it is made. ``rows[index]`` reads those rows as a uint8 tensor
+    ``(n, R^3 / 8)`` on the CPU, so it can stand for the packed tensor of a set too big to hold.
+    Items are in manifest order, shard after shard, as :func:`load_split` returns them.
+    """
+
+    device = torch.device("cpu")
+
+    def __init__(self, root: str | os.PathLike, split: str, categories: Sequence[str] | None = None) -> None:
+        manifest = read_manifest(root)
+        self.root, self.split = Path(root), split
+        self.categories = _categories(root, manifest, categories)
+        self.resolution: int = manifest["resolution"]
+        self.paths: list[Path] = []
+        rows, labels, counts = [], [], []
+        self.shape_ids: list[str] = []
+        for shard in _split_shards(root, manifest, split):
+            _check_shard(root, shard, self.resolution)
+            selected, selected_labels = _selected_rows(shard, self.categories)
+            self.paths.append(self.root / shard["file"])
+            rows.append(selected)
+            labels.append(selected_labels)
+            counts.append(len(selected))
+            self.shape_ids += [shard["items"][row]["shape_id"] for row in selected]
+        # The items of shard s are at positions offsets[s] .. offsets[s + 1] - 1.
+        self.offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+        self.row_of = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        self.shard_of = np.repeat(np.arange(len(counts)), counts)
+        self.labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self), self.resolution**3 // 8
+
+    def read(self, items: np.ndarray) -> np.ndarray:
+        """Packed rows ``(n, R^3 / 8)`` of the items at positions ``items``, reading each shard once."""
+        items = np.asarray(items, dtype=np.int64).reshape(-1)
+        out = np.empty((len(items), self.shape[1]), np.uint8)
+        shards, rows = self.shard_of[items], self.row_of[items]
+        order = np.lexsort((rows, shards))  # by shard, then row: sequential reads
+        cuts = np.flatnonzero(np.diff(shards[order])) + 1
+        for group in np.split(order, cuts) if len(order) else []:
+            packed = np.load(self.paths[shards[group[0]]], mmap_mode="r")
+            out[group] = packed[rows[group]]
+        return out
+
+    def __getitem__(self, index: torch.Tensor | np.ndarray | Sequence[int] | slice | int) -> torch.Tensor:
+        """The rows at ``index`` (positions, a slice or one position) as a uint8 tensor, read from disk."""
+        if isinstance(index, torch.Tensor):
+            index = index.cpu().numpy()
+        items = np.arange(len(self))[index]
+        rows = torch.from_numpy(self.read(items))
+        return rows[0] if np.ndim(items) == 0 else rows
+
+    def to(self, device: torch.device | str) -> torch.Tensor:
+        """Every row, read into memory on ``device``: the whole split, so only where it fits."""
+        return self[:].to(device)
+
+
+class ShardStream(IterableDataset):
+    """Batches ``(grids uint8 (B, 1, R, R, R) of 0/1, labels int64 (B,))`` of one split, read from its shards.
+
+    Batch k is a pure function of (seed, k, rank, world size), as with the in-memory stream: epoch
+    ``k // steps_per_epoch`` orders the split by shuffling the shards, the rows of each shard, then
+    the rows within each window of ``shuffle_buffer`` consecutive positions (a few shards: reads stay
+    local); each step takes the next ``batch_size * world_size`` rows and rank r the r-th batch of
+    them. So every rank yields full batches, equally many, of shapes no other rank sees in that epoch
+    (the remainder, under ``batch_size * world_size`` rows, changes every epoch), and a stream that
+    starts at batch ``start`` yields exactly what an uninterrupted one yields from there on. With
+    DataLoader workers, worker w of W makes batches ``start + w, start + w + W, ...``, which the
+    DataLoader interleaves back in order. ``transform(grids, k)`` (e.g. a seeded augmentation) runs
+    in the worker. Iterating yields the batches from ``start`` to the end of its epoch, or forever
+    when ``endless``.
     """
 
     def __init__(
@@ -244,52 +305,59 @@ class ShardStream(IterableDataset):
         seed: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
-        drop_last: bool = False,
+        start: int = 0,
+        endless: bool = False,
+        transform: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        manifest = read_manifest(root)
-        self.categories = _categories(root, manifest, categories)
-        self.resolution = manifest["resolution"]
+        self.rows = ShardRows(root, split, categories)
+        self.categories, self.resolution = self.rows.categories, self.rows.resolution
         self.batch_size, self.shuffle, self.shuffle_buffer = batch_size, shuffle, shuffle_buffer
-        self.seed, self.drop_last = seed, drop_last
+        self.seed, self.start, self.endless, self.transform = seed, start, endless, transform
         self._rank, self._world_size = rank, world_size
-        self._paths: list[str] = []
-        self._rows: list[np.ndarray] = []
-        self._labels: list[np.ndarray] = []
-        for shard in _split_shards(root, manifest, split):
-            _open_shard(root, shard, self.resolution)
-            rows, labels = _selected_rows(shard, self.categories)
-            self._paths.append(str(Path(root) / shard["file"]))
-            self._rows.append(rows)
-            self._labels.append(labels)
-        self.num_items = sum(len(rows) for rows in self._rows)
-        self._epoch = 0
+        self._order_epoch, self._order = -1, np.zeros(0, np.int64)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next pass over the stream epoch ``epoch``."""
-        self._epoch = epoch
+    @property
+    def steps_per_epoch(self) -> int:
+        """Batches each rank yields per epoch: the split's rows in whole steps of every rank's batch."""
+        _, world = self._rank_and_world()
+        steps = len(self.rows) // (self.batch_size * world)
+        if steps == 0:
+            raise ValueError(
+                f"the {self.rows.split} split of {self.rows.root} has {len(self.rows)} shapes, fewer than "
+                f"one batch of {self.batch_size} on {world} process(es); lower data.batch_size or prepare "
+                "more shapes"
+            )
+        return steps
 
     def __len__(self) -> int:
-        """Batches this rank yields per epoch (all its workers together)."""
-        start, stop = self._rank_range(*self._rank_and_world())
-        return self._rank_batches(stop - start)
+        """Batches this rank yields from ``start`` to the end of its epoch (all its workers together)."""
+        if self.endless:
+            raise TypeError("an endless ShardStream has no length")
+        return self.steps_per_epoch - self.start % self.steps_per_epoch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch = self._epoch
-        self._epoch += 1
-        rank, world = self._rank_and_world()
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        shard_of, row_of = self._epoch_order(epoch)
-        start, stop = self._worker_range(rank, world, worker, workers)
-        rng = np.random.default_rng([self.seed, epoch, rank, worker, 1])
-        chunks = self._read(shard_of[start:stop], row_of[start:stop])
-        buffer = self.shuffle_buffer if self.shuffle else 0
-        for packed, labels in _batches(chunks, self.batch_size, buffer, rng):
-            grids = torch.from_numpy(np.unpackbits(packed, axis=1))
-            yield grids.view(len(packed), 1, *(self.resolution,) * 3), torch.from_numpy(labels)
+        stop = None if self.endless else self.start + len(self)
+        step = self.start + worker
+        while stop is None or step < stop:
+            yield self.batch(step)
+            step += workers
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch this rank trains on at global batch index ``step``."""
+        rank, world = self._rank_and_world()
+        epoch, k = divmod(step, self.steps_per_epoch)
+        lo = (k * world + rank) * self.batch_size
+        items = self._epoch_order(epoch)[lo : lo + self.batch_size]
+        bits = torch.from_numpy(np.unpackbits(self.rows.read(items), axis=1))
+        grids = bits.view(len(items), 1, *(self.resolution,) * 3)
+        if self.transform is not None:
+            grids = self.transform(grids, step)
+        return grids, torch.from_numpy(self.rows.labels[items])
 
     def _rank_and_world(self) -> tuple[int, int]:
         """Explicit rank / world size, else torch.distributed's when initialised, else (0, 1)."""
@@ -303,90 +371,27 @@ class ShardStream(IterableDataset):
             raise ValueError(f"rank {rank} is outside 0..{world - 1} for world_size {world}")
         return rank, world
 
-    def _rank_range(self, rank: int, world: int) -> tuple[int, int]:
-        """This rank's [start, stop) in the epoch's order."""
-        if self.drop_last:
-            per_rank = self.num_items // world // self.batch_size * self.batch_size
-            return rank * per_rank, (rank + 1) * per_rank
-        return self.num_items * rank // world, self.num_items * (rank + 1) // world
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        """Item positions in the epoch's order, drawn from (seed, epoch) alone; the last epoch's is kept."""
+        if epoch != self._order_epoch:
+            self._order, self._order_epoch = self._draw_order(epoch), epoch
+        return self._order
 
-    def _rank_batches(self, items: int) -> int:
-        return items // self.batch_size if self.drop_last else -(-items // self.batch_size)
-
-    def _worker_range(self, rank: int, world: int, worker: int, workers: int) -> tuple[int, int]:
-        """A worker's [start, stop): whole batches of its rank's range, so only the last batch is short."""
-        start, stop = self._rank_range(rank, world)
-        batches = self._rank_batches(stop - start)
-        first, last = batches * worker // workers, batches * (worker + 1) // workers
-        return start + first * self.batch_size, min(stop, start + last * self.batch_size)
-
-    def _epoch_order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(shard index, row) of every item in the epoch's order: shards and their rows shuffled."""
+    def _draw_order(self, epoch: int) -> np.ndarray:
+        count = len(self.rows)
+        if not self.shuffle:
+            return np.arange(count)
         rng = np.random.default_rng([self.seed, epoch])
-        shards = rng.permutation(len(self._rows)) if self.shuffle else np.arange(len(self._rows))
-        rows = [rng.permutation(self._rows[s]) if self.shuffle else self._rows[s] for s in shards]
-        shard_of = np.repeat(shards, [len(r) for r in rows]).astype(np.int64)
-        return shard_of, np.concatenate(rows) if rows else np.zeros(0, np.int64)
-
-    def _read(self, shard_of: np.ndarray, row_of: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(packed rows, labels) of consecutive items, one piece per shard they come from."""
-        cuts = np.flatnonzero(np.diff(shard_of)) + 1
-        for shards, rows in zip(np.split(shard_of, cuts), np.split(row_of, cuts), strict=True):
-            if len(rows):
-                shard = shards[0]
-                packed = np.load(self._paths[shard], mmap_mode="r")
-                lookup = np.searchsorted(self._rows[shard], rows)
-                yield np.asarray(packed[rows]), self._labels[shard][lookup]
-
-
-def _batches(
-    chunks: Iterator[tuple[np.ndarray, np.ndarray]], batch_size: int, buffer: int, rng: np.random.Generator
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Batches of ``batch_size`` rows (the last may be short) drawn through a shuffle buffer.
-
-    Once the buffer holds ``buffer`` rows, each batch takes random rows out of it and the next
-    rows read take their places; with ``buffer=0`` rows pass through in order.
-    """
-    pool: tuple[np.ndarray, np.ndarray] | None = None
-    for packed, labels in _fixed_blocks(chunks, batch_size):
-        if not buffer:
-            yield packed, labels
-        elif pool is None:
-            pool = packed.copy(), labels.copy()
-        elif len(pool[0]) < buffer or len(packed) < batch_size:
-            pool = np.concatenate([pool[0], packed]), np.concatenate([pool[1], labels])
-        else:
-            slots = rng.choice(len(pool[0]), batch_size, replace=False)
-            out = pool[0][slots], pool[1][slots]
-            pool[0][slots], pool[1][slots] = packed, labels
-            yield out
-    if pool is not None:
-        order = rng.permutation(len(pool[0]))
-        for start in range(0, len(order), batch_size):
-            take = order[start : start + batch_size]
-            yield pool[0][take], pool[1][take]
-
-
-def _fixed_blocks(
-    chunks: Iterator[tuple[np.ndarray, np.ndarray]], size: int
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Re-cut pieces of rows into blocks of exactly ``size`` rows; the last block may be short."""
-    held_packed: list[np.ndarray] = []
-    held_labels: list[np.ndarray] = []
-    held = 0
-    for packed, labels in chunks:
-        held_packed.append(packed)
-        held_labels.append(labels)
-        held += len(packed)
-        if held < size:
-            continue
-        all_packed, all_labels = np.concatenate(held_packed), np.concatenate(held_labels)
-        full = held // size * size
-        for start in range(0, full, size):
-            yield all_packed[start : start + size], all_labels[start : start + size]
-        held_packed, held_labels, held = [all_packed[full:]], [all_labels[full:]], held - full
-    if held:
-        yield np.concatenate(held_packed), np.concatenate(held_labels)
+        starts, sizes = self.rows.offsets[:-1], np.diff(self.rows.offsets)
+        shards = rng.permutation(len(sizes))
+        order = np.concatenate(
+            [starts[s] + rng.permutation(sizes[s]) for s in shards] or [np.zeros(0, np.int64)]
+        )
+        if self.shuffle_buffer > 1:
+            # Sorting by (window, random key) shuffles each window of consecutive positions in place.
+            windows = np.arange(count) // self.shuffle_buffer + rng.random(count)
+            order = order[np.argsort(windows, kind="stable")]
+        return order
 
 
 def _hint(root: str | os.PathLike) -> str:
@@ -462,10 +467,9 @@ def shard_problem(
     return None
 
 
-def _open_shard(root: str | os.PathLike, shard: dict, resolution: int) -> np.ndarray:
-    """A shard memory-mapped, once checked against its manifest entry (rows, resolution, checksum)."""
+def _check_shard(root: str | os.PathLike, shard: dict, resolution: int) -> None:
+    """Raise DatasetError, naming the shard and what to do, unless it matches its manifest entry."""
     path = Path(root) / shard["file"]
     problem = shard_problem(path, len(shard["items"]), resolution, shard.get("sha256"))
     if problem:
         raise DatasetError(f"shard {path} {problem}; {REPAIR_HINT.format(root=root)}")
-    return np.load(path, mmap_mode="r")
