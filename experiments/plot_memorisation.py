@@ -1,12 +1,16 @@
 """Plot D's memorisation of the training set over training, for one or several runs.
 
     python experiments/plot_memorisation.py RUN [RUN ...] [--labels A B ...] [--out memorisation.png]
+    python experiments/plot_memorisation.py RUN --from-checkpoints     # runs that did not log it
 
 Reads each run's ``metrics.jsonl`` (the ``overfit/*`` series logged every ``callbacks.log_every``
 iterations, also in W&B under ``overfit/``): D's mean output on a batch of training reals, on
 held-back val reals and on fakes (its probability of "real" with BCE). Training reals well above
 val reals is D recognising the shapes it was trained on, not judging what a chair looks like.
 The augmentation probability ``train/aug_p`` is drawn too where the run adapts it.
+
+``--from-checkpoints`` measures the same three series afresh from the run's ``iter_*.ckpt`` files
+(4 batches each), for runs trained before the diagnostic was logged.
 """
 
 from __future__ import annotations
@@ -34,6 +38,42 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     return (cumulative[1:] - cumulative[start]) / (np.arange(1, len(values) + 1) - start)
 
 
+def checkpoint_series(run: Path, batches: int = 4) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The ``overfit/*`` series measured from a run's periodic checkpoints, as the module logs them."""
+    import torch
+
+    from voxgan.data.datamodule import VoxelDataModule
+    from voxgan.module import load_checkpoint
+
+    paths = sorted((run / "checkpoints").glob("iter_*.ckpt"))
+    if not paths:
+        raise SystemExit(
+            f"error: {run / 'checkpoints'} has no iter_*.ckpt; pass the folder of a training run"
+        )
+    values: dict[str, list[tuple[int, float]]] = {key: [] for key, _, _ in SERIES}
+    data = None
+    for path in paths:
+        module, data_settings = load_checkpoint(path)
+        if data is None:
+            data = VoxelDataModule(**data_settings)
+            data.setup()
+        module.discriminator.train()
+        module.generator.train()
+        n = data.hparams.batch_size
+        module._val_reals = data.val_set.grids(slice(0, n)).float()
+        draws = torch.Generator().manual_seed(0)
+        totals: dict[str, float] = {}
+        with torch.no_grad():
+            for _ in range(batches):
+                real = data.train_set.grids(torch.randint(len(data.train_set), (n,), generator=draws)).float()
+                fake = module.generator(module.sample_z(n, draws))
+                for key, value in module.memorisation_stats(real, fake).items():
+                    totals[key] = totals.get(key, 0.0) + float(value) / batches
+        for key in values:
+            values[key].append((module.iteration, totals[key.split("/")[1]]))
+    return {key: (np.array([i for i, _ in v]), np.array([x for _, x in v])) for key, v in values.items()}
+
+
 def series(run: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
     """(iterations, values) of ``key`` in a run's metrics.jsonl."""
     path = run / "metrics.jsonl"
@@ -43,16 +83,25 @@ def series(run: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array([r["iteration"] for r in records]), np.array([r[key] for r in records], dtype=float)
 
 
-def plot(runs: list[Path], labels: list[str], window: int) -> Figure:
+def plot(runs: list[Path], labels: list[str], window: int, from_checkpoints: bool = False) -> Figure:
     """One panel per run: D's output on train reals, val reals and fakes, and p where adapted."""
     figure = Figure(figsize=(5.5 * len(runs), 3.8), layout="constrained")
     axes = figure.subplots(1, len(runs), squeeze=False)[0]
     for ax, run, label in zip(axes, runs, labels):
+        measured = checkpoint_series(run) if from_checkpoints else None
         for key, name, style in SERIES:
-            it, values = series(run, key)
+            it, values = measured[key] if measured else series(run, key)
             if len(it) == 0:
-                raise SystemExit(f"error: {run / 'metrics.jsonl'} has no {key}; train with this version")
-            ax.plot(it, smooth(values, window), style, label=f"D on {name}")
+                raise SystemExit(
+                    f"error: {run / 'metrics.jsonl'} has no {key}; use --from-checkpoints for an older run"
+                )
+            ax.plot(
+                it,
+                values if measured else smooth(values, window),
+                style,
+                marker="." if measured else None,
+                label=f"D on {name}",
+            )
         it, p = series(run, "train/aug_p")
         if len(it):
             ax.plot(it, p, color="grey", linewidth=1, label="augmentation p")
@@ -68,11 +117,12 @@ def main() -> None:
     parser.add_argument("--labels", nargs="+", help="a title per run (default: the folder names)")
     parser.add_argument("--window", type=int, default=10, help="records in the moving average")
     parser.add_argument("--out", type=Path, default=Path("memorisation.png"))
+    parser.add_argument("--from-checkpoints", action="store_true", help="measure from iter_*.ckpt instead")
     args = parser.parse_args()
     labels = args.labels or [run.name for run in args.runs]
     if len(labels) != len(args.runs):
         raise SystemExit(f"error: {len(labels)} labels for {len(args.runs)} runs; give one per run")
-    figure = plot(args.runs, labels, args.window)
+    figure = plot(args.runs, labels, args.window, args.from_checkpoints)
     atomic_write(args.out, lambda f: figure.savefig(f, format="png", dpi=100))
     print(f"written: {args.out}")
 

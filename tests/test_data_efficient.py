@@ -132,17 +132,15 @@ def test_memorisation_plot_of_a_run(make_cfg, tmp_path: Path) -> None:
 
     from PIL import Image
 
-    run(make_cfg("augment=ada", "iterations=4"))
+    run(make_cfg("augment=ada", "iterations=4", "callbacks.checkpoint_every=2"))
     script = Path(__file__).resolve().parents[1] / "experiments" / "plot_memorisation.py"
-    out = tmp_path / "memo.png"
-    done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "run"), "--out", str(out)],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    image = Image.open(out).convert("L")
-    assert image.size[0] > 300 and len(set(image.getdata())) > 10  # axes and lines, not a blank canvas
+    for extra in ([], ["--from-checkpoints"]):  # logged series, or measured again from iter_*.ckpt
+        out = tmp_path / f"memo{len(extra)}.png"
+        command = [sys.executable, str(script), str(tmp_path / "run"), "--out", str(out), *extra]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        image = Image.open(out).convert("L")
+        assert image.size[0] > 300 and len(set(image.getdata())) > 10  # axes and lines, not a blank canvas
     empty = tmp_path / "empty"
     empty.mkdir()
     done = subprocess.run([sys.executable, str(script), str(empty)], capture_output=True, text=True)
