@@ -257,6 +257,7 @@ def test_resume_past_the_configured_iterations_is_refused(make_cfg, tmp_path: Pa
         ConfigError, match=r"iterations=3 is invalid: the checkpoint is already at iteration 4"
     ):
         run(make_cfg("iterations=3", f"ckpt_path={ckpt}", out="again"))
+    assert not (tmp_path / "again").exists()  # refused before the run folder is made
 
 
 @pytest.mark.slow  # about a minute on one core: 64^3 at the paper's widths

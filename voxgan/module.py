@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from voxgan.augment import AdaptiveProbability, Augmentation, AugmentedD
-from voxgan.config import ConfigError
 from voxgan.data.formats.base import error_summary
 from voxgan.losses import OBJECTIVES, Objective, Stats
 from voxgan.models import build_discriminator, build_generator
@@ -393,12 +392,6 @@ class VoxelGAN(pl.LightningModule):
         for name, buffer in (("aug_p", self.aug_p), ("ada_signal", self.ada_signal)):
             weights.setdefault(name, buffer.clone())
         state = checkpoint["voxgan"]
-        resuming = self._trainer is not None
-        if resuming and state["iteration"] >= self.hparams.iterations:
-            raise ConfigError(
-                f"iterations={self.hparams.iterations} is invalid: the checkpoint is already at iteration "
-                f"{state['iteration']}; set iterations above it to train on"
-            )
         self.iteration = state["iteration"]
         self.batches_seen = state["batches_seen"]
         self.d_skipped = state["d_skipped"]

@@ -119,8 +119,9 @@ def build_trainer(cfg: DictConfig, output_dir: Path, loggers: list) -> pl.Traine
     )
 
 
-def check_resume(path: str | None) -> None:
-    """Fail before any folder or run is made if ``ckpt_path`` is missing or not a voxgan checkpoint."""
+def check_resume(path: str | None, iterations: int) -> None:
+    """Fail before any folder or run is made if ``ckpt_path`` is missing, not a voxgan checkpoint, or
+    already at ``iterations`` (the run would train on one iteration past it)."""
     if path is None:
         return
     if not Path(path).is_file():
@@ -138,6 +139,12 @@ def check_resume(path: str | None) -> None:
         raise CheckpointError(
             f"ckpt_path={path} was not written by voxgan's train.py; resume from one that was"
         )
+    reached = state["voxgan"]["iteration"]
+    if reached >= iterations:
+        raise ConfigError(
+            f"iterations={iterations} is invalid: the checkpoint is already at iteration {reached}; "
+            "set iterations above it to train on"
+        )
 
 
 def check_run_folder(output_dir: Path, ckpt_path: str | None) -> None:
@@ -153,7 +160,7 @@ def check_run_folder(output_dir: Path, ckpt_path: str | None) -> None:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train one model; return the last logged metrics (what a sweeper optimises)."""
     validate(cfg, known_categories(cfg))
-    check_resume(cfg.ckpt_path)
+    check_resume(cfg.ckpt_path, cfg.iterations)
     datamodule = build_datamodule(cfg)
     datamodule.setup()  # a missing or damaged dataset fails here, before the run folder is made
     output_dir = Path(cfg.paths.output_dir)
