@@ -57,6 +57,11 @@ def build_objective(loss_cfg: dict[str, Any]) -> Objective:
     return OBJECTIVES["wgan_gp"](loss_cfg["gp_lambda"], loss_cfg["n_critic"])
 
 
+def batch_norms(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``network``, whose running statistics the module measures or protects."""
+    return [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def _grad_norm(params: list[nn.Parameter]) -> torch.Tensor:
     grads = [p.grad.detach().norm() for p in params if p.grad is not None]
     return torch.stack(grads).norm() if grads else torch.zeros(())
@@ -157,8 +162,7 @@ class VoxelGAN(pl.LightningModule):
 
     @torch.no_grad()
     def _standing_statistics(self, g: nn.Module, batches: int = 8, batch_size: int = 64) -> None:
-        norms = [m for m in g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        norms = [m for m in norms if m.track_running_stats]
+        norms = [m for m in batch_norms(g) if m.track_running_stats]
         if not norms:
             return
         momenta = [m.momentum for m in norms]
@@ -294,7 +298,7 @@ class VoxelGAN(pl.LightningModule):
             return {}
         val = self._val_reals
         n = min(len(val), len(real))
-        norms = [m for m in self.discriminator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        norms = batch_norms(self.discriminator)
         momenta = [m.momentum for m in norms]
         for m in norms:
             m.momentum = 0.0
