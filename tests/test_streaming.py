@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from tests.test_prepare import blobs
 from voxgan.data.datamodule import VoxelDataModule
 from voxgan.data.prepare import PrepareConfig, prepare
 from voxgan.data.shards import ShardStream, load_split
@@ -21,23 +22,11 @@ RESOLUTION = 16
 BATCH = 4
 
 
-def boxes(count: int, resolution: int, seed: int) -> np.ndarray:
-    """Distinct grids, each a union of three random boxes."""
-    rng = np.random.default_rng(seed)
-    grids = np.zeros((count,) + (resolution,) * 3, dtype=bool)
-    for grid in grids:
-        for _ in range(3):
-            lo = rng.integers(0, resolution - 4, 3)
-            hi = lo + rng.integers(2, resolution // 2, 3)
-            grid[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = True
-    return grids
-
-
 def prepared(raw: Path, out: Path, resolution: int, counts: dict[str, int], **settings) -> Path:
-    """``counts[category]`` box grids per category, written as .npy stacks and prepared into ``out``."""
+    """``counts[category]`` blob grids per category, written as .npy stacks and prepared into ``out``."""
     for seed, (category, count) in enumerate(counts.items()):
         (raw / category).mkdir(parents=True)
-        np.save(raw / category / "grids.npy", boxes(count, resolution, seed))
+        np.save(raw / category / "grids.npy", blobs(count, resolution, seed))
     cfg = PrepareConfig(source="arrays", root=str(raw), out=str(out), resolution=resolution, **settings)
     prepare(cfg)
     return out
