@@ -89,11 +89,18 @@ def test_parser_gives_the_coefficients(expr: str, expected: dict[str, float]) ->
         ("2 * 3", "is a number"),
         ("__import__('os')", "unexpected character"),
         ("a b", "unexpected 'b'"),
+        pytest.param("(" * 5000 + "a" + ")" * 5000, "nesting deeper than 64", id="5000-parentheses"),
+        pytest.param("-" * 5000 + "a", "nesting deeper than 64", id="5000-signs"),
     ],
 )
 def test_parser_rejects_what_is_not_a_linear_expression(expr: str, message: str) -> None:
     with pytest.raises(ExpressionError, match=message):
         parse_expression(expr)
+
+
+def test_parser_takes_nesting_up_to_its_limit() -> None:
+    assert parse_expression("(" * 64 + "a - b" + ")" * 64) == {"a": 1.0, "b": -1.0}
+    assert parse_expression("-(" * 32 + "a" + ")" * 32) == {"a": 1.0}
 
 
 def test_combine_is_the_linear_combination() -> None:

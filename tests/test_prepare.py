@@ -227,10 +227,17 @@ def test_bad_settings_fail_before_any_work(binvox_tree: Path, tmp_path: Path) ->
             "val_fraction",
         ),
     ]
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    cases += [
+        (quick(source="shapenet", root=str(binvox_tree), out=str(a_file)), "is a file"),
+        (quick(source="shapenet", root=str(binvox_tree), out=str(a_file / "sub")), "lies under a file"),
+    ]
     for cfg, message in cases:
         with pytest.raises(PrepareError, match=message):
             prepare(cfg)
     assert not out.exists()
+    assert a_file.read_text() == "not a folder"
 
 
 def test_config_schema_rejects_unknown_keys() -> None:

@@ -105,8 +105,10 @@ def _tokens(expr: str) -> list[tuple[str, str, int]]:
 class _Parser:
     """Recursive descent over + - * / ( ) with numbers and operand names; no eval."""
 
+    MAX_DEPTH = 64  # nested parentheses and signs; far past any real expression, well inside Python's stack
+
     def __init__(self, expr: str) -> None:
-        self.expr, self.tokens, self.i = expr, _tokens(expr), 0
+        self.expr, self.tokens, self.i, self.depth = expr, _tokens(expr), 0, 0
 
     def peek(self) -> tuple[str, str, int] | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
@@ -158,21 +160,28 @@ class _Parser:
         if token is None:
             raise self.fail("expected a number, an operand or '('")
         kind, text, _ = token
-        self.i += 1
-        if text in "+-" and kind == "op":
-            return self.factor().scaled(1.0 if text == "+" else -1.0)
         if kind == "number":
+            self.i += 1
             return _Linear({}, float(text))
         if kind == "name":
+            self.i += 1
             return _Linear({text: 1.0})
-        if text == "(":
+        if text not in "+-(":
+            raise self.fail(f"unexpected {text!r}")
+        if self.depth >= self.MAX_DEPTH:
+            raise self.fail(f"nesting deeper than {self.MAX_DEPTH} parentheses or signs")
+        self.i += 1
+        self.depth += 1
+        try:
+            if text in "+-":
+                return self.factor().scaled(1.0 if text == "+" else -1.0)
             value = self.sum()
             if (close := self.peek()) is None or close[1] != ")":
                 raise self.fail("expected ')'")
             self.i += 1
             return value
-        self.i -= 1
-        raise self.fail(f"unexpected {text!r}")
+        finally:
+            self.depth -= 1
 
 
 def parse_expression(expr: str) -> dict[str, float]:

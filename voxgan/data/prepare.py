@@ -284,6 +284,10 @@ def check_config(cfg: PrepareConfig) -> None:
         raise PrepareError(f"resolution={cfg.resolution} is not supported: use one of {RESOLUTIONS}")
     if not Path(cfg.root).is_dir():
         raise PrepareError(f"root={cfg.root} is not a folder: point it at the raw {cfg.source} dataset")
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise PrepareError(f"out={cfg.out} is a file: name a folder for the shards (it is made if missing)")
+    if any(parent.exists() and not parent.is_dir() for parent in Path(cfg.out).parents):
+        raise PrepareError(f"out={cfg.out} lies under a file, not a folder: name a folder for the shards")
     if Path(cfg.out).resolve() == Path(cfg.root).resolve():
         raise PrepareError(f"out={cfg.out} is the raw dataset folder itself: write the shards elsewhere")
     val, test = cfg.val_fraction, cfg.test_fraction
