@@ -359,3 +359,29 @@ def test_runs_started_in_the_same_second_get_their_own_folders() -> None:
     stamp = r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}-\d{6}"  # down to the microsecond
     assert re.fullmatch(rf"outputs/{stamp}", cfg.hydra.run.dir)
     assert re.fullmatch(rf"outputs/multirun/{stamp}", cfg.hydra.sweep.dir)
+
+
+def _bar_lines(text: str) -> list[str]:
+    return [line for line in text.replace("\r", "\n").splitlines() if line.startswith("Iteration")]
+
+
+def test_progress_bar_counts_iterations_from_the_resumed_one_and_shows_the_budget(
+    make_cfg, tmp_path: Path, capsys
+) -> None:
+    bar = ("trainer.enable_progress_bar=true", "callbacks.checkpoint_every=2", "loss=wgan_gp", "loss.n_critic=2")
+    run(make_cfg(*bar, "iterations=4"))
+    fresh = _bar_lines(capsys.readouterr().out)
+    assert any(" 1/4 " in line for line in fresh) and any(" 4/4 " in line for line in fresh)
+    assert not any(" 8/" in line for line in fresh)  # 8 batches, 4 iterations: the bar counts iterations
+    assert not any("ends in" in line for line in fresh)
+
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    run(make_cfg(*bar, "iterations=100000", "trainer.max_time=00:00:00:05", f"ckpt_path={ckpt}", out="resumed"))
+    resumed = _bar_lines(capsys.readouterr().out)
+    shown = [line for line in resumed if "/100000" in line]
+    assert shown and not any(f" {i}/100000 " in line for line in shown for i in (1, 2, 3))
+    assert any(" 5/100000 " in line for line in shown)
+    ends = [line.split("ends in=")[1][:7] for line in shown if "ends in=" in line]
+    assert ends, shown[-1]
+    hours, minutes, seconds = (int(part) for part in ends[-1].split(":"))
+    assert hours == 0 and minutes == 0 and seconds <= 5  # the budget's end, not the 100000 iterations'

@@ -106,9 +106,73 @@ class IterationCheckpoint(Callback):
 
 
 class IterationProgressBar(TQDMProgressBar):
-    """The training bar counts batches up to the run's total (iterations x n_critic), not epochs."""
+    """The training bar counts generator iterations up to ``iterations``, not batches of an epoch.
+
+    A resumed run's bar starts at the iteration it resumed from. Under ``trainer.max_time`` the run
+    ends at whichever comes first, so the bar shows when that is (``ends in``) instead of tqdm's ETA
+    of ``iterations``, which for a budget run (``iterations=100000``) reads as a day or more.
+    """
+
+    BUDGET_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]"
+
+    def __init__(self, refresh_rate: int = 1) -> None:
+        super().__init__(refresh_rate=refresh_rate)
+        self._start = 0
 
     @property
     def total_train_batches(self) -> int | float:
-        module = self.trainer.lightning_module
-        return module.hparams.iterations * module.objective.n_critic
+        return self.trainer.lightning_module.hparams.iterations
+
+    def _timer(self) -> Any:
+        from pytorch_lightning.callbacks import Timer
+
+        timers = [c for c in self.trainer.callbacks if isinstance(c, Timer) and c._duration is not None]
+        return timers[0] if timers else None
+
+    def init_train_tqdm(self) -> Any:
+        bar = super().init_train_tqdm()
+        if self._timer() is not None:
+            bar.bar_format = self.BUDGET_FORMAT
+        return bar
+
+    def on_train_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        super().on_train_start(trainer, *args)
+        self._reset(trainer)  # a resume mid-epoch does not start an epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self._reset(trainer)
+
+    def _reset(self, trainer: pl.Trainer) -> None:
+        self._start = trainer.lightning_module.iteration
+        bar = self.train_progress_bar
+        bar.reset(total=self.total_train_batches)
+        bar.initial = bar.n = self._start
+        bar.set_description("Iteration", refresh=False)
+        bar.refresh()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        bar, n = self.train_progress_bar, module.iteration
+        if bar is None or bar.disable or n == bar.n or not self._should_update(n, bar.total):
+            return
+        bar.n = n
+        bar.set_postfix(self.get_metrics(trainer, module), refresh=False)
+        bar.refresh()
+
+    def get_metrics(self, trainer: pl.Trainer, module: pl.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, module)
+        timer = self._timer()
+        if timer is not None:
+            done = module.iteration - self._start
+            rate = done / max(timer.time_elapsed("train") - timer._offset, 1e-9)
+            left = timer.time_remaining("train")
+            if done > 0:
+                left = min(left, (module.hparams.iterations - module.iteration) / rate)
+            metrics = {"ends in": format_seconds(max(left, 0.0)), **metrics}
+        return metrics
+
+
+def format_seconds(seconds: float) -> str:
+    """``H:MM:SS`` of a duration."""
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
