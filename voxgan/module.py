@@ -62,9 +62,10 @@ def batch_norms(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def _grad_norm(params: list[nn.Parameter]) -> torch.Tensor:
-    grads = [p.grad.detach().norm() for p in params if p.grad is not None]
-    return torch.stack(grads).norm() if grads else torch.zeros(())
+def _grad_norm(params: list[nn.Parameter], loss_scale: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """The gradients' global norm, of the unscaled loss (``loss_scale``: 16-mixed's current loss scale)."""
+    grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+    return torch.stack(grads).norm() / loss_scale if grads else torch.zeros(())
 
 
 class VoxelGAN(pl.LightningModule):
@@ -238,7 +239,7 @@ class VoxelGAN(pl.LightningModule):
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             if logging:
-                d_stats["d_grad_norm"] = _grad_norm(list(self.discriminator.parameters()))
+                d_stats["d_grad_norm"] = _grad_norm(list(self.discriminator.parameters()), self._loss_scale())
             opt_d.step()
         else:
             self.d_skipped += 1
@@ -254,7 +255,7 @@ class VoxelGAN(pl.LightningModule):
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         if logging:
-            g_stats["g_grad_norm"] = _grad_norm(list(self.generator.parameters()))
+            g_stats["g_grad_norm"] = _grad_norm(list(self.generator.parameters()), self._loss_scale())
         opt_g.step()
         self.untoggle_optimizer(opt_g)
         self._update_ema()
@@ -271,6 +272,11 @@ class VoxelGAN(pl.LightningModule):
             self._log_iteration(d_loss, g_loss, {**d_stats, **g_stats}, real, fake)
         if self.iteration >= self.hparams.iterations:
             self.trainer.should_stop = True
+
+    def _loss_scale(self) -> torch.Tensor | float:
+        """The factor 16-mixed multiplies the losses by before backward (1 without a gradient scaler)."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        return scaler._scale if scaler is not None and scaler._scale is not None else 1.0
 
     def training_d(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """D as the objectives see it in training: behind the augmentation when one is configured."""
