@@ -10,8 +10,10 @@ One iteration is ``loss.n_critic`` D steps and one G step (1 + 1 for bce, 5 + 1 
 samples/s counts G's training samples (batch x iterations/s). BCE's accuracy gate is off in both
 loops, so every D step does the same work. TFLOP/s is the analytic count of ``voxgan/flops.py``
 (the algorithmic work of one iteration, the same for both loops: the reference's second generator
-forward is not useful work) over the median iteration time; %peak compares it with the bf16 dense
-matmul peak measured here. Warm-up iterations are excluded; "first s" is the first iteration alone
+forward is not useful work) over the median iteration time; %peak compares it with the dense matmul
+peak measured here at the row's precision: bf16 for bf16-mixed rows, fp32 for the others (TF32 on a
+CUDA GPU, where the float32 matmul precision "high" that voxgan sets lets matmuls and convolutions
+use it); the reference row is fp32. Warm-up iterations are excluded; "first s" is the first iteration alone
 (with torch.compile, the compile time is about first s minus the median). Peak memory (weights,
 optimizer state, activations): CUDA's max_memory_allocated, or on the CPU (Linux) the resident size
 above its level at the start, sampled every 10 ms.
@@ -381,8 +383,19 @@ def time_variant(
         torch.set_num_threads(default_threads)
 
 
+@dataclass(frozen=True)
+class Peaks:
+    """Dense matmul FLOP/s at each precision a row may run in."""
+
+    bf16: float
+    fp32: float
+
+    def of(self, precision: str) -> float:
+        return self.bf16 if precision.startswith("bf16") else self.fp32
+
+
 def run_case(
-    case: Case, variants: list[Variant], device: torch.device, warmup: int, repeats: int, peak: float
+    case: Case, variants: list[Variant], device: torch.device, warmup: int, repeats: int, peaks: Peaks
 ) -> None:
     """Time every variant, each iteration followed by a reference iteration, and print the block."""
     flops = case_flops(case)
@@ -396,12 +409,13 @@ def run_case(
     threads = torch.get_num_threads()
     reference_row.timed = [s for row in rows.values() if isinstance(row, Timing) for s in row.paired]
     if reference_row.timed:
-        print_row("reference (plain loop)", threads, reference_row, flops, case.batch_size, peak, "1.00x")
+        print_row("reference (plain loop)", threads, reference_row, flops, case.batch_size, peaks.fp32, "1.00x")
     for variant in variants:
         row, name = rows[variant.name], f"voxgan {variant.name}"
         if isinstance(row, str):
             print(f"  {name:<30}failed: {row}")
             continue
+        peak = peaks.of(variant.precision)
         print_row(name, variant.threads or threads, row, flops, case.batch_size, peak, f"{row.speedup:.2f}x")
 
 
@@ -466,15 +480,19 @@ def main() -> None:
     warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
     repeats = args.repeats or (20 if gpu else 4)
     peak_size = 8192 if gpu else 2048
-    peak = matmul_peak(device, torch.bfloat16, peak_size, 10 if gpu else 5)
-    fp32_peak = matmul_peak(device, torch.float32, peak_size, 10 if gpu else 5)
+    peaks = Peaks(
+        matmul_peak(device, torch.bfloat16, peak_size, 10 if gpu else 5),
+        matmul_peak(device, torch.float32, peak_size, 10 if gpu else 5),
+    )
+    fp32 = "tf32" if device.type == "cuda" else "fp32"  # float32 matmul precision "high" is TF32 on CUDA
     print(f"device: {describe(device)}; torch {torch.__version__}; {torch.get_num_threads()} threads")
-    print(f"dense matmul peak ({peak_size}^3): bf16 {peak / 1e12:.2f} TFLOP/s,"
-          f" fp32 {fp32_peak / 1e12:.2f} TFLOP/s; %peak below is against bf16")
+    print(f"dense matmul peak ({peak_size}^3): bf16 {peaks.bf16 / 1e12:.2f} TFLOP/s,"
+          f" {fp32} {peaks.fp32 / 1e12:.2f} TFLOP/s; %peak below is against the row's precision"
+          f" (bf16 rows: bf16, the others: {fp32})")
     if not torch.cuda.is_available():
         print("no CUDA device here: the GPU rows (bf16, cudnn.benchmark, fused Adam...) need a GPU")
     for case in cases:
-        run_case(case, variants, device, warmup, repeats, peak)
+        run_case(case, variants, device, warmup, repeats, peaks)
 
 
 if __name__ == "__main__":

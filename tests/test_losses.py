@@ -132,3 +132,26 @@ def test_wgan_d_loss_carries_the_weighted_penalty_and_its_gradient() -> None:
     (expected_grad,) = torch.autograd.grad(-wasserstein + 10 * penalty, d.w)
     loss.backward()
     assert torch.allclose(d.w.grad, expected_grad, rtol=1e-4)
+
+
+def test_gradient_penalty_takes_d_and_its_gradient_without_tf32() -> None:
+    # TF32 keeps 10 bits of mantissa: the penalty's forward and input gradient are taken in true fp32
+    seen: list[tuple[str, str, bool]] = []
+
+    class Critic(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.randn(64))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            precisions = (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+            seen.append((*precisions, torch.is_autocast_enabled("cpu")))
+            return (x.flatten(1) * self.weight).sum(dim=1).tanh()
+
+    before = (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+    real, fake = torch.rand(4, 1, 4, 4, 4), torch.rand(4, 1, 4, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        WGANGPObjective().d_loss(Critic(), real, fake)
+    assert seen[:2] == [(*before, True)] * 2  # D on real and fake: the trainer's precision
+    assert seen[2] == ("ieee", "ieee", False)  # D on the interpolates
+    assert (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision) == before

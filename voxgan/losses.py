@@ -3,7 +3,8 @@ logging or the training loop. Every statistic is returned as a detached tensor (
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -70,6 +71,20 @@ class BCEObjective:
         return stats["d_acc"] < self.d_gate_accuracy
 
 
+@contextmanager
+def ieee_fp32() -> Iterator[None]:
+    """float32 convolutions and matmuls without TF32 inside the block (it changes only CUDA kernels)."""
+    backends = (torch.backends.cudnn.conv, torch.backends.cuda.matmul)
+    saved = [backend.fp32_precision for backend in backends]
+    try:
+        for backend in backends:
+            backend.fp32_precision = "ieee"
+        yield
+    finally:
+        for backend, precision in zip(backends, saved, strict=True):
+            backend.fp32_precision = precision
+
+
 @dataclass
 class WGANGPObjective:
     """Wasserstein loss with a gradient penalty on random interpolates (Gulrajani et al. 2017)."""
@@ -103,12 +118,17 @@ class WGANGPObjective:
     def gradient_penalty(
         d: nn.Module, real: torch.Tensor, fake: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(||grad D(x_hat)|| - 1)^2 on x_hat between real and fake; computed in fp32 for safety."""
+        """(||grad D(x_hat)|| - 1)^2 on x_hat between real and fake.
+
+        The penalty is a difference near 0 of norms near 1, so D's forward on x_hat and its gradient
+        are taken in true fp32: no autocast, and no TF32 on a GPU (which keeps 10 bits of mantissa).
+        The penalty's own backward into D's weights is a weight gradient like the others and runs at
+        the trainer's precision."""
         alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device)
         x_hat = (alpha * real.float() + (1 - alpha) * fake.float()).requires_grad_(True)
-        with torch.autocast(device_type=real.device.type, enabled=False):
+        with torch.autocast(device_type=real.device.type, enabled=False), ieee_fp32():
             scores = d(x_hat)
-        (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+            (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
         grad_norm = grad.flatten(1).norm(dim=1)
         return ((grad_norm - 1) ** 2).mean(), grad_norm.mean()
 
