@@ -50,3 +50,14 @@ def test_bad_resolution_is_refused(resolution: int) -> None:
 def test_unknown_architecture() -> None:
     with pytest.raises(ValueError, match="model.name='vae'"):
         build_generator("vae", 200, 16, 4)
+
+
+def test_channels_last_is_kept_off_cuda_group_norm_critics_only() -> None:
+    from voxgan.module import channels_last_pays
+
+    critic = build_discriminator("dcgan3d", 16, 8, "layer")  # WGAN-GP's critic: GroupNorm
+    batch_norm_d = build_discriminator("dcgan3d", 16, 8, "batch")
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in critic.modules())
+    assert not channels_last_pays(critic, "cuda")  # CUDA's GroupNorm copies to contiguous
+    assert channels_last_pays(critic, "cpu")
+    assert channels_last_pays(batch_norm_d, "cuda") and channels_last_pays(batch_norm_d, "cpu")

@@ -62,6 +62,15 @@ def batch_norms(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+def channels_last_pays(discriminator: nn.Module, device_type: str) -> bool:
+    """Whether ``model.channels_last`` is applied on this device. CUDA's GroupNorm kernels take only
+    contiguous tensors, so a GroupNorm critic (WGAN-GP's ``layer`` norm) would copy its activations
+    to and from the channels_last layout around every norm: there the whole model stays contiguous.
+    On a CPU both layouts run natively and channels_last is kept."""
+    group_norm = any(isinstance(m, nn.GroupNorm) for m in discriminator.modules())
+    return not (device_type == "cuda" and group_norm)
+
+
 def _grad_norm(params: list[nn.Parameter], loss_scale: float | torch.Tensor = 1.0) -> torch.Tensor:
     """The gradients' global norm, of the unscaled loss (``loss_scale``: 16-mixed's current loss scale)."""
     grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
@@ -113,6 +122,7 @@ class VoxelGAN(pl.LightningModule):
             ada = (augment["ada_target"], augment["ada_interval"], augment["ada_speed"])
             self.ada = AdaptiveProbability(*ada)
         self._val_reals: torch.Tensor | None = None  # a fixed batch of val shapes for the memorisation gap
+        self.channels_last = False  # set by configure_model, on the device (see channels_last_pays)
         # Plain attributes, not submodules: G and D are stored once in checkpoints.
         self.__dict__["_g_forward"] = self.generator
         self.__dict__["_d_forward"] = self.discriminator
@@ -121,7 +131,8 @@ class VoxelGAN(pl.LightningModule):
     def configure_model(self) -> None:
         """Memory format and compilation, applied once the module sits on its device."""
         model = self.hparams.model
-        if model["channels_last"]:
+        self.channels_last = model["channels_last"] and channels_last_pays(self.discriminator, self.device.type)
+        if self.channels_last:
             self.to(memory_format=torch.channels_last_3d)
         if model["compile"]:
             self.__dict__["_g_forward"] = torch.compile(self.generator)
@@ -210,7 +221,7 @@ class VoxelGAN(pl.LightningModule):
         opt_g, opt_d = self.optimizers()
         grids, _labels = batch
         real = grids.float()
-        if self.hparams.model["channels_last"]:
+        if self.channels_last:
             real = real.contiguous(memory_format=torch.channels_last_3d)
         n_critic = self.objective.n_critic
         takes_g_step = (self.batches_seen + 1) % n_critic == 0
@@ -417,7 +428,7 @@ class VoxelGAN(pl.LightningModule):
         if val is not None and len(val) > 0:
             n = min(len(val), datamodule.hparams.batch_size)
             reals = val.grids(slice(0, n)).to(self.device).float()
-            if self.hparams.model["channels_last"]:
+            if self.channels_last:
                 reals = reals.contiguous(memory_format=torch.channels_last_3d)
             self._val_reals = reals
 
