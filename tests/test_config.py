@@ -11,13 +11,23 @@ from tests.conftest import CONF
 from voxgan.config import ConfigError, validate
 from voxgan.data.procedural import CATEGORIES
 
-GROUPS = {
-    "model": ["dcgan3d", "resgan3d"],
-    "loss": ["bce", "wgan_gp"],
-    "data": ["chair", "airplane", "chair_airplane"],
-    "trainer": ["default", "cpu", "gpu", "ddp", "debug"],
-    "logger": ["wandb", "csv", "tensorboard", "none"],
+from omegaconf import OmegaConf
+
+# Every option of every group, read from conf/ so that a new option is tested without being listed.
+OPTIONS = {
+    group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    for group in ("model", "loss", "augment", "data", "trainer", "logger")
 }
+# A covering set instead of the full product (2 x 2 x 3 x 9 x 5 x 4 = 2160): every model x loss x
+# augment triple, the other groups' options in turn, so every option composes at least once and with
+# both models and both losses.
+COMBOS = [
+    {"model": model, "loss": loss, "augment": augment}
+    | {group: OPTIONS[group][i % len(OPTIONS[group])] for group in ("data", "trainer", "logger")}
+    for i, (model, loss, augment) in enumerate(
+        itertools.product(OPTIONS["model"], OPTIONS["loss"], OPTIONS["augment"])
+    )
+]
 
 
 def _compose(*overrides: str):
@@ -25,11 +35,27 @@ def _compose(*overrides: str):
         return compose("train", overrides=["paths.output_dir=unused", *overrides])
 
 
-@pytest.mark.parametrize("combo", list(itertools.product(*GROUPS.values())))
-def test_every_group_combination_composes_and_validates(combo: tuple[str, ...]) -> None:
-    cfg = _compose(*(f"{group}={option}" for group, option in zip(GROUPS, combo)))
-    validate(cfg, CATEGORIES)
-    assert cfg.model.name == combo[0] and cfg.loss.name == combo[1]
+def test_the_covering_set_takes_every_option_of_every_group() -> None:
+    assert len(COMBOS) >= max(len(options) for options in OPTIONS.values())
+    for group, options in OPTIONS.items():
+        assert {combo[group] for combo in COMBOS} == set(options), group
+    assert len({(c["model"], c["loss"]) for c in COMBOS}) == len(OPTIONS["model"]) * len(OPTIONS["loss"])
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=lambda c: "-".join(c.values()))
+def test_every_group_option_composes_and_validates(combo: dict[str, str]) -> None:
+    cfg = _compose(*(f"{group}={option}" for group, option in combo.items()), "data.root=data/set")
+    for group, option in combo.items():  # each group's node is its file's values (plus schema defaults)
+        written = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"))
+        written.pop("defaults", None)
+        composed = OmegaConf.to_container(cfg[group])
+        assert {k: composed[k] for k in written if k != "root"} == {k: v for k, v in written.items() if k != "root"}
+    known = None if combo["data"] == "shards" else CATEGORIES  # a prepared set's are in its manifest
+    if combo["augment"] == "ada" and combo["loss"] == "wgan_gp":  # ADA reads the sign of D's logits
+        with pytest.raises(ConfigError, match="augment.ada_target"):
+            validate(cfg, known)
+    else:
+        validate(cfg, known)
 
 
 @pytest.mark.parametrize("experiment", ["quick", "paper64", "chairplane", "real_chair32", "real_chair64"])
