@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from PIL import Image
 
@@ -385,3 +386,44 @@ def test_progress_bar_counts_iterations_from_the_resumed_one_and_shows_the_budge
     assert ends, shown[-1]
     hours, minutes, seconds = (int(part) for part in ends[-1].split(":"))
     assert hours == 0 and minutes == 0 and seconds <= 5  # the budget's end, not the 100000 iterations'
+
+
+@pytest.mark.parametrize("loss", ["bce", "wgan_gp"])
+def test_each_step_changes_its_own_network_and_leaves_the_other_alone(make_cfg, tmp_path: Path, loss: str) -> None:
+    from voxgan.train import build_datamodule, build_module, build_trainer
+
+    cfg = make_cfg(f"loss={loss}", "loss.n_critic=2", "iterations=3")
+    module, datamodule = build_module(cfg), build_datamodule(cfg)
+    trainer = build_trainer(cfg, tmp_path / "run", [])
+    steps: list[str] = []
+
+    def params(net: torch.nn.Module) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in net.parameters()]
+
+    def watch(name: str, optimizer: torch.optim.Optimizer) -> None:
+        before: dict[str, list[torch.Tensor]] = {}
+
+        def pre(*_: object) -> None:
+            before.update(g=params(module.generator), d=params(module.discriminator))
+
+        def post(*_: object) -> None:
+            own, other = ("g", "d") if name == "G" else ("d", "g")
+            nets = {"g": module.generator, "d": module.discriminator}
+            after = {k: params(v) for k, v in nets.items()}
+            assert all(torch.equal(a, b) for a, b in zip(after[other], before[other], strict=True)), name
+            assert any(not torch.equal(a, b) for a, b in zip(after[own], before[own], strict=True)), name
+            steps.append(name)
+
+        optimizer.register_step_pre_hook(pre)
+        optimizer.register_step_post_hook(post)
+
+    class Watch(pl.Callback):
+        def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            opt_g, opt_d = trainer.optimizers
+            assert {id(p) for p in opt_g.param_groups[0]["params"]} == {id(p) for p in module.generator.parameters()}
+            watch("G", opt_g)
+            watch("D", opt_d)
+
+    trainer.callbacks.append(Watch())
+    trainer.fit(module, datamodule=datamodule)
+    assert steps == ["D", "D", "G"] * 3  # n_critic D steps, then the G step
