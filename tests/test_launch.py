@@ -1,6 +1,8 @@
 """The command line as users run it: train.py in a subprocess, sweeps, DDP, submitit."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +22,19 @@ def _train(tmp_path: Path, *args: str, timeout: int = 400) -> subprocess.Complet
         "PYTHONUNBUFFERED": "1",
     }
     cmd = [sys.executable, str(REPO / "train.py"), *args]
-    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    # Its own process group: a hung run (a DDP rank waiting on the other) is killed whole at the
+    # timeout, DDP's second process included, instead of holding the output pipes open.
+    process = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"train.py {' '.join(args)} ran past {timeout} s (hung?): {stderr[-3000:]}")
+    result = subprocess.CompletedProcess(cmd, process.returncode, stdout, stderr)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -60,7 +74,17 @@ def test_default_output_folder_layout(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "objective",
+    [
+        pytest.param((), id="bce"),
+        # the gate reads D's accuracy averaged over the ranks: both skip together, or the skipping
+        # rank never joins the other's gradient all-reduce and the run hangs
+        pytest.param(("loss.d_gate_accuracy=0.6",), id="bce-gated"),
+        pytest.param(("loss=wgan_gp", "loss.n_critic=2"), id="wgan_gp-n_critic-2"),
+    ],
+)
+def test_ddp_two_cpu_processes(tmp_path: Path, objective: tuple[str, ...]) -> None:
     out = tmp_path / "ddp"
     _train(
         tmp_path,
@@ -71,11 +95,18 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
         "iterations=3",
         "trainer.enable_progress_bar=false",
         f"hydra.run.dir={out}",
+        *objective,
+        timeout=240,
     )
     state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    n_critic = 2 if "loss.n_critic=2" in objective else 1
     assert state["voxgan"]["iteration"] == 3
+    assert state["voxgan"]["batches_seen"] == 3 * n_critic
     assert (out / "samples" / "iter_0000003.png").is_file()
-    assert (out / "metrics.jsonl").read_text().count("\n") == 3  # rank 0 logs alone
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [1, 2, 3]  # rank 0 logs alone
+    if objective and "gate" in objective[0]:
+        assert 0 < state["voxgan"]["d_skipped"] < 3  # the gate acted, and not on every batch
 
 
 @pytest.mark.slow
