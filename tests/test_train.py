@@ -427,3 +427,20 @@ def test_each_step_changes_its_own_network_and_leaves_the_other_alone(make_cfg, 
     trainer.callbacks.append(Watch())
     trainer.fit(module, datamodule=datamodule)
     assert steps == ["D", "D", "G"] * 3  # n_critic D steps, then the G step
+
+
+def test_a_resume_in_its_own_folder_continues_the_logs_without_repeating_iterations(
+    make_cfg, tmp_path: Path
+) -> None:
+    # The run "was killed" after iteration 4 with its last periodic checkpoint at 2: iterations 3-4
+    # are in its logs and the resume logs them again.
+    common = ("logger.backends=[jsonl,csv]", "callbacks.checkpoint_every=2", "callbacks.log_every=1")
+    run(make_cfg(*common, "iterations=4"))
+    out = tmp_path / "run"
+    run(make_cfg(*common, "iterations=6", f"ckpt_path={out / 'checkpoints' / 'iter_0000002.ckpt'}"))
+    assert [r["step"] for r in _records(out)] == [1, 2, 3, 4, 5, 6]
+    import csv
+
+    with open(out / "csv" / "metrics.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [int(float(r["step"])) for r in rows if r.get("train/d_loss")] == [1, 2, 3, 4, 5, 6]

@@ -3,15 +3,20 @@ run keeps so it can be compared later without any logging service."""
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 import os
 from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
+from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
+from voxgan.data.formats.base import atomic_write
 from voxgan.metrics.registry import append_jsonl
 
 
@@ -42,6 +47,68 @@ class JsonlLogger(Logger):
         append_jsonl(self.path, {"step": step, **finite})
 
 
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an earlier ``metrics.csv`` (a resumed run's) is kept and
+    appended to under its header instead of deleted."""
+
+    def _check_log_dir_exists(self) -> None:
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as file:
+                self.metrics_keys = next(csv.reader(file), [])
+
+
+class AppendingCSVLogger(CSVLogger):
+    """``csv/metrics.csv`` that a resumed run continues rather than replaces."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+def trim_logs(output_dir: Path, iteration: int) -> list[Path]:
+    """Drop what a run folder's logs hold past ``iteration``: a run killed after its last checkpoint
+    logged iterations that its resume from that checkpoint logs again. Returns the files rewritten."""
+    rewritten = []
+    for path in (output_dir / "metrics.jsonl", output_dir / "metrics-eval.jsonl"):
+        if not path.is_file():
+            continue
+        lines = path.read_text().splitlines()
+        keep = [line for line in lines if _jsonl_iteration(line) <= iteration]
+        if len(keep) < len(lines):
+            atomic_write(path, lambda f, keep=keep: f.write("".join(line + "\n" for line in keep)), mode="w")
+            rewritten.append(path)
+    path = output_dir / "csv" / "metrics.csv"
+    if path.is_file():
+        with open(path, newline="") as file:
+            reader = csv.DictReader(file)
+            fields, rows = reader.fieldnames or [], list(reader)
+        keep = [row for row in rows if not row.get("step") or float(row["step"]) <= iteration]
+        if len(keep) < len(rows):
+
+            def write(f: Any) -> None:
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(keep)
+
+            atomic_write(path, write, mode="w")
+            rewritten.append(path)
+    return rewritten
+
+
+def _jsonl_iteration(line: str) -> float:
+    """The iteration a metrics line was logged at (a damaged line counts as kept)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return -math.inf
+    value = record.get("iteration", record.get("step"))
+    return value if isinstance(value, int | float) else -math.inf
+
+
 def build_loggers(cfg: Any, output_dir: Path, config_dict: dict[str, Any]) -> list[Logger]:
     """The loggers named in ``cfg.logger.backends``, all writing under ``output_dir``."""
     lg = cfg.logger
@@ -50,7 +117,7 @@ def build_loggers(cfg: Any, output_dir: Path, config_dict: dict[str, Any]) -> li
         if backend == "jsonl":
             loggers.append(JsonlLogger(output_dir))
         elif backend == "csv":
-            loggers.append(CSVLogger(output_dir, name="csv", version=""))
+            loggers.append(AppendingCSVLogger(output_dir, name="csv", version=""))
         elif backend == "tensorboard":
             loggers.append(
                 TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False)

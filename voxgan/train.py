@@ -10,6 +10,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from voxgan.callbacks import AtomicCheckpointIO, IterationCheckpoint, IterationProgressBar, SampleGrid
 from voxgan.config import ConfigError, validate
@@ -17,7 +18,7 @@ from voxgan.data.datamodule import VoxelDataModule
 from voxgan.data.formats.base import VoxelFileError, error_summary
 from voxgan.data.shards import DatasetError
 from voxgan.evaluation import EvaluationCallback
-from voxgan.loggers import build_loggers
+from voxgan.loggers import build_loggers, trim_logs
 from voxgan.models.classifier import ClassifierError
 from voxgan.module import CheckpointError, NonFiniteLossError, VoxelGAN
 
@@ -119,11 +120,12 @@ def build_trainer(cfg: DictConfig, output_dir: Path, loggers: list) -> pl.Traine
     )
 
 
-def check_resume(path: str | None, iterations: int) -> None:
+def check_resume(path: str | None, iterations: int) -> int:
     """Fail before any folder or run is made if ``ckpt_path`` is missing, not a voxgan checkpoint, or
-    already at ``iterations`` (the run would train on one iteration past it)."""
+    already at ``iterations`` (the run would train on one iteration past it). Returns the iteration
+    it resumes from (0 for a fresh run)."""
     if path is None:
-        return
+        return 0
     if not Path(path).is_file():
         raise CheckpointError(
             f"ckpt_path={path} does not exist; pass a last.ckpt or iter_*.ckpt of an earlier run"
@@ -145,6 +147,7 @@ def check_resume(path: str | None, iterations: int) -> None:
             f"iterations={iterations} is invalid: the checkpoint is already at iteration {reached}; "
             "set iterations above it to train on"
         )
+    return reached
 
 
 def check_run_folder(output_dir: Path, ckpt_path: str | None) -> None:
@@ -160,12 +163,15 @@ def check_run_folder(output_dir: Path, ckpt_path: str | None) -> None:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train one model; return the last logged metrics (what a sweeper optimises)."""
     validate(cfg, known_categories(cfg))
-    check_resume(cfg.ckpt_path, cfg.iterations)
+    resumed_at = check_resume(cfg.ckpt_path, cfg.iterations)
     datamodule = build_datamodule(cfg)
     datamodule.setup()  # a missing or damaged dataset fails here, before the run folder is made
     output_dir = Path(cfg.paths.output_dir)
     check_run_folder(output_dir, cfg.ckpt_path)
     output_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.ckpt_path is not None and rank_zero_only.rank == 0:
+        for path in trim_logs(output_dir, resumed_at):  # what a killed run logged past its checkpoint
+            log.info("%s: dropped the records past iteration %d, which this resume logs again", path, resumed_at)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
