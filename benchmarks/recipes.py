@@ -54,7 +54,7 @@ from voxgan.compare_groups import (
     seed_warnings,
     write_group_comparison,
 )
-from voxgan.data.formats.base import atomic_write
+from voxgan.io import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE_METRICS = {"mmd": "MMD", "cov": "COV", "1nna": "1-NNA"}

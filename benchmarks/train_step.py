@@ -8,7 +8,7 @@ iteration: "x ref" divides the medians of such pairs, taken under the same load 
 
 One iteration is ``loss.n_critic`` D steps and one G step (1 + 1 for bce, 5 + 1 for wgan_gp);
 samples/s counts G's training samples (batch x iterations/s). BCE's accuracy gate is off in both
-loops, so every D step does the same work. TFLOP/s is the analytic count of ``voxgan/flops.py``
+loops, so every D step does the same work. TFLOP/s is the analytic count of ``flops.py``
 (the algorithmic work of one iteration, the same for both loops: the reference's second generator
 forward is not useful work) over the median iteration time; %peak compares it with the dense matmul
 peak measured here at the row's precision: bf16 for bf16-mixed rows, fp32 for the others (TF32 on a
@@ -42,13 +42,13 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from flops import gan_forward_flops, iteration_flops, per_layer_flops
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback
 from reference_3dgan import ReferenceGAN, endless_batches
 
 from voxgan.config import register_configs
-from voxgan.flops import gan_forward_flops, iteration_flops, per_layer_flops
 from voxgan.models.layers import level_channels
 from voxgan.module import VoxelGAN
 from voxgan.train import build_datamodule, build_module
@@ -337,7 +337,7 @@ def _untrained(case: Case) -> tuple[DictConfig, VoxelGAN]:
 
 
 def case_flops(case: Case) -> int:
-    """Analytic FLOPs of one iteration of ``case`` (voxgan/flops.py)."""
+    """Analytic FLOPs of one iteration of ``case`` (flops.py)."""
     cfg, module = _untrained(case)
     g, d = gan_forward_flops(module.generator, module.discriminator, cfg.model.latent_dim, case.resolution)
     return iteration_flops(g, d, case.loss, cfg.loss.n_critic, case.batch_size)
@@ -409,7 +409,8 @@ def run_case(
     threads = torch.get_num_threads()
     reference_row.timed = [s for row in rows.values() if isinstance(row, Timing) for s in row.paired]
     if reference_row.timed:
-        print_row("reference (plain loop)", threads, reference_row, flops, case.batch_size, peaks.fp32, "1.00x")
+        peak = peaks.fp32  # the plain loop trains in fp32
+        print_row("reference (plain loop)", threads, reference_row, flops, case.batch_size, peak, "1.00x")
     for variant in variants:
         row, name = rows[variant.name], f"voxgan {variant.name}"
         if isinstance(row, str):

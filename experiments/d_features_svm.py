@@ -17,9 +17,9 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig
 
-from voxgan.classification import resolve_device
 from voxgan.d_features import d_features_svm, labelled_sets
-from voxgan.data.formats.base import atomic_write
+from voxgan.device import resolve_device
+from voxgan.io import atomic_write
 from voxgan.module import load_checkpoint
 
 

@@ -14,7 +14,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig
 
-from voxgan.classification import resolve_device
+from voxgan.device import resolve_device
 from voxgan.evaluation import DEFAULT_METRICS, evaluate_checkpoint, report_markdown, write_report
 
 

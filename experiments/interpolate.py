@@ -3,22 +3,84 @@
     python experiments/interpolate.py ckpt=... a=seed:3 b=airplane:7 steps=10 [method=slerp|lerp] \
         [classifier=<classifier.ckpt>]
 
-Endpoints are seeds, procedural shapes or files (inverted first); see ``voxgan.study`` for every form.
+Endpoints are seeds, procedural shapes or files (inverted first); see ``voxgan.study.specs`` for every form.
 With a classifier each frame is labelled and coloured by its predicted category.
 """
 
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
 import hydra
+import numpy as np
 from omegaconf import DictConfig
+from PIL import Image
 
-from voxgan.study import main, register_study_configs
+from voxgan.latent import default_method, interpolate
+from voxgan.render import hstack_frames, render_grid, save_gif, save_png
+from voxgan.study import (
+    Study,
+    StudyConfig,
+    StudyRun,
+    binary_grids,
+    main,
+    register_schema,
+    resolve_operands,
+    run_app,
+    save_npz,
+    save_shapes,
+)
 
-register_study_configs()
+
+@dataclass
+class InterpolateConfig(StudyConfig):
+    a: str = "seed:0"
+    b: str = "seed:1"
+    steps: int = 10
+    method: str | None = None  # slerp | lerp; null: slerp for a normal prior, lerp for a uniform one
+    format: str = "obj"
+    smooth: int = 0
+    frame_ms: int = 200
+
+
+def _frames(grids: np.ndarray, labels: list[str], colors: list | None) -> list[Image.Image]:
+    return [render_grid(g[None], ncols=1, labels=[label], colors=[c] if c else None)
+            for g, label, c in zip(grids, labels, colors or [None] * len(grids), strict=True)]
+
+
+def interpolate_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]:
+    """Frames from a to b: one strip PNG, an animated GIF, meshes; labelled by the classifier if given."""
+    operands = resolve_operands({"a": cfg.a, "b": cfg.b}, study)
+    method = cfg.method or default_method(study.prior)
+    path = interpolate(operands["a"].z, operands["b"].z, cfg.steps, method)
+    probs = study.generate(path)
+    grids = binary_grids(probs)
+    t = np.linspace(0, 1, cfg.steps)
+    labels = study.labels(probs >= 0.5, [f"t={x:.2f}" for x in t])
+    frames = _frames(grids, labels, study.colors(probs >= 0.5))
+    strip = save_png(hstack_frames(frames), study.out / "interpolation.png")
+    gif = save_gif(frames, study.out / "interpolation.gif", duration_ms=cfg.frame_ms)
+    save_npz(study.out / "interpolation.npz", z=path.numpy(), grids=grids, t=t)
+    names = [f"frame_{i:03d}" for i in range(len(grids))]
+    save_shapes(grids, study.out / "shapes", names, cfg.format, cfg.smooth)
+    run.image("interpolation", strip, f"{cfg.a} -> {cfg.b} ({method})")
+    run.animation("animation", gif)
+    run.shapes("frames", grids[[0, len(grids) // 2, -1]], [labels[0], labels[len(grids) // 2], labels[-1]])
+    ious = {name: op.iou for name, op in operands.items() if op.iou is not None}
+    run.summary({"method": method, "steps": cfg.steps, **{f"inversion_iou_{k}": v for k, v in ious.items()}})
+    return {"strip": strip, "gif": gif, "method": method, "labels": labels, "inversion_iou": ious}
+
+
+register_schema("interpolate", InterpolateConfig)
+run = partial(run_app, "interpolate", interpolate_app)  # run(cfg): the app, errors raised
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="interpolate")
-def interpolate(cfg: DictConfig) -> None:
-    main("interpolate", cfg)
+def cli(cfg: DictConfig) -> None:
+    main("interpolate", interpolate_app, cfg)
 
 
 if __name__ == "__main__":
-    interpolate()
+    cli()

@@ -4,18 +4,73 @@
         [inversion.init=encoder] [inversion.loss=bce|iou] [inversion.restarts=4] [inversion.steps=300]
 """
 
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
 import hydra
-from omegaconf import DictConfig
+import numpy as np
+from omegaconf import MISSING, DictConfig
 
-from voxgan.study import main, register_study_configs
+from voxgan.render import DEFAULT_COLOR, render_grid, save_png
+from voxgan.study import (
+    TARGET_COLOR,
+    Study,
+    StudyConfig,
+    StudyRun,
+    binary_grids,
+    load_real,
+    main,
+    register_schema,
+    run_app,
+    save_npz,
+)
 
-register_study_configs()
+
+@dataclass
+class InvertConfig(StudyConfig):
+    target: str = MISSING
+    n: int = 16  # at most this many shapes of a split, folder or range
+
+
+def invert_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]:
+    """z for each target shape; IoU of the reconstruction per shape; target vs reconstruction renders."""
+    targets = load_real(cfg.target, study, cfg.n)
+    start = time.perf_counter()
+    result = study.invert(targets.grids)
+    seconds = time.perf_counter() - start
+    recon = binary_grids(result.probs)
+    pairs = np.stack([targets.grids, recon], 1).reshape(-1, *recon.shape[1:])
+    ious = result.iou.numpy()
+    labels = [text for name, v in zip(targets.names, ious, strict=True) for text in (name, f"IoU {v:.3f}")]
+    colors = [TARGET_COLOR, DEFAULT_COLOR] * len(recon)
+    sheet = render_grid(pairs, ncols=min(8, len(pairs)), labels=labels, colors=colors)
+    png = save_png(sheet, study.out / "inversion.png")
+    save_npz(study.out / "inversion.npz", z=result.z.numpy(), targets=targets.grids, reconstructions=recon,
+             iou=ious, names=np.asarray(targets.names))
+    for name, value in zip(targets.names, ious, strict=True):
+        print(f"{name:>40s}  IoU {value:.3f}")
+    summary = {"iou_mean": float(ious.mean()), "iou_median": float(np.median(ious)), "shapes": len(ious),
+               "seconds": seconds, "init": cfg.inversion.init}
+    mean, median = summary["iou_mean"], summary["iou_median"]
+    print(f"{'median':>40s}  IoU {median:.3f}  (mean {mean:.3f}, {seconds:.1f} s)", flush=True)
+    run.image("inversion", png)
+    run.shapes("reconstructions", recon[:4], labels[1:8:2])
+    run.summary(summary)
+    return {**summary, "png": png, "iou": dict(zip(targets.names, ious.tolist(), strict=True))}
+
+
+register_schema("invert", InvertConfig)
+run = partial(run_app, "invert", invert_app)  # run(cfg): the app, errors raised
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="invert")
-def invert(cfg: DictConfig) -> None:
-    main("invert", cfg)
+def cli(cfg: DictConfig) -> None:
+    main("invert", invert_app, cfg)
 
 
 if __name__ == "__main__":
-    invert()
+    cli()

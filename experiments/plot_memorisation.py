@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from voxgan.data.formats.base import atomic_write
-from voxgan.metrics import read_jsonl
+from voxgan.io import atomic_write, read_jsonl
 
 SERIES = (
     ("overfit/d_train_real", "train reals", "-"),

@@ -4,18 +4,148 @@ with a linear probe's accuracy in each space and the silhouette of each embeddin
     python experiments/tsne.py ckpt=... n=2000 [classifier=<classifier.ckpt>] [real=val]
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
 import hydra
+import numpy as np
+import torch
 from omegaconf import DictConfig
 
-from voxgan.study import main, register_study_configs
+from voxgan.latent import embed_2d, generator_features, last_block_features, probe_accuracy, silhouette
+from voxgan.study import (
+    Study,
+    StudyConfig,
+    StudyRun,
+    binary_grids,
+    category_color,
+    load_real,
+    main,
+    register_schema,
+    run_app,
+    save_figure,
+    save_npz,
+)
 
-register_study_configs()
+
+@dataclass
+class TsneConfig(StudyConfig):
+    n: int = 2000
+    real: str | None = None  # real shapes to invert and show as a second marker
+    real_n: int = 100
+    perplexity: float = 30.0
+    clusters: int | None = None  # no classifier: k of the k-means of D features (null: #categories, >= 2)
+
+
+Labeller = Callable[[torch.Tensor, np.ndarray], np.ndarray]
+
+
+def _color_labels(study: Study, grids: torch.Tensor, d_features: np.ndarray, clusters: int | None,
+                  seed: int) -> tuple[np.ndarray, list[str], str, Labeller]:
+    """Labels to colour by: the classifier's categories, or k-means clusters of D features without one.
+    Returns the labels, their names, a description, and the same labeller for other shapes."""
+    if study.classifier is not None:
+        classifier = study.classifier
+        return (classifier.predict(grids)[0], classifier.categories, "classifier's categories",
+                lambda g, _f: classifier.predict(g)[0])
+    from sklearn.cluster import KMeans
+
+    k = clusters or max(2, len(study.categories))
+    kmeans = KMeans(k, n_init=10, random_state=seed).fit(d_features)
+    names = [f"cluster {i}" for i in range(k)]
+    coloring = f"k-means ({k}) of D features, no classifier"
+    return kmeans.labels_, names, coloring, lambda _g, f: kmeans.predict(f)
+
+
+def _tsne_figure(embeddings: dict[str, np.ndarray], labels: np.ndarray, names: list[str], n_gen: int,
+                 stats: dict[str, dict[str, float]], title: str, real_labels: np.ndarray | None) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(embeddings), figsize=(5.2 * len(embeddings), 5.2))
+    for ax, (space, xy) in zip(np.atleast_1d(axes), embeddings.items(), strict=True):
+        for i, name in enumerate(names):
+            color = np.asarray(category_color(i)) / 255
+            ax.scatter(*xy[:n_gen][labels == i].T, s=6, color=color, label=name, alpha=0.7)
+            if real_labels is not None and (real_labels == i).any():
+                ax.scatter(*xy[n_gen:][real_labels == i].T, s=40, marker="X", edgecolors="black",
+                           linewidths=0.6, color=color, label=f"{name} (real, inverted)")
+        s = stats[space]
+        ax.set_title(f"{space}\nprobe accuracy {s['probe_accuracy']:.3f}, silhouette {s['silhouette']:.3f}",
+                     fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    np.atleast_1d(axes)[0].legend(fontsize=7, markerscale=1.5, loc="best")
+    figure.suptitle(title, fontsize=11, y=1.02)
+    return figure
+
+
+def tsne_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]:
+    """t-SNE of z, G's first block and D's features of n samples (and inverted real shapes), coloured by
+    category; a linear probe's accuracy in each original space and the silhouette in each embedding."""
+    z = study.seeded_z(range(cfg.seed, cfg.seed + cfg.n))
+    grids = study.generate(z) >= 0.5
+    spaces = {
+        "z": z,
+        "G first block": generator_features(study.generator, z),
+        "D features": last_block_features(study.module.discriminator, grids),
+    }
+    features = {k: v.numpy().astype(np.float64) for k, v in spaces.items()}
+    labels, names, coloring, labeller = _color_labels(study, grids, features["D features"], cfg.clusters,
+                                                      cfg.seed)
+    real_labels, real = None, None
+    if cfg.real:
+        real = load_real(cfg.real, study, cfg.real_n)
+        inverted = study.invert(real.grids)
+        real_grids = torch.from_numpy(real.grids).unsqueeze(1)
+        real_spaces = {
+            "z": inverted.z,
+            "G first block": generator_features(study.generator, inverted.z),
+            "D features": last_block_features(study.module.discriminator, real_grids),
+        }
+        real_features = {k: v.numpy().astype(np.float64) for k, v in real_spaces.items()}
+        real_labels = labeller(real_grids, real_features["D features"])
+        features = {k: np.concatenate([v, real_features[k]]) for k, v in features.items()}
+    stats, embeddings = {}, {}
+    for space, x in features.items():
+        embeddings[space] = embed_2d(x, cfg.perplexity, cfg.seed)
+        stats[space] = {
+            "dims": int(x.shape[1]),
+            "probe_accuracy": probe_accuracy(x[: cfg.n], labels, seed=cfg.seed),
+            "silhouette": silhouette(embeddings[space][: cfg.n], labels),
+        }
+    counts = {name: int((labels == i).sum()) for i, name in enumerate(names)}
+    title = f"{cfg.n} samples coloured by {coloring}"
+    if real is not None:
+        title += f"; X: {len(real.names)} real shapes ({cfg.real}), inverted"
+    figure = _tsne_figure(embeddings, labels, names, cfg.n, stats, title, real_labels)
+    png = save_figure(figure, study.out / "tsne.png")
+    save_npz(study.out / "tsne.npz", labels=labels, **{k.replace(" ", "_"): v for k, v in embeddings.items()})
+    print(f"{'space':>14s} {'dims':>6s} {'probe acc':>10s} {'silhouette':>11s}   ({coloring}: {counts})")
+    for space, s in stats.items():
+        print(f"{space:>14s} {s['dims']:>6d} {s['probe_accuracy']:>10.3f} {s['silhouette']:>11.3f}")
+    run.image("tsne", png, title)
+    first_of_each = [int(np.flatnonzero(labels == i)[0]) for i in range(len(names)) if (labels == i).any()]
+    examples = binary_grids(grids.float()[first_of_each])
+    run.shapes("examples", examples, [names[labels[i]] for i in first_of_each])
+    run.summary({f"{space}/{k}": v for space, s in stats.items() for k, v in s.items()})
+    return {"png": png, "coloring": coloring, "counts": counts, "spaces": stats}
+
+
+register_schema("tsne", TsneConfig)
+run = partial(run_app, "tsne", tsne_app)  # run(cfg): the app, errors raised
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="tsne")
-def tsne(cfg: DictConfig) -> None:
-    main("tsne", cfg)
+def cli(cfg: DictConfig) -> None:
+    main("tsne", tsne_app, cfg)
 
 
 if __name__ == "__main__":
-    tsne()
+    cli()

@@ -18,7 +18,7 @@ from voxgan.compare_groups import (
     reading_points,
 )
 from voxgan.evaluation import EVAL_FILE
-from voxgan.metrics import append_jsonl
+from voxgan.io import append_jsonl
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # Recipe A (loss=bce) under seeds 0, 1, 2: evaluations at iterations 100, 200, 300 land at wall times

@@ -5,13 +5,12 @@ import itertools
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from tests.conftest import CONF
 from voxgan.config import ConfigError, validate
 from voxgan.data.procedural import CATEGORIES
-
-from omegaconf import OmegaConf
 
 # Every option of every group, read from conf/ so that a new option is tested without being listed.
 OPTIONS = {
@@ -49,7 +48,8 @@ def test_every_group_option_composes_and_validates(combo: dict[str, str]) -> Non
         written = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"))
         written.pop("defaults", None)
         composed = OmegaConf.to_container(cfg[group])
-        assert {k: composed[k] for k in written if k != "root"} == {k: v for k, v in written.items() if k != "root"}
+        written.pop("root", None)
+        assert {k: composed[k] for k in written} == written
     known = None if combo["data"] == "shards" else CATEGORIES  # a prepared set's are in its manifest
     if combo["augment"] == "ada" and combo["loss"] == "wgan_gp":  # ADA reads the sign of D's logits
         with pytest.raises(ConfigError, match="augment.ada_target"):

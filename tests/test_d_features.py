@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.apps import run_app
-from voxgan.d_features import d_features_svm, discriminator_features, labelled_sets
+from voxgan.d_features import d_features_svm, labelled_sets, pooled_block_features
 from voxgan.module import load_checkpoint
 from voxgan.train import run
 
@@ -19,7 +19,7 @@ def test_svm_on_d_features_separates_chairs_from_airplanes(make_cfg, tmp_path: P
         d_features_svm(module, *labelled_sets(settings, None, [], "test"))
     train, _ = labelled_sets({**settings, "num_shapes": 8}, None, ["chair", "airplane"], "test")
     # D at 16^3 with 8 channels: blocks of 8 channels at 8^3 and 16 at 4^3, each max-pooled to 2^3.
-    assert discriminator_features(module.discriminator, train, pool=2).shape == (16, 8 * 8 + 16 * 8)
+    assert pooled_block_features(module.discriminator, train, pool=2).shape == (16, 8 * 8 + 16 * 8)
 
     out = tmp_path / "svm"
     result = run_app(

@@ -21,7 +21,7 @@ from voxgan.compare import (
     read_run,
 )
 from voxgan.evaluation import EVAL_FILE, evaluate_checkpoint
-from voxgan.metrics import append_jsonl, read_jsonl
+from voxgan.io import append_jsonl, read_jsonl
 from voxgan.models.classifier import VoxelClassifier, save_classifier
 from voxgan.train import run
 

@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
-from voxgan.flops import forward_flops, gan_forward_flops, iteration_flops
+from benchmarks.flops import forward_flops, gan_forward_flops, iteration_flops
 from voxgan.losses import BCEObjective, WGANGPObjective
 from voxgan.models import build_discriminator, build_generator
 from voxgan.train import build_datamodule, build_module, run
@@ -173,9 +173,12 @@ def _counted_forward_flops(net: torch.nn.Module, example: torch.Tensor) -> int:
 def test_paper_model_iteration_is_about_ten_teraflop() -> None:
     # 64^3, widths 512-256-128-64, batch 100, BCE: 3 G forwards + 9 D forwards per sample, the
     # per-sample forwards counted by torch (not by the module under test)
-    g = _counted_forward_flops(build_generator("dcgan3d", 200, 64, 64), torch.zeros(1, 200))
-    d = _counted_forward_flops(build_discriminator("dcgan3d", 64, 64, "batch"), torch.zeros(1, 1, 64, 64, 64))
-    ours = gan_forward_flops(build_generator("dcgan3d", 200, 64, 64), build_discriminator("dcgan3d", 64, 64, "batch"), 200, 64)
+    def paper() -> tuple[torch.nn.Module, torch.nn.Module]:
+        return build_generator("dcgan3d", 200, 64, 64), build_discriminator("dcgan3d", 64, 64, "batch")
+
+    g = _counted_forward_flops(paper()[0], torch.zeros(1, 200))
+    d = _counted_forward_flops(paper()[1], torch.zeros(1, 1, 64, 64, 64))
+    ours = gan_forward_flops(*paper(), 200, 64)
     assert ours == (g, d)
     assert iteration_flops(*ours, "bce", 1, 100) == 100 * (3 * g + 9 * d)
     assert 9e12 < iteration_flops(*ours, "bce", 1, 100) < 1e13
@@ -192,7 +195,9 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypa
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_auto_precision_trains_and_says_what_it_chose(make_cfg, tmp_path: Path, caplog, monkeypatch, native) -> None:
+def test_auto_precision_trains_and_says_what_it_chose(
+    make_cfg, tmp_path: Path, caplog, monkeypatch, native: bool
+) -> None:
     # the CPU's bf16 support is set both ways, so the expected choice does not come from the code under test
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)

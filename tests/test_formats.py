@@ -347,7 +347,7 @@ def test_real_chairs_come_out_y_up_facing_plus_z() -> None:
 
 
 def test_error_summary_is_one_line_even_without_a_message() -> None:
-    from voxgan.data.formats.base import error_summary
+    from voxgan.io import error_summary
 
     assert error_summary(ValueError("bad header\nmore detail")) == "ValueError: bad header"
     assert error_summary(EOFError()) == "EOFError: EOFError()"

@@ -12,7 +12,6 @@ from voxgan.latent import (
     InversionSettings,
     combine,
     default_method,
-    discriminator_features,
     embed_2d,
     encode,
     first_block,
@@ -20,6 +19,7 @@ from voxgan.latent import (
     interpolate,
     invert,
     iou,
+    last_block_features,
     lerp,
     parse_expression,
     pooled,
@@ -187,7 +187,7 @@ def test_feature_spaces_have_one_row_per_shape(name: str, first_level: int) -> N
     # the hook reads G's first block (DCGAN: its 4^3 level after the ReLU; residual: the first up block)
     assert shapes[0][0] == 5 and shapes[0][-1] == first_level
     assert hidden.shape == (5, math.prod(shapes[0][1:]))
-    assert discriminator_features(d, (torch.rand(5, 1, 16, 16, 16) > 0.5)).shape[0] == 5
+    assert last_block_features(d, (torch.rand(5, 1, 16, 16, 16) > 0.5)).shape[0] == 5
 
 
 def test_pooling_caps_the_feature_size() -> None:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from voxgan.io import append_jsonl, read_jsonl
 from voxgan.metrics import (
     MetricContext,
-    append_jsonl,
     compute_metrics,
     coverage,
     distribution_metrics,
@@ -22,7 +22,6 @@ from voxgan.metrics import (
     mmd,
     one_nna,
     pairwise_iou,
-    read_jsonl,
     register_metric,
     registered_metrics,
 )

@@ -12,13 +12,19 @@ import trimesh
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from experiments import arithmetic, generate, interpolate, invert, tsne
 from tests.conftest import CONF, REPO, TINY
 from voxgan.data.formats import read_binvox, write_binvox
 from voxgan.data.procedural import make_shape
-from voxgan.study import load_real, main, register_study_configs, run_app
+from voxgan.study import load_real
 from voxgan.train import run
 
-register_study_configs()
+APPS = {app.__name__.split(".")[-1]: app for app in (arithmetic, generate, interpolate, invert, tsne)}
+
+
+def run_app(app: str, cfg) -> dict:
+    """Run ``experiments/<app>.py`` on a composed config, errors raised."""
+    return APPS[app].run(cfg)
 
 # Few restarts and steps: the apps' wiring is under test here, inversion quality in test_latent.py.
 QUICK_INVERSION = ["inversion.restarts=2", "inversion.steps=30", "inversion.encoder_steps=20"]
@@ -275,4 +281,4 @@ def test_apps_launch_through_hydra(tiny_checkpoint: Path, tmp_path: Path) -> Non
 def test_a_bad_value_ends_the_app_with_one_message(tmp_path: Path) -> None:
     cfg = app_cfg("invert", tmp_path / "nope.ckpt", tmp_path, "target=val")
     with pytest.raises(SystemExit, match=r"^error: checkpoint .*nope\.ckpt does not exist"):
-        main("invert", cfg)
+        invert.cli(cfg)

@@ -369,7 +369,8 @@ def _bar_lines(text: str) -> list[str]:
 def test_progress_bar_counts_iterations_from_the_resumed_one_and_shows_the_budget(
     make_cfg, tmp_path: Path, capsys
 ) -> None:
-    bar = ("trainer.enable_progress_bar=true", "callbacks.checkpoint_every=2", "loss=wgan_gp", "loss.n_critic=2")
+    bar = ("trainer.enable_progress_bar=true", "callbacks.checkpoint_every=2")
+    bar += ("loss=wgan_gp", "loss.n_critic=2")
     run(make_cfg(*bar, "iterations=4"))
     fresh = _bar_lines(capsys.readouterr().out)
     assert any(" 1/4 " in line for line in fresh) and any(" 4/4 " in line for line in fresh)
@@ -377,7 +378,8 @@ def test_progress_bar_counts_iterations_from_the_resumed_one_and_shows_the_budge
     assert not any("ends in" in line for line in fresh)
 
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    run(make_cfg(*bar, "iterations=100000", "trainer.max_time=00:00:00:05", f"ckpt_path={ckpt}", out="resumed"))
+    budget = ("iterations=100000", "trainer.max_time=00:00:00:05")
+    run(make_cfg(*bar, *budget, f"ckpt_path={ckpt}", out="resumed"))
     resumed = _bar_lines(capsys.readouterr().out)
     shown = [line for line in resumed if "/100000" in line]
     assert shown and not any(f" {i}/100000 " in line for line in shown for i in (1, 2, 3))
@@ -389,7 +391,9 @@ def test_progress_bar_counts_iterations_from_the_resumed_one_and_shows_the_budge
 
 
 @pytest.mark.parametrize("loss", ["bce", "wgan_gp"])
-def test_each_step_changes_its_own_network_and_leaves_the_other_alone(make_cfg, tmp_path: Path, loss: str) -> None:
+def test_each_step_changes_its_own_network_and_leaves_the_other_alone(
+    make_cfg, tmp_path: Path, loss: str
+) -> None:
     from voxgan.train import build_datamodule, build_module, build_trainer
 
     cfg = make_cfg(f"loss={loss}", "loss.n_critic=2", "iterations=3")
@@ -420,7 +424,8 @@ def test_each_step_changes_its_own_network_and_leaves_the_other_alone(make_cfg, 
     class Watch(pl.Callback):
         def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             opt_g, opt_d = trainer.optimizers
-            assert {id(p) for p in opt_g.param_groups[0]["params"]} == {id(p) for p in module.generator.parameters()}
+            g_params = {id(p) for p in module.generator.parameters()}
+            assert {id(p) for p in opt_g.param_groups[0]["params"]} == g_params
             watch("G", opt_g)
             watch("D", opt_d)
 

@@ -1,8 +1,11 @@
 """Periodic work during training, scheduled in generator iterations: fixed-z sample grids,
-checkpoints, and an iteration progress bar."""
+checkpoints, sample-quality evaluations, and an iteration progress bar."""
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +15,19 @@ from pytorch_lightning.callbacks import Callback, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.plugins import TorchCheckpointIO
 
-from voxgan.data.formats.base import atomic_write
+from voxgan.evaluation import (
+    EVAL_FILE,
+    EvaluationSets,
+    build_sets,
+    evaluate_generator,
+    frechet_feature_fn,
+    load_frechet_classifier,
+    runnable_metrics,
+)
+from voxgan.io import append_jsonl, atomic_write
 from voxgan.module import VoxelGAN
+
+log = logging.getLogger(__name__)
 
 
 def is_new_iteration(module: VoxelGAN, every: int, last: int) -> bool:
@@ -176,3 +190,94 @@ def format_seconds(seconds: float) -> str:
     """``H:MM:SS`` of a duration."""
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class EvaluationCallback(Callback):
+    """Scores G's samples every ``every`` generator iterations and at the end of training.
+
+    Results go to every logger as ``eval/<name>`` (step = iteration), to ``trainer.callback_metrics``
+    (what ``voxgan.train.run`` returns to a sweeper) and, one line per evaluation, to
+    ``<output_dir>/metrics-eval.jsonl``. Only rank zero computes; the others skip.
+    """
+
+    def __init__(
+        self, output_dir: str | os.PathLike, every: int, num_samples: int, metrics: list[str],
+        classifier_path: str | None = None, seed: int = 0,
+    ) -> None:
+        if every < 1:
+            raise ValueError(f"every={every}; evaluate every N >= 1 iterations, or leave the callback out")
+        self.path = Path(output_dir) / EVAL_FILE
+        self.every, self.num_samples, self.seed = every, num_samples, seed
+        self.metrics = list(metrics)
+        # Loaded now so that a wrong path stops the run before any training, not at the first evaluation.
+        self.classifier = load_frechet_classifier(classifier_path, self.metrics)
+        self.sets: EvaluationSets | None = None
+        self._last = -1
+        self._wall_offset = 0.0
+        self._fit_start = time.monotonic()
+
+    def on_fit_start(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
+        self._fit_start = time.monotonic()
+
+    def on_train_start(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
+        self._last = module.iteration  # a resumed run does not evaluate again the iteration it resumed at
+        if trainer.is_global_zero:
+            self.sets = self.prepare(trainer, module)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, *args: Any) -> None:
+        if is_new_iteration(module, self.every, self._last):
+            self.evaluate(trainer, module)
+
+    def on_train_end(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
+        if module.iteration != self._last:
+            self.evaluate(trainer, module)
+
+    def wall_seconds(self) -> float:
+        """Seconds of training since fit start, runs resumed from a checkpoint included."""
+        return self._wall_offset + time.monotonic() - self._fit_start
+
+    def state_dict(self) -> dict[str, float]:
+        return {"wall_s": self.wall_seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self._wall_offset = float(state_dict["wall_s"])
+
+    def prepare(self, trainer: pl.Trainer, module: VoxelGAN) -> EvaluationSets:
+        """The fixed z and real sets of this run, from the trainer's datamodule."""
+        data = trainer.datamodule
+        if getattr(data, "val_set", None) is None:
+            raise ValueError(
+                "EvaluationCallback needs a VoxelDataModule with a val split: pass datamodule= to trainer.fit"
+            )
+        val = data.val_set
+        feature_fn = None
+        if "frechet" in self.metrics:
+            feature_fn = frechet_feature_fn(self.classifier, val.categories, val.resolution, module.device)
+        return build_sets(module, val, data.train_set, self.num_samples, self.seed, feature_fn)
+
+    def evaluate(self, trainer: pl.Trainer, module: VoxelGAN) -> dict[str, float] | None:
+        """Score the current generator; log, record and return the results (None on ranks but zero)."""
+        self._last = module.iteration
+        if not trainer.is_global_zero:
+            return None
+        start = time.perf_counter()
+        results = evaluate_generator(module, self.sets, runnable_metrics(self.metrics, self.sets))
+        record = {
+            "iteration": module.iteration,
+            "wall_s": round(self.wall_seconds(), 3),
+            "eval_s": round(time.perf_counter() - start, 3),
+            "samples": len(self.sets.z),
+            **results,
+        }
+        append_jsonl(self.path, record)
+        logged = {f"eval/{name}": value for name, value in results.items()}
+        for logger in trainer.loggers:
+            logger.log_metrics({**logged, "iteration": module.iteration}, step=module.iteration)
+        for key, value in logged.items():
+            trainer.callback_metrics[key] = torch.tensor(value)
+        log.info("evaluation at iteration %d: %s", module.iteration, _summary(results))
+        return results
+
+
+def _summary(results: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.4g}" for name, value in results.items())

@@ -8,16 +8,10 @@ import torch
 from torch.nn import functional as F
 
 from voxgan.data.datamodule import PackedSet, augment
+from voxgan.device import resolve_device
 from voxgan.models.classifier import VoxelClassifier
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks the GPU when there is one."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @torch.no_grad()

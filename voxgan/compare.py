@@ -17,9 +17,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from voxgan.data.formats.base import atomic_write
 from voxgan.evaluation import EVAL_FILE, METRIC_TARGETS, RECORD_FIELDS
-from voxgan.metrics import read_jsonl
+from voxgan.io import atomic_write, read_jsonl
 
 PLOT_METRICS = ("1nna", "mmd", "cov", "frechet", "nn_iou_mean", "occupancy_gen")
 RUN_MARKERS = ("config.yaml", ".hydra", EVAL_FILE)

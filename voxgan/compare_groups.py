@@ -28,7 +28,7 @@ from voxgan.compare import (
     has_values,
     metric_names,
 )
-from voxgan.data.formats.base import atomic_write
+from voxgan.io import atomic_write
 
 MIN_SEEDS = 3
 SEED_WARNING = f"a recipe decision rests on at least {MIN_SEEDS} seeds"

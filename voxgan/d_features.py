@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def discriminator_features(
+def pooled_block_features(
     discriminator: nn.Module, data: PackedSet, pool: int = 2, batch_size: int = 64
 ) -> np.ndarray:
     """``(N, F)`` features of every shape of ``data``: each block's activations max-pooled to ``pool``^3."""
@@ -97,8 +97,8 @@ def d_features_svm(
         "chance": float(np.bincount(test_y).max() / len(test_y)),
     }
     for name, network in networks.items():
-        train_x = discriminator_features(network, train, pool)
-        test_x = discriminator_features(network, test, pool)
+        train_x = pooled_block_features(network, train, pool)
+        test_x = pooled_block_features(network, test, pool)
         report["features"] = train_x.shape[1]
         report[f"accuracy_{name}_d"] = svm_accuracy(train_x, train_y, test_x, test_y, c, seed)
     return report

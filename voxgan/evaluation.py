@@ -1,6 +1,6 @@
 """Sample quality of a generator: samples of a fixed z against fixed real shape sets, scored by the
-registered metrics (``voxgan.metrics``), during training (``EvaluationCallback``) or afterwards
-(``evaluate_checkpoint``).
+registered metrics (``voxgan.metrics``), during training (``voxgan.callbacks.EvaluationCallback``)
+or afterwards (``evaluate_checkpoint``). Nothing here depends on Lightning's trainer.
 
 Every evaluation of a run sees the same latent vectors, the same reference shapes (the val split,
 as many as there are samples: 1-NNA is biased by unequal sets) and the same training shapes for
@@ -12,19 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 
-from voxgan.callbacks import is_new_iteration
 from voxgan.data.datamodule import PackedSet, VoxelDataModule, prepared_set
-from voxgan.data.formats.base import atomic_write
-from voxgan.metrics import MetricContext, append_jsonl, compute_metrics
+from voxgan.io import atomic_write
+from voxgan.metrics import MetricContext, compute_metrics
 from voxgan.metrics.iou import OCCUPANCY_THRESHOLD
 from voxgan.metrics.registry import FeatureFn
 from voxgan.models.classifier import VoxelClassifier, load_classifier
@@ -164,97 +160,6 @@ def evaluate_generator(module: VoxelGAN, sets: EvaluationSets, metrics: list[str
 def runnable_metrics(metrics: list[str], sets: EvaluationSets) -> list[str]:
     """``metrics`` without those whose inputs the sets lack (their skip was already reported)."""
     return [name for name in metrics if not (name == "frechet" and sets.feature_fn is None)]
-
-
-class EvaluationCallback(Callback):
-    """Scores G's samples every ``every`` generator iterations and at the end of training.
-
-    Results go to every logger as ``eval/<name>`` (step = iteration), to ``trainer.callback_metrics``
-    (what ``voxgan.train.run`` returns to a sweeper) and, one line per evaluation, to
-    ``<output_dir>/metrics-eval.jsonl``. Only rank zero computes; the others skip.
-    """
-
-    def __init__(
-        self, output_dir: str | os.PathLike, every: int, num_samples: int, metrics: list[str],
-        classifier_path: str | None = None, seed: int = 0,
-    ) -> None:
-        if every < 1:
-            raise ValueError(f"every={every}; evaluate every N >= 1 iterations, or leave the callback out")
-        self.path = Path(output_dir) / EVAL_FILE
-        self.every, self.num_samples, self.seed = every, num_samples, seed
-        self.metrics = list(metrics)
-        # Loaded now so that a wrong path stops the run before any training, not at the first evaluation.
-        self.classifier = load_frechet_classifier(classifier_path, self.metrics)
-        self.sets: EvaluationSets | None = None
-        self._last = -1
-        self._wall_offset = 0.0
-        self._fit_start = time.monotonic()
-
-    def on_fit_start(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
-        self._fit_start = time.monotonic()
-
-    def on_train_start(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
-        self._last = module.iteration  # a resumed run does not evaluate again the iteration it resumed at
-        if trainer.is_global_zero:
-            self.sets = self.prepare(trainer, module)
-
-    def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, *args: Any) -> None:
-        if is_new_iteration(module, self.every, self._last):
-            self.evaluate(trainer, module)
-
-    def on_train_end(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
-        if module.iteration != self._last:
-            self.evaluate(trainer, module)
-
-    def wall_seconds(self) -> float:
-        """Seconds of training since fit start, runs resumed from a checkpoint included."""
-        return self._wall_offset + time.monotonic() - self._fit_start
-
-    def state_dict(self) -> dict[str, float]:
-        return {"wall_s": self.wall_seconds()}
-
-    def load_state_dict(self, state_dict: dict[str, float]) -> None:
-        self._wall_offset = float(state_dict["wall_s"])
-
-    def prepare(self, trainer: pl.Trainer, module: VoxelGAN) -> EvaluationSets:
-        """The fixed z and real sets of this run, from the trainer's datamodule."""
-        data = trainer.datamodule
-        if getattr(data, "val_set", None) is None:
-            raise ValueError(
-                "EvaluationCallback needs a VoxelDataModule with a val split: pass datamodule= to trainer.fit"
-            )
-        val = data.val_set
-        feature_fn = None
-        if "frechet" in self.metrics:
-            feature_fn = frechet_feature_fn(self.classifier, val.categories, val.resolution, module.device)
-        return build_sets(module, val, data.train_set, self.num_samples, self.seed, feature_fn)
-
-    def evaluate(self, trainer: pl.Trainer, module: VoxelGAN) -> dict[str, float] | None:
-        """Score the current generator; log, record and return the results (None on ranks but zero)."""
-        self._last = module.iteration
-        if not trainer.is_global_zero:
-            return None
-        start = time.perf_counter()
-        results = evaluate_generator(module, self.sets, runnable_metrics(self.metrics, self.sets))
-        record = {
-            "iteration": module.iteration,
-            "wall_s": round(self.wall_seconds(), 3),
-            "eval_s": round(time.perf_counter() - start, 3),
-            "samples": len(self.sets.z),
-            **results,
-        }
-        append_jsonl(self.path, record)
-        logged = {f"eval/{name}": value for name, value in results.items()}
-        for logger in trainer.loggers:
-            logger.log_metrics({**logged, "iteration": module.iteration}, step=module.iteration)
-        for key, value in logged.items():
-            trainer.callback_metrics[key] = torch.tensor(value)
-        log.info("evaluation at iteration %d: %s", module.iteration, _summary(results))
-        return results
-
-
-def _summary(results: dict[str, float]) -> str:
-    return ", ".join(f"{name} {value:.4g}" for name, value in results.items())
 
 
 def evaluate_checkpoint(

@@ -16,8 +16,7 @@ from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, Wand
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
-from voxgan.data.formats.base import atomic_write
-from voxgan.metrics.registry import append_jsonl
+from voxgan.io import append_jsonl, atomic_write
 
 
 class JsonlLogger(Logger):

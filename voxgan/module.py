@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from voxgan.augment import AdaptiveProbability, Augmentation, AugmentedD
-from voxgan.data.formats.base import error_summary
+from voxgan.io import error_summary
 from voxgan.losses import OBJECTIVES, Objective, Stats
 from voxgan.models import build_discriminator, build_generator
 
@@ -131,7 +131,8 @@ class VoxelGAN(pl.LightningModule):
     def configure_model(self) -> None:
         """Memory format and compilation, applied once the module sits on its device."""
         model = self.hparams.model
-        self.channels_last = model["channels_last"] and channels_last_pays(self.discriminator, self.device.type)
+        pays = channels_last_pays(self.discriminator, self.device.type)
+        self.channels_last = model["channels_last"] and pays
         if self.channels_last:
             self.to(memory_format=torch.channels_last_3d)
         if model["compile"]:

@@ -20,7 +20,7 @@ import trimesh
 from PIL import Image, ImageDraw, ImageFont
 from skimage import measure
 
-from voxgan.data.formats.base import atomic_write
+from voxgan.io import atomic_write
 
 BACKGROUND = (244, 244, 241)
 DEFAULT_COLOR = (98, 142, 196)

@@ -12,12 +12,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from voxgan.callbacks import AtomicCheckpointIO, IterationCheckpoint, IterationProgressBar, SampleGrid
+from voxgan.callbacks import (
+    AtomicCheckpointIO,
+    EvaluationCallback,
+    IterationCheckpoint,
+    IterationProgressBar,
+    SampleGrid,
+)
 from voxgan.config import ConfigError, validate
 from voxgan.data.datamodule import VoxelDataModule
-from voxgan.data.formats.base import VoxelFileError, error_summary
+from voxgan.data.formats.base import VoxelFileError
 from voxgan.data.shards import DatasetError
-from voxgan.evaluation import EvaluationCallback
+from voxgan.io import error_summary
 from voxgan.loggers import build_loggers, trim_logs
 from voxgan.models.classifier import ClassifierError
 from voxgan.module import CheckpointError, NonFiniteLossError, VoxelGAN
@@ -171,7 +177,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.ckpt_path is not None and rank_zero_only.rank == 0:
         for path in trim_logs(output_dir, resumed_at):  # what a killed run logged past its checkpoint
-            log.info("%s: dropped the records past iteration %d, which this resume logs again", path, resumed_at)
+            log.info("%s: dropped the records past iteration %d (logged again now)", path, resumed_at)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")

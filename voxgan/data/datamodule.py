@@ -20,8 +20,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from voxgan import augment as augmentations
-from voxgan.data.formats.base import atomic_write
 from voxgan.data.grid import pack_grids, unpack_bits
+from voxgan.io import atomic_write
 
 if TYPE_CHECKING:
     from voxgan.data.shards import ShardRows

@@ -31,11 +31,9 @@ import re
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import hydra
 import numpy as np
@@ -43,14 +41,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from tqdm import tqdm
 
+from voxgan.data.cli import CommandLine, settings
 from voxgan.data.formats import (
-    ARRAY_SUFFIXES,
-    MESH_SUFFIXES,
     VoxelFileError,
-    atomic_write,
     auto_pose,
     canonical_grid,
-    count_grids,
     parse_pose,
     read_shapes,
 )
@@ -65,96 +60,30 @@ from voxgan.data.shards import (
     write_manifest,
     write_shard,
 )
+from voxgan.data.sources import (
+    ALIASES,
+    SHAPENET_SYNSETS,
+    SYNSET_NAMES,
+    Item,
+    PrepareError,
+    category_name,
+    discover,
+    split_of,
+)
+from voxgan.data.workers import worker_pool
+from voxgan.io import atomic_write
 
 SOURCES = ("volumetric", "shapenet", "mesh", "arrays")
+# Re-exported: the names a user of prepare reaches for.
+__all__ = [
+    "ALIASES", "SHAPENET_SYNSETS", "SOURCES", "SYNSET_NAMES", "Item", "PrepareConfig", "PrepareError",
+    "PrepareSummary", "category_name", "prepare", "split_of", "worker_pool",
+]
 SUMMARY = "summary.json"
 # Bump when the grids written for the same inputs change: reruns then rebuild every shard.
 PIPELINE_VERSION = 1
 SHARD_BYTES = 4 << 20  # an automatic shard holds at most this much packed data
 MIN_SHARDS = 16  # ...and a split is cut into at least this many shards, so every core gets work
-
-# ShapeNetCore's 55 categories, plus the WordNet synsets of shapenet_mini's cup, vase and toilet
-# (ShapeNetCore files cups under mug, vases under jar, and has no toilet category).
-SHAPENET_SYNSETS = {
-    "airplane": "02691156",
-    "trash_bin": "02747177",
-    "bag": "02773838",
-    "basket": "02801938",
-    "bathtub": "02808440",
-    "bed": "02818832",
-    "bench": "02828884",
-    "birdhouse": "02843684",
-    "bookshelf": "02871439",
-    "bottle": "02876657",
-    "bowl": "02880940",
-    "bus": "02924116",
-    "cabinet": "02933112",
-    "camera": "02942699",
-    "can": "02946921",
-    "cap": "02954340",
-    "car": "02958343",
-    "cellphone": "02992529",
-    "chair": "03001627",
-    "clock": "03046257",
-    "keyboard": "03085013",
-    "dishwasher": "03207941",
-    "display": "03211117",
-    "earphone": "03261776",
-    "faucet": "03325088",
-    "file_cabinet": "03337140",
-    "guitar": "03467517",
-    "helmet": "03513137",
-    "jar": "03593526",
-    "knife": "03624134",
-    "lamp": "03636649",
-    "laptop": "03642806",
-    "loudspeaker": "03691459",
-    "mailbox": "03710193",
-    "microphone": "03759954",
-    "microwave": "03761084",
-    "motorcycle": "03790512",
-    "mug": "03797390",
-    "piano": "03928116",
-    "pillow": "03938244",
-    "pistol": "03948459",
-    "pot": "03991062",
-    "printer": "04004475",
-    "remote_control": "04074963",
-    "rifle": "04090263",
-    "rocket": "04099429",
-    "skateboard": "04225987",
-    "sofa": "04256520",
-    "stove": "04330267",
-    "table": "04379243",
-    "telephone": "04401088",
-    "tower": "04460130",
-    "train": "04468005",
-    "vessel": "04530566",
-    "washer": "04554684",
-    "cup": "03147509",
-    "vase": "04522168",
-    "toilet": "04446276",
-}
-SYNSET_NAMES = {synset: name for name, synset in SHAPENET_SYNSETS.items()}
-ALIASES = {
-    "aeroplane": "airplane",
-    "plane": "airplane",
-    "motorbike": "motorcycle",
-    "watercraft": "vessel",
-    "boat": "vessel",
-    "monitor": "display",
-    "speaker": "loudspeaker",
-    "couch": "sofa",
-    "ashcan": "trash_bin",
-    "bookcase": "bookshelf",
-    "phone": "telephone",
-}
-SOURCE_SPLITS = ("train", "test", "val")
-_ROTATION = re.compile(r"^(.+)_(\d+)$")
-
-
-class PrepareError(ValueError):
-    """Settings or inputs that make preparation impossible; raised before any work is done."""
 
 
 @dataclass
@@ -174,24 +103,6 @@ class PrepareConfig:
     shard_size: int = 0  # grids per shard; 0: automatic
     workers: int = 0  # processes; 0: one per core
     progress: bool = True  # show a progress bar
-
-
-@dataclass(frozen=True)
-class Item:
-    """One grid to prepare: where it comes from and where it goes."""
-
-    source: str  # path relative to root
-    category: str
-    shape_id: str
-    split: str
-    rotation: int | None = None
-    index: int | None = None  # position in a stacked array file
-    stamp: tuple[int, int] = (0, 0)  # (size, mtime_ns) of the source: a changed file rebuilds its shard
-
-    def record(self) -> dict:
-        """The item's manifest record."""
-        keys = ("category", "shape_id", "source", "split", "rotation", "index")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
 @dataclass
@@ -305,55 +216,6 @@ def check_config(cfg: PrepareConfig) -> None:
             raise PrepareError(f"pose={cfg.pose}: {error}") from None
 
 
-def category_name(folder: str) -> str:
-    """Canonical category name of a folder name, synset id (leading zeros optional) or alias."""
-    name = folder.strip().lower()
-    if name.isdigit():
-        return SYNSET_NAMES.get(name.zfill(8), name.zfill(8))
-    return ALIASES.get(name, name)
-
-
-def discover(cfg: PrepareConfig) -> tuple[list[Item], list[dict[str, str]]]:
-    """The items ``cfg`` selects under its root, and the files already known to be unreadable."""
-    root = Path(cfg.root)
-    found = list(_found_files(cfg))
-    if not found:
-        raise PrepareError(f"no {cfg.source} files under {root}: {_LAYOUTS[cfg.source]}")
-    wanted = [category_name(c) for c in cfg.categories or []]
-    present = {category_name(folder) for _, folder, _ in found}
-    missing = [c for c in wanted if c not in present]
-    if missing:
-        raise PrepareError(f"categories {missing} are not under {root}, which holds {sorted(present)}")
-    items: list[Item] = []
-    skipped: list[dict[str, str]] = []
-    for path, folder, source_split in found:
-        category = category_name(folder)
-        if wanted and category not in wanted:
-            continue
-        try:
-            items += _file_items(cfg, path, category, source_split)
-        except VoxelFileError as error:
-            skipped.append({"file": _relative(root, path), "reason": error.problem})
-    return items, skipped
-
-
-def split_of(
-    category: str, shape_id: str, source_split: str | None, val_fraction: float, test_fraction: float
-) -> str:
-    """The split of a shape: its dataset's own, else by hash; ``val`` is carved from ``train`` by hash.
-
-    The hash of the shape id (never the file) keeps all rotations of a shape in one split, and the
-    same shape in the same split whatever else the folder holds.
-    """
-    digest = hashlib.sha1(f"{category}/{shape_id}".encode()).hexdigest()
-    u = int(digest[:13], 16) / 16**13
-    if source_split in ("test", "val"):
-        return source_split
-    if source_split is None and u < test_fraction:
-        return "test"
-    return "val" if u >= 1 - val_fraction else "train"
-
-
 def plan_shards(cfg: PrepareConfig, items: list[Item]) -> list[ShardJob]:
     """Cut each split into shards; the plan depends on the inputs and settings alone."""
     jobs = []
@@ -416,74 +278,6 @@ def build_shard(job: ShardJob) -> dict:
     return result
 
 
-_LAYOUTS = {
-    "volumetric": "expected <category>/30/{train,test}/<name>_<rotation>.mat (3D ShapeNets volumetric_data)",
-    "shapenet": "expected <category or synset>/**/*.binvox (ShapeNetCore v1/v2 or any binvox tree)",
-    "mesh": f"expected <category>/**/<mesh> with a mesh suffix in {', '.join(MESH_SUFFIXES)}",
-    "arrays": f"expected <category>/**/<file> with a suffix in {', '.join(ARRAY_SUFFIXES)}",
-}
-
-
-def _found_files(cfg: PrepareConfig) -> Iterator[tuple[Path, str, str | None]]:
-    """(path, category folder, the dataset's own split or None) of every file of the source."""
-    root = Path(cfg.root)
-    if cfg.source == "volumetric":
-        for path in sorted(root.glob("*/*/*/*.mat")):
-            category, _, split, _ = path.relative_to(root).parts
-            if split in SOURCE_SPLITS:
-                yield path, category, split
-        return
-    suffixes = {"shapenet": (".binvox",), "mesh": MESH_SUFFIXES, "arrays": ARRAY_SUFFIXES}[cfg.source]
-    for path in _walk(root, suffixes, skip=Path(cfg.out)):
-        solid = path.with_name(path.name.replace(".surface.binvox", ".solid.binvox"))
-        if path.name.endswith(".surface.binvox") and solid.exists():
-            continue
-        parts = path.relative_to(root).parts
-        split = next((p for p in parts[1:-1] if p in SOURCE_SPLITS), None)
-        yield path, parts[0] if len(parts) > 1 else root.name, split
-
-
-def _walk(root: Path, suffixes: tuple[str, ...], skip: Path) -> Iterator[Path]:
-    """Files under ``root`` with one of ``suffixes`` (any case), in a stable order, outside ``skip``
-    (the output folder: shards written inside the raw folder are not inputs)."""
-    skip_abs = os.path.abspath(skip)
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if os.path.abspath(os.path.join(folder, d)) != skip_abs)
-        for name in sorted(files):
-            if name.lower().endswith(suffixes):
-                yield Path(folder) / name
-
-
-def _file_items(cfg: PrepareConfig, path: Path, category: str, source_split: str | None) -> list[Item]:
-    """The items of one file: one per grid of a stack, one per kept rotation, else one."""
-    root = Path(cfg.root)
-    shape_id, rotation = _shape_id(root, path, cfg.source)
-    if cfg.source == "volumetric" and not cfg.all_rotations and rotation not in (None, 1):
-        return []
-    if cfg.source == "arrays":
-        count = count_grids(path, cfg.key)
-        shapes = [(shape_id if count == 1 else f"{shape_id}/{i}", i) for i in range(count)]
-    else:
-        shapes = [(shape_id, None)]
-    stat = path.stat()
-    source, stamp = _relative(root, path), (stat.st_size, stat.st_mtime_ns)
-    fractions = cfg.val_fraction, cfg.test_fraction
-    return [
-        Item(source, category, sid, split_of(category, sid, source_split, *fractions), rotation, index, stamp)
-        for sid, index in shapes
-    ]
-
-
-def _shape_id(root: Path, path: Path, source: str) -> tuple[str, int | None]:
-    """(shape id, rotation): the folder of a shape when files sit in one, else the file's stem."""
-    if source == "volumetric":
-        match = _ROTATION.match(path.stem)
-        return (match[1], int(match[2])) if match else (path.stem, None)
-    parts = path.relative_to(root).parts
-    folders = [p for p in parts[1:-1] if p not in SOURCE_SPLITS]
-    return (folders[0] if folders else path.name.split(".")[0]), None
-
-
 def _category_order(cfg: PrepareConfig, items: list[Item]) -> list[str]:
     """Label order: the categories as requested, else every category found, sorted."""
     if cfg.categories:
@@ -536,32 +330,6 @@ def _by_file(items: list[Item]) -> list[tuple[str, list[Item]]]:
     for item in items:
         groups[item.source].append(item)
     return list(groups.items())
-
-
-def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool whose workers exit when this process dies, even by ``kill -9``."""
-    return ProcessPoolExecutor(workers, initializer=_exit_with_parent, initargs=(os.getpid(),))
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Ask Linux to terminate this worker when its parent dies; elsewhere, watch the parent's pid."""
-    import signal
-    import threading
-
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-
-        def watch() -> None:
-            while os.getppid() == parent:
-                time.sleep(1.0)
-            os._exit(1)
-
-        threading.Thread(target=watch, daemon=True).start()
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(1)
 
 
 def _run_jobs(jobs: list[ShardJob], workers: int, progress: bool) -> list[dict]:
@@ -636,24 +404,6 @@ def _remove_stale(out: Path, planned: set[str]) -> None:
             path.unlink()
 
 
-def _relative(root: Path, path: Path) -> str:
-    return path.relative_to(root).as_posix()
-
-
-@dataclass
-class CommandLine:
-    """Hydra settings of voxgan's data tools: no run folder, no log files, the working folder kept."""
-
-    defaults: list[Any] = field(
-        default_factory=lambda: [
-            "_self_",
-            {"override hydra/job_logging": "none"},
-            {"override hydra/hydra_logging": "none"},
-        ]
-    )
-    hydra: Any = field(default_factory=lambda: {"run": {"dir": "."}, "output_subdir": None})
-
-
 @dataclass
 class PrepareApp(CommandLine, PrepareConfig):
     """PrepareConfig as the command line composes it."""
@@ -662,14 +412,6 @@ class PrepareApp(CommandLine, PrepareConfig):
 
 
 ConfigStore.instance().store(name="prepare", node=PrepareApp)
-
-
-def settings(cfg: DictConfig, example: str) -> Any:
-    """The composed config as its dataclass; exits with one message when a required key is unset."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        sys.exit(f"error: set {', '.join(f'{k}=...' for k in missing)}, e.g. {example}")
-    return OmegaConf.to_object(cfg)
 
 
 @hydra.main(version_base=None, config_path=None, config_name="prepare")

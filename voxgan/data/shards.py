@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from voxgan.data.formats.base import atomic_write, error_summary
+from voxgan.io import atomic_write, error_summary
 
 MANIFEST = "manifest.json"
 FORMAT = "voxgan-shards"

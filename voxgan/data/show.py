@@ -18,8 +18,8 @@ import numpy as np
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
+from voxgan.data.cli import CommandLine, settings
 from voxgan.data.formats import load_grids
-from voxgan.data.prepare import CommandLine, settings
 from voxgan.data.shards import DatasetError, dataset_info, load_split, verify_dataset
 from voxgan.render import render_grid, save_png
 

@@ -3,18 +3,10 @@
 from voxgan.metrics.distribution import coverage, distribution_metrics, memorisation, mmd, one_nna
 from voxgan.metrics.frechet import feature_stats, frechet_distance, frechet_from_stats
 from voxgan.metrics.iou import occupancy_rows, pairwise_iou
-from voxgan.metrics.registry import (
-    MetricContext,
-    append_jsonl,
-    compute_metrics,
-    read_jsonl,
-    register_metric,
-    registered_metrics,
-)
+from voxgan.metrics.registry import MetricContext, compute_metrics, register_metric, registered_metrics
 
 __all__ = [
     "MetricContext",
-    "append_jsonl",
     "compute_metrics",
     "coverage",
     "distribution_metrics",
@@ -26,7 +18,6 @@ __all__ = [
     "occupancy_rows",
     "one_nna",
     "pairwise_iou",
-    "read_jsonl",
     "register_metric",
     "registered_metrics",
 ]

@@ -8,14 +8,9 @@ without the logger. A metric whose inputs are missing from the context logs why 
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -75,53 +70,6 @@ def compute_metrics(names: Iterable[str], ctx: MetricContext) -> dict[str, float
     for name in names:
         results.update(_METRICS[name](ctx))
     return results
-
-
-def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append ``record`` as one JSON line, durably; creates parent folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record) + "\n").encode()
-    with open(path, "a+b") as f:
-        _cut_partial_line(f)
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Records of a JSONL file.
-
-    An unterminated, unparsable last line (a crash mid-write) is skipped with a warning.
-    """
-    lines = Path(path).read_text().splitlines(keepends=True)
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            if number == len(lines) and not line.endswith("\n"):
-                warnings.warn(f"{path}: skipping truncated last line {number} ({error})", stacklevel=2)
-                break
-            message = f"{path}:{number} is not valid JSON ({error}); fix or remove that line"
-            raise ValueError(message) from error
-    return records
-
-
-def _cut_partial_line(f: BinaryIO) -> None:
-    """Drop an unterminated last line left by an interrupted append, so the next record starts a line."""
-    size = f.seek(0, os.SEEK_END)
-    if size == 0:
-        return
-    f.seek(size - 1)
-    if f.read(1) == b"\n":
-        return
-    f.seek(0)
-    keep = f.read().rfind(b"\n") + 1
-    warnings.warn(f"{f.name}: dropping a truncated last line ({size - keep} bytes) first", stacklevel=3)
-    f.truncate(keep)
 
 
 def _skipped(name: str, reason: str) -> dict[str, float]:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from voxgan.data.formats.base import atomic_write, error_summary
+from voxgan.io import atomic_write, error_summary
 from voxgan.models.layers import level_channels
 
 # Constructor arguments saved with the weights, so that load_classifier can rebuild the network.

@@ -16,14 +16,14 @@ import numpy as np
 import trimesh
 
 from voxgan.data.formats.arrays import ARRAY_SUFFIXES, count_grids, read_arrays
-from voxgan.data.formats.base import POSES, VoxelFileError, atomic_write, parse_pose, to_canonical
+from voxgan.data.formats.base import POSES, VoxelFileError, parse_pose, to_canonical
 from voxgan.data.formats.binvox import Binvox, read_binvox, write_binvox
 from voxgan.data.formats.mat import DEFAULT_KEY, read_mat
 from voxgan.data.formats.mesh import MESH_SUFFIXES, read_mesh, voxelize_mesh
 from voxgan.data.grid import normalize_grid
 
 __all__ = [
-    "ARRAY_SUFFIXES", "MESH_SUFFIXES", "POSES", "SUFFIXES", "Binvox", "VoxelFileError", "atomic_write",
+    "ARRAY_SUFFIXES", "MESH_SUFFIXES", "POSES", "SUFFIXES", "Binvox", "VoxelFileError",
     "auto_pose", "canonical_grid", "count_grids", "load_grids", "parse_pose", "read_arrays", "read_binvox",
     "read_mat", "read_mesh", "read_shapes", "to_canonical", "voxelize_mesh", "write_binvox",
 ]

@@ -1,13 +1,9 @@
-"""What every reader shares: its error type, atomic file writes and the poses of source files."""
+"""What every reader shares: its error type, occupancy thresholding and the poses of source files."""
 
 from __future__ import annotations
 
 import os
 import re
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
-from typing import IO, Any
 
 import numpy as np
 
@@ -28,35 +24,6 @@ class VoxelFileError(ValueError):
         super().__init__(f"{path}: {problem}")
         self.path = str(path)
         self.problem = problem
-
-
-def error_summary(error: BaseException, limit: int = 200) -> str:
-    """``<type>: <first line of the message>`` of an error raised while reading a file, for one-line
-    messages (torch and pickle raise several unrelated types for a damaged file, some without text)."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {(lines[0] if lines else repr(error))[:limit]}"
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], mode: str = "wb") -> Path:
-    """Write ``path`` through ``write(file)`` into a temporary file beside it, then rename it into place.
-
-    The temporary file is in the destination folder (a rename across filesystems would be a copy)
-    and is flushed to disk before the rename: a crash or a full disk leaves either the old file or
-    the new one, never half of one, and no temporary file behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def occupancy(path: str | os.PathLike, values: np.ndarray) -> np.ndarray:

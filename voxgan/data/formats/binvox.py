@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from voxgan.data.formats.base import VoxelFileError, atomic_write
+from voxgan.data.formats.base import VoxelFileError
+from voxgan.io import atomic_write
 
 MAGIC = b"#binvox 1"
 MAX_RUN = 255

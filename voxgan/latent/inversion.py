@@ -1,0 +1,211 @@
+"""Inversion of real shapes into latent vectors: optimisation from restarts, optionally started by an
+encoder trained on generated pairs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from voxgan.latent.networks import frozen
+
+# Draws n latent vectors from the prior: (n, d).
+Sampler = Callable[[int], torch.Tensor]
+
+
+def soft_iou_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - soft IoU per sample (N,) of occupancy probabilities against 0/1 targets."""
+    dims = tuple(range(1, probs.dim()))
+    intersection = (probs * target).sum(dims)
+    union = (probs + target - probs * target).sum(dims)
+    return 1 - intersection / union.clamp_min(1e-6)
+
+
+def bce_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy per sample (N,)."""
+    per_voxel = F.binary_cross_entropy(probs.clamp(1e-6, 1 - 1e-6), target, reduction="none")
+    return per_voxel.flatten(1).mean(1)
+
+
+# Logit margin of the hinge loss: a voxel stops pulling once it is on the right side by this much
+# (probability 0.27 / 0.73). Larger margins behave like BCE; smaller ones leave voxels on the fence.
+HINGE_MARGIN = 1.0
+
+
+def hinge_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared hinge on the logits per sample (N,): zero once every voxel is on its target's side
+    of 0.5 by ``HINGE_MARGIN``.
+
+    Unlike BCE it does not ask for probabilities of exactly 0 or 1, which a generator with soft
+    outputs only reaches by leaving the typical set (large |z|), away from the z that made the target.
+    """
+    logits = torch.logit(probs.clamp(1e-6, 1 - 1e-6))
+    return F.relu(HINGE_MARGIN - (2 * target - 1) * logits).pow(2).flatten(1).mean(1)
+
+
+RECONSTRUCTION_LOSSES = {"hinge": hinge_loss, "bce": bce_loss, "iou": soft_iou_loss}
+
+
+def iou(a: torch.Tensor, b: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """IoU per sample (N,) of two batches of grids thresholded at ``threshold`` (two empty grids: 1)."""
+    a, b = (a >= threshold).flatten(1), (b >= threshold).flatten(1)
+    intersection = (a & b).sum(1).float()
+    union = (a | b).sum(1).float()
+    return torch.where(union > 0, intersection / union.clamp_min(1), torch.ones_like(union))
+
+
+def prior_penalty(z: torch.Tensor) -> torch.Tensor:
+    """Per-sample (N,) departure of |z|^2 / d from 1, its typical value under a standard normal."""
+    return (z.pow(2).mean(1) - 1).pow(2)
+
+
+@dataclass
+class InversionSettings:
+    """How to search z for a target: restarts in parallel, Adam steps, loss, prior penalty."""
+
+    restarts: int = 4
+    candidates: int = 8  # random draws per restart; the restarts start from the draws that fit best
+    steps: int = 300
+    lr: float = 0.05
+    # Measured on a 16^3 chair + airplane GAN: soft IoU reconstructs thin real shapes best (chairs: median
+    # IoU 0.54 against 0.40-0.46 for hinge and BCE); hinge recovers generated targets best, most of all
+    # on generators whose outputs are still soft (0.93 against 0.80).
+    loss: str = "iou"  # iou (soft IoU) | hinge (on logits) | bce
+    prior_weight: float = 1.0  # normal prior: weight of the typical-norm penalty; uniform: z is clamped
+    batch_size: int = 64  # targets x restarts optimised in one generator forward
+
+
+@dataclass
+class Inversion:
+    """The best z per target, its reconstruction and IoU (thresholded at 0.5) with the target."""
+
+    z: torch.Tensor  # (N, d)
+    probs: torch.Tensor  # (N, 1, R, R, R)
+    iou: torch.Tensor  # (N,)
+
+
+def _check_settings(settings: InversionSettings) -> None:
+    if settings.loss not in RECONSTRUCTION_LOSSES:
+        raise ValueError(
+            f"inversion.loss={settings.loss!r} is unknown; use one of {sorted(RECONSTRUCTION_LOSSES)}")
+    if settings.restarts < 1 or settings.steps < 1 or settings.lr <= 0:
+        raise ValueError(f"inversion needs restarts >= 1, steps >= 1 and lr > 0, got {settings}")
+
+
+def _optimise(generator: nn.Module, target: torch.Tensor, z0: torch.Tensor, prior: str,
+              settings: InversionSettings) -> torch.Tensor:
+    """Adam on z (cosine-decayed learning rate) to reconstruct ``target``; returns the final z."""
+    z = z0.clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([z], lr=settings.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, settings.steps)
+    reconstruction = RECONSTRUCTION_LOSSES[settings.loss]
+    for _ in range(settings.steps):
+        loss = reconstruction(generator(z), target)
+        if prior == "normal" and settings.prior_weight > 0:
+            loss = loss + settings.prior_weight * prior_penalty(z)
+        optimiser.zero_grad(set_to_none=True)
+        loss.sum().backward()  # a sum keeps every z's gradient its own
+        optimiser.step()
+        schedule.step()
+        if prior == "uniform":
+            with torch.no_grad():
+                z.clamp_(-1, 1)
+    return z.detach()
+
+
+@torch.no_grad()
+def _starts(generator: nn.Module, target: torch.Tensor, sample_z: Sampler,
+            settings: InversionSettings) -> torch.Tensor:
+    """(n, restarts, d) starting points: per target, the prior draws whose G(z) fit it best."""
+    n, k, m = len(target), settings.restarts, settings.restarts * max(1, settings.candidates)
+    z = sample_z(n * m).to(target.device)
+    reconstruction = RECONSTRUCTION_LOSSES[settings.loss]
+    owner = torch.arange(n * m, device=z.device) // m  # the target each draw is scored against
+    size = settings.batch_size
+    losses = torch.cat([reconstruction(generator(zc), target[oc])
+                        for zc, oc in zip(z.split(size), owner.split(size), strict=True)])
+    best = losses.view(n, m).topk(k, dim=1, largest=False).indices
+    return z.view(n, m, -1).gather(1, best.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
+
+
+def invert(generator: nn.Module, targets: torch.Tensor, sample_z: Sampler, settings: InversionSettings,
+           prior: str = "normal", init: torch.Tensor | None = None) -> Inversion:
+    """Find z with G(z) close to each target (N, 1, R, R, R) of 0/1 occupancy.
+
+    Every target gets ``settings.restarts`` starts, the best-fitting of ``restarts * candidates`` draws
+    of ``sample_z(n)`` (the first replaced by ``init`` when given, e.g. an encoder's guess); the start
+    whose result has the best IoU wins. G runs in eval mode: BatchNorm with batch statistics would
+    tie the restarts to each other.
+    """
+    _check_settings(settings)
+    targets = targets.float()
+    k = settings.restarts
+    chunk = max(1, settings.batch_size // k)
+    best_z, best_probs, best_iou = [], [], []
+    with frozen(generator):
+        for lo in range(0, len(targets), chunk):
+            target = targets[lo : lo + chunk].to(next(generator.parameters()).device)
+            n = len(target)
+            z0 = _starts(generator, target, sample_z, settings)
+            if init is not None:
+                z0[:, 0] = init[lo : lo + n].to(target.device)
+            z = _optimise(generator, target.repeat_interleave(k, 0), z0.flatten(0, 1), prior, settings)
+            with torch.no_grad():
+                probs = generator(z)
+                scores = iou(probs, target.repeat_interleave(k, 0)).view(n, k)
+            pick = scores.argmax(1) + torch.arange(n, device=z.device) * k
+            best_z.append(z[pick].cpu())
+            best_probs.append(probs[pick].cpu())
+            best_iou.append(scores.max(1).values.cpu())
+    return Inversion(torch.cat(best_z), torch.cat(best_probs), torch.cat(best_iou))
+
+
+class LatentEncoder(nn.Module):
+    """x (N, 1, R, R, R) -> z (N, d): strided 3D convolutions down to 4^3, then a linear layer."""
+
+    def __init__(self, latent_dim: int, resolution: int, channels: int = 16) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in, size = 1, resolution
+        while size > 4:
+            c_out = channels * (resolution // size)
+            norm = nn.GroupNorm(min(8, c_out), c_out)
+            layers += [nn.Conv3d(c_in, c_out, 4, 2, 1), norm, nn.LeakyReLU(0.2, True)]
+            c_in, size = c_out, size // 2
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in * 4**3, latent_dim)
+        self.latent_dim, self.resolution = latent_dim, resolution
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+def train_encoder(generator: nn.Module, sample_z: Sampler, resolution: int, latent_dim: int, steps: int = 500,
+                  batch_size: int = 32, lr: float = 1e-3, channels: int = 16) -> LatentEncoder:
+    """An encoder regressing z from G(z) thresholded at 0.5 (the 0/1 form real shapes have), trained
+    on fresh generated pairs; a fast first guess for :func:`invert`."""
+    device = next(generator.parameters()).device
+    encoder = LatentEncoder(latent_dim, resolution, channels).to(device)
+    optimiser = torch.optim.Adam(encoder.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+    with frozen(generator):
+        for _ in range(steps):
+            z = sample_z(batch_size).to(device)
+            with torch.no_grad():
+                shapes = (generator(z) >= 0.5).float()
+            loss = F.mse_loss(encoder(shapes), z)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+    return encoder.eval()
+
+
+@torch.no_grad()
+def encode(encoder: LatentEncoder, grids: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """The encoder's z (N, d) for 0/1 grids (N, 1, R, R, R)."""
+    device = next(encoder.parameters()).device
+    return torch.cat([encoder(chunk.float().to(device)).cpu() for chunk in grids.split(batch_size)])

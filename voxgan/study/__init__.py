@@ -1,0 +1,36 @@
+"""The study apps' shared library: a trained model opened for study (``session``), shape specs resolved
+to latent vectors and real shapes (``specs``), and what the apps write (``outputs``). The apps
+themselves are ``experiments/{generate,interpolate,arithmetic,invert,tsne}.py``."""
+
+from voxgan.study.outputs import (
+    OUTPUT_FORMATS,
+    RESULT_COLOR,
+    TARGET_COLOR,
+    StudyRun,
+    binary_grids,
+    save_figure,
+    save_json,
+    save_npz,
+    save_shapes,
+    study_run,
+)
+from voxgan.study.session import (
+    App,
+    Classifier,
+    InversionConfig,
+    Study,
+    StudyConfig,
+    category_color,
+    check_config,
+    main,
+    register_schema,
+    run_app,
+)
+from voxgan.study.specs import SPEC_FORMS, Operand, RealShapes, load_real, procedural_shapes, resolve_operands
+
+__all__ = [
+    "OUTPUT_FORMATS", "RESULT_COLOR", "SPEC_FORMS", "TARGET_COLOR", "App", "Classifier", "InversionConfig",
+    "Operand", "RealShapes", "Study", "StudyConfig", "StudyRun", "binary_grids", "category_color",
+    "check_config", "load_real", "main", "procedural_shapes", "register_schema", "resolve_operands",
+    "run_app", "save_figure", "save_json", "save_npz", "save_shapes", "study_run",
+]

@@ -1,0 +1,239 @@
+"""A trained model opened for study, and the frame every study app runs in: the keys all apps share,
+their checks, the run folder, the ``<app>.json`` report and the one-line error of a bad value or file.
+
+Each app (``experiments/{generate,interpolate,arithmetic,invert,tsne}.py``) is a function
+``app(cfg, study, run) -> report`` run by :func:`main` (command line) or :func:`run_app`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from voxgan.config import LoggerConfig, check_value
+from voxgan.device import resolve_device
+from voxgan.io import atomic_write
+from voxgan.latent import (
+    INTERPOLATIONS,
+    RECONSTRUCTION_LOSSES,
+    Inversion,
+    InversionSettings,
+    LatentEncoder,
+    Sampler,
+    encode,
+    invert,
+    train_encoder,
+)
+from voxgan.module import load_checkpoint
+from voxgan.study.outputs import OUTPUT_FORMATS, StudyRun, save_json, study_run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InversionConfig(InversionSettings):
+    """Inversion settings plus the start: random prior draws, or an encoder's guess as the first restart."""
+
+    init: str = "random"  # random | encoder
+    encoder: str | None = None  # encoder.pt of an earlier run to reuse; null: train one (saved in the run)
+    encoder_steps: int = 1000
+
+
+@dataclass
+class StudyConfig:
+    """Keys every latent-space app shares."""
+
+    ckpt: str = MISSING
+    out: str = MISSING  # the run folder (the yaml sets Hydra's)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    use_ema: bool = True  # sample from G's moving average where the run kept one
+    classifier: str | None = None  # classifier.ckpt: labels samples with categories
+    mean_samples: int = 512  # mean:<category>: generated samples the classifier labels
+    attr_shapes: int = 16  # attr:...: matching procedural shapes inverted and averaged
+    inversion: InversionConfig = field(default_factory=InversionConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+class Classifier:
+    """A voxel classifier and its category names; predicts on 0/1 grids."""
+
+    def __init__(self, path: str, resolution: int, device: torch.device) -> None:
+        from voxgan.models.classifier import load_classifier
+
+        self.model, meta = load_classifier(path, device)
+        self.categories: list[str] = list(meta["categories"])
+        if meta.get("resolution", resolution) != resolution:
+            raise ValueError(f"classifier={path} reads {meta['resolution']}^3 grids but the checkpoint makes "
+                             f"{resolution}^3; train a classifier at {resolution}^3")
+        self.device = device
+
+    @torch.no_grad()
+    def predict(self, grids: torch.Tensor, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted category index and its probability for each grid (N, 1, R, R, R)."""
+        self.model.eval()
+        probs = torch.cat([self.model(chunk.float().to(self.device)).softmax(1).cpu()
+                           for chunk in grids.split(batch_size)])
+        best = probs.max(1)
+        return best.indices.numpy(), best.values.numpy()
+
+    def label(self, grids: torch.Tensor) -> list[str]:
+        """``"<category> <probability>"`` per grid."""
+        index, prob = self.predict(grids)
+        return [f"{self.categories[i]} {p:.2f}" for i, p in zip(index, prob, strict=True)]
+
+
+class Study:
+    """A trained model opened for study: sampling, labelling and inversion under one config."""
+
+    def __init__(self, cfg: DictConfig, out: Path) -> None:
+        self.cfg, self.out = cfg, out
+        self.device = resolve_device(cfg.device)
+        self.module, self.data = load_checkpoint(cfg.ckpt, map_location=self.device)
+        self.resolution: int = self.module.hparams.resolution
+        self.prior: str = self.module.hparams.model["prior"]
+        self.latent_dim: int = self.module.hparams.model["latent_dim"]
+        self.categories: list[str] = list(self.data.get("categories") or [])
+        self.classifier = Classifier(cfg.classifier, self.resolution, self.device) if cfg.classifier else None
+        fields = InversionSettings.__dataclass_fields__
+        self.settings = InversionSettings(**{k: cfg.inversion[k] for k in fields})
+        self._encoder: LatentEncoder | None = None
+        self._draws = 0
+
+    @property
+    def generator(self) -> torch.nn.Module:
+        """The network samples come from: G's moving average when kept and ``use_ema``, else G."""
+        return self.module.sampling_network(self.cfg.use_ema)
+
+    def seeded_z(self, seeds: range | list[int]) -> torch.Tensor:
+        """One z per seed, each drawn from the prior by its own seeded generator."""
+        return torch.cat([self.module.sample_z(1, torch.Generator().manual_seed(int(s))) for s in seeds])
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """Occupancy probabilities (N, 1, R, R, R) on the CPU."""
+        return self.module.generate(z, use_ema=self.cfg.use_ema).cpu()
+
+    def _restart_sampler(self) -> Sampler:
+        # Each inversion call draws its starts from its own stream: deterministic, never the same twice.
+        self._draws += 1
+        stream = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self._draws)
+        return lambda n: self.module.sample_z(n, stream)
+
+    def encoder(self) -> LatentEncoder:
+        """The encoder of ``inversion.encoder``, or one trained on generated pairs and saved in the run."""
+        if self._encoder is None:
+            path = self.cfg.inversion.encoder
+            self._encoder = load_encoder(path, self.device) if path else self._train_encoder()
+        return self._encoder
+
+    def _train_encoder(self) -> LatentEncoder:
+        start = time.perf_counter()
+        torch.manual_seed(self.cfg.seed)
+        encoder = train_encoder(self.generator, self._restart_sampler(), self.resolution, self.latent_dim,
+                                steps=self.cfg.inversion.encoder_steps)
+        save_encoder(encoder, self.out / "encoder.pt")
+        seconds = time.perf_counter() - start
+        log.info("trained the inversion encoder in %.1f s (saved in %s)", seconds, self.out)
+        return encoder
+
+    def invert(self, grids: np.ndarray) -> Inversion:
+        """Latent vectors of real shapes (N, R, R, R) bool, per ``cfg.inversion``."""
+        targets = torch.from_numpy(np.asarray(grids)).unsqueeze(1).float()
+        init = encode(self.encoder(), targets) if self.cfg.inversion.init == "encoder" else None
+        return invert(self.generator, targets, self._restart_sampler(), self.settings, self.prior, init)
+
+    def labels(self, grids: torch.Tensor, fallback: list[str]) -> list[str]:
+        """The classifier's category and probability per grid, or ``fallback`` without a classifier."""
+        return self.classifier.label(grids) if self.classifier else fallback
+
+    def colors(self, grids: torch.Tensor) -> list[tuple[int, int, int]] | None:
+        """A colour per grid by its predicted category (None without a classifier)."""
+        if self.classifier is None:
+            return None
+        return [category_color(i) for i in self.classifier.predict(grids)[0]]
+
+
+def category_color(index: int) -> tuple[int, int, int]:
+    """The render colour of category ``index`` (matplotlib's tab10, as in the t-SNE plots)."""
+    from matplotlib import colormaps
+
+    r, g, b, _ = colormaps["tab10"](int(index) % 10)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+def save_encoder(encoder: LatentEncoder, path: Path) -> Path:
+    """Write an inversion encoder's weights and shape atomically (loads with ``weights_only=True``)."""
+    state = {"latent_dim": encoder.latent_dim, "resolution": encoder.resolution,
+             "channels": encoder.features[0].out_channels, "state_dict": encoder.state_dict()}
+    return atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_encoder(path: str | Path, device: torch.device) -> LatentEncoder:
+    """An encoder written by :func:`save_encoder`."""
+    if not Path(path).is_file():
+        raise ValueError(f"inversion.encoder={path} does not exist; leave it null to train an encoder")
+    state = torch.load(path, map_location=device, weights_only=True)
+    encoder = LatentEncoder(state["latent_dim"], state["resolution"], state["channels"]).to(device)
+    encoder.load_state_dict(state["state_dict"])
+    return encoder.eval()
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Check the values an app reads late, so that a typo stops it before any work."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ValueError(f"{', '.join(missing)} not set: pass {' '.join(f'{k}=<value>' for k in missing)}")
+    inversion = cfg.inversion
+    check_value(inversion.loss in RECONSTRUCTION_LOSSES, "inversion.loss", inversion.loss,
+                f"one of {', '.join(RECONSTRUCTION_LOSSES)}")
+    check_value(inversion.init in ("random", "encoder"), "inversion.init", inversion.init,
+                "random or encoder")
+    check_value(inversion.restarts >= 1 and inversion.steps >= 1, "inversion.restarts/steps",
+                (inversion.restarts, inversion.steps), "positive integers")
+    if "format" in cfg:
+        check_value(cfg.format in OUTPUT_FORMATS, "format", cfg.format, f"one of {', '.join(OUTPUT_FORMATS)}")
+    if "method" in cfg:
+        check_value(cfg.method in (None, *INTERPOLATIONS), "method", cfg.method, "slerp, lerp or null")
+    if "steps" in cfg:
+        check_value(cfg.steps >= 2, "steps", cfg.steps, "at least 2 frames (the endpoints)")
+    if "n" in cfg:
+        check_value(cfg.n >= 1, "n", cfg.n, "a positive number of shapes")
+
+
+App = Callable[[DictConfig, Study, StudyRun], dict[str, Any]]
+
+
+def register_schema(app: str, schema: type) -> None:
+    """Store an app's config dataclass as ``<app>_schema``, the default of its conf/<app>.yaml."""
+    ConfigStore.instance().store(name=f"{app}_schema", node=schema)
+
+
+def run_app(app: str, body: App, cfg: DictConfig) -> dict[str, Any]:
+    """Run a latent-space app into ``cfg.out``: its files, ``<app>.json`` and its W&B run."""
+    check_config(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    study = Study(cfg, out)
+    with study_run(app, cfg, out) as run:
+        report = body(cfg, study, run)
+    report = {"app": app, "checkpoint": cfg.ckpt, "iteration": study.module.iteration, **report}
+    save_json(out / f"{app}.json", report)
+    print(f"{app}: outputs in {out}")
+    return report
+
+
+def main(app: str, body: App, cfg: DictConfig) -> dict[str, Any]:
+    """An app's command-line entry: :func:`run_app`, ending with one message on a bad value or file."""
+    try:
+        return run_app(app, body, cfg)
+    except ValueError as error:  # voxgan's errors about files and settings: one message, no traceback
+        raise SystemExit(f"error: {error}") from None
