@@ -30,6 +30,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], mode
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from the user's group
         with os.fdopen(fd, mode) as file:
             write(file)
             file.flush()
@@ -86,3 +87,10 @@ def _cut_partial_line(f: BinaryIO) -> None:
     keep = f.read().rfind(b"\n") + 1
     warnings.warn(f"{f.name}: dropping a truncated last line ({size - keep} bytes) first", stacklevel=3)
     f.truncate(keep)
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it, then put back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
