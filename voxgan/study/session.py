@@ -52,7 +52,7 @@ class InversionConfig(InversionSettings):
 class StudyConfig:
     """Keys every latent-space app shares."""
 
-    ckpt: str = MISSING
+    ckpt: str = MISSING  # a training checkpoint (*.ckpt), an exported generator's folder, or a hub id
     out: str = MISSING  # the run folder (the yaml sets Hydra's)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -92,17 +92,54 @@ class Classifier:
         return [f"{self.categories[i]} {p:.2f}" for i, p in zip(index, prob, strict=True)]
 
 
+def is_checkpoint(spec: str) -> bool:
+    """Whether ``ckpt=`` names a training checkpoint (else an exported generator's folder or hub id)."""
+    return str(spec).endswith(".ckpt") or Path(spec).is_file()
+
+
+class ExportedGenerator:
+    """An exported generator behind the part of ``VoxelGAN``'s interface the study apps use.
+
+    An export holds the moving-average G alone: no discriminator, no training data."""
+
+    def __init__(self, generator: torch.nn.Module, spec: str) -> None:
+        self.generator, self.spec = generator, spec
+        self.iteration = int(generator.config.get("training", {}).get("iterations") or 0)
+
+    def sampling_network(self, use_ema: bool = True) -> torch.nn.Module:
+        return self.generator.net
+
+    def sample_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.generator.sample_z(n, generator)
+
+    def generate(self, z: torch.Tensor, use_ema: bool = True) -> torch.Tensor:
+        return self.generator.generate(z)
+
+    @property
+    def discriminator(self) -> torch.nn.Module:
+        raise ValueError(f"ckpt={self.spec} is an exported generator, which holds no discriminator: "
+                         "D's features need the training checkpoint (ckpt=<run>/checkpoints/last.ckpt)")
+
+
 class Study:
     """A trained model opened for study: sampling, labelling and inversion under one config."""
 
     def __init__(self, cfg: DictConfig, out: Path) -> None:
         self.cfg, self.out = cfg, out
         self.device = resolve_device(cfg.device)
-        self.module, self.data = load_checkpoint(cfg.ckpt, map_location=self.device)
-        self.resolution: int = self.module.hparams.resolution
-        self.prior: str = self.module.hparams.model["prior"]
-        self.latent_dim: int = self.module.hparams.model["latent_dim"]
-        self.categories: list[str] = list(self.data.get("categories") or [])
+        if is_checkpoint(cfg.ckpt):
+            self.module, self.data = load_checkpoint(cfg.ckpt, map_location=self.device)
+            self.resolution: int = self.module.hparams.resolution
+            self.prior: str = self.module.hparams.model["prior"]
+            self.latent_dim: int = self.module.hparams.model["latent_dim"]
+            self.categories: list[str] = list(self.data.get("categories") or [])
+        else:  # an exported generator: a folder or a hub id
+            from voxgan.export import load_generator
+
+            generator, info = load_generator(cfg.ckpt, self.device)
+            self.module, self.data = ExportedGenerator(generator, cfg.ckpt), {}
+            self.resolution, self.prior, self.latent_dim = info.resolution, info.prior, info.latent_dim
+            self.categories = list(info.categories)
         self.classifier = Classifier(cfg.classifier, self.resolution, self.device) if cfg.classifier else None
         fields = InversionSettings.__dataclass_fields__
         self.settings = InversionSettings(**{k: cfg.inversion[k] for k in fields})

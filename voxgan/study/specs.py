@@ -94,6 +94,9 @@ def procedural_shapes(category: str, seeds: list[int], resolution: int) -> RealS
 def _split(study: Study, split: str, limit: int | None, seed: int) -> RealShapes:
     from voxgan.data.datamodule import VoxelDataModule
 
+    if not study.data:
+        raise ValueError(f"{split} names the training run's own split, which an exported generator "
+                         f"(ckpt={study.cfg.ckpt}) does not carry: pass a folder or files of shapes")
     data = VoxelDataModule(**study.data)
     data.setup()
     packed = data.train_set if split == "train" else data.val_set

@@ -1,0 +1,50 @@
+"""Export a trained generator as a shareable folder, and optionally upload it to the Hugging Face Hub.
+
+    python experiments/export.py ckpt=outputs/<date>/<time>/checkpoints/last.ckpt out=<folder> \
+        [push_to_hub=<user/name>]
+
+Writes ``model.safetensors`` (G only), ``config.json``, ``README.md`` (model card) and ``samples.png``;
+``voxgan.export.VoxelGenerator.from_pretrained(<folder or user/name>)`` loads them.
+"""
+
+from dataclasses import dataclass
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from voxgan.device import resolve_device
+from voxgan.export import WEIGHTS_FILE, export_generator, push_folder
+
+
+@dataclass
+class ExportConfig:
+    """Keys of conf/export.yaml."""
+
+    ckpt: str = MISSING
+    out: str = MISSING  # the export folder: new, empty, or an earlier export (replaced)
+    samples_png: bool = True
+    push_to_hub: str | None = None  # user/name of a Hub model repository
+    private: bool | None = None
+    device: str = "auto"
+
+
+ConfigStore.instance().store(name="export_schema", node=ExportConfig)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    try:
+        device = resolve_device(cfg.device)
+        folder = export_generator(cfg.ckpt, cfg.out, cfg.samples_png, device, cfg.push_to_hub)
+        for path in sorted(folder.iterdir()):
+            print(f"wrote {path} ({path.stat().st_size / 1e3:.1f} kB)")
+        print(f"weights: {folder / WEIGHTS_FILE}, {(folder / WEIGHTS_FILE).stat().st_size / 1e6:.2f} MB")
+        if cfg.push_to_hub:
+            print(f"pushed to the hub: {push_folder(folder, cfg.push_to_hub, private=cfg.private)}")
+    except ValueError as error:  # voxgan's errors about files, settings and the hub: one line, no traceback
+        raise SystemExit(f"error: {error}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,460 @@
+"""Trained generators as shareable folders: weights in safetensors, a config.json, a model card.
+
+An export folder holds ``model.safetensors`` (G's weights and BatchNorm buffers, nothing of D),
+``config.json`` (what rebuilds G, and where it came from), ``README.md`` (a model card with YAML
+metadata) and optionally ``samples.png``. Loading one reads only safetensors and JSON, never
+pickle, and needs neither Lightning nor the training code: this module imports them only inside
+the functions that read training checkpoints. The Hugging Face Hub is reached through
+``huggingface_hub``, imported only when a hub id is given or a folder is pushed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
+from torch import nn
+
+import voxgan
+from voxgan.io import atomic_write, error_summary, read_jsonl
+from voxgan.models import ARCHITECTURES, build_generator
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+CARD_FILE = "README.md"
+SAMPLES_FILE = "samples.png"
+FORMAT = "voxgan-generator"
+FORMAT_VERSION = 1
+PRIORS = ("normal", "uniform")
+# Keys of config.json that rebuild G, with their types.
+GENERATOR_KEYS = {
+    "architecture": str,
+    "latent_dim": int,
+    "prior": str,
+    "resolution": int,
+    "g_channels": int,
+    "categories": list,
+}
+SAMPLE_COUNT = 16  # shapes in samples.png, z drawn from seed 0
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+HUB_HINT = "check the id, the network and HF_TOKEN (a token with access to the repository)"
+
+
+class ExportError(ValueError):
+    """An export folder, destination or hub id that cannot be used as asked."""
+
+
+@dataclass(frozen=True)
+class GeneratorInfo:
+    """What the latent-space apps need to know of a generator besides its weights."""
+
+    latent_dim: int
+    prior: str
+    resolution: int
+    categories: list[str]
+
+
+class VoxelGenerator(nn.Module):
+    """A trained generator rebuilt from its config.json: z (N, latent_dim) -> occupancy probabilities
+    (N, 1, R, R, R), in eval mode. Loads from an export folder, a hub id or a training checkpoint."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        check_config(config, CONFIG_FILE)
+        self.config = json.loads(json.dumps(config))  # a private copy, and proof that it is pure JSON
+        self.net = build_generator(
+            config["architecture"], config["latent_dim"], config["resolution"], config["g_channels"]
+        )
+        self.eval()
+
+    @property
+    def info(self) -> GeneratorInfo:
+        """Latent size, prior, resolution and categories."""
+        c = self.config
+        return GeneratorInfo(c["latent_dim"], c["prior"], c["resolution"], list(c["categories"]))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+    def sample_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n latent vectors from the prior (standard normal, or uniform on [-1, 1]), drawn as the training
+        module draws them (on ``generator``'s device), so one seeded generator gives one z in both."""
+        device = generator.device if generator is not None else self.device
+        shape = (n, self.config["latent_dim"])
+        if self.config["prior"] == "uniform":
+            return torch.rand(shape, generator=generator, device=device) * 2 - 1
+        return torch.randn(shape, generator=generator, device=device)
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """Occupancy probabilities (N, 1, R, R, R) for latent vectors z, in eval mode, float32."""
+        was_training = self.training
+        self.eval()
+        out = torch.cat([self.net(chunk.to(self.device)) for chunk in z.split(64)])
+        self.train(was_training)
+        return out.float()
+
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        """Occupancy probabilities of n shapes whose z are drawn from the prior by a CPU generator seeded
+        with ``seed`` (the same z on every device)."""
+        return self.generate(self.sample_z(n, torch.Generator().manual_seed(seed)))
+
+    # ------------------------------------------------------------------------------------ loading
+    @classmethod
+    def from_checkpoint(
+        cls, ckpt_path: str | Path, map_location: str | torch.device = "cpu"
+    ) -> VoxelGenerator:
+        """The generator a training checkpoint samples from (G's moving average when the run kept one,
+        with its BatchNorm statistics measured as ``VoxelGAN.generate`` does), with the run's provenance."""
+        from voxgan.module import load_checkpoint
+
+        module, data = load_checkpoint(ckpt_path, map_location=map_location)
+        network = module.sampling_network(use_ema=True)
+        config = _checkpoint_config(Path(ckpt_path), module, data)
+        generator = cls(config).to(map_location)
+        generator.net.load_state_dict(network.state_dict())
+        return generator.eval()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_hub_id: str | Path,
+        map_location: str | torch.device = "cpu",
+        token: str | None = None,
+        revision: str | None = None,
+    ) -> VoxelGenerator:
+        """Load an export folder, or download one from the Hugging Face Hub (``user/name``)."""
+        folder = Path(path_or_hub_id)
+        if not folder.exists():
+            if not HUB_ID.fullmatch(str(path_or_hub_id)):
+                raise ExportError(
+                    f"{path_or_hub_id} does not exist; pass an export folder "
+                    "(written by experiments/export.py) or a hub id user/name"
+                )
+            folder = _download(str(path_or_hub_id), token, revision)
+        return cls._from_folder(folder, map_location)
+
+    @classmethod
+    def _from_folder(cls, folder: Path, map_location: str | torch.device) -> VoxelGenerator:
+        if not folder.is_dir():
+            raise ExportError(f"{folder} is a file, not an export folder; pass the folder of {CONFIG_FILE}")
+        missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (folder / name).is_file()]
+        if missing:
+            raise ExportError(
+                f"{folder} has no {' and no '.join(missing)}: it is not an exported generator; "
+                "export one with experiments/export.py ckpt=<last.ckpt> out=<folder>"
+            )
+        config_path = folder / CONFIG_FILE
+        try:
+            config = json.loads(config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            message = f"{config_path} is not valid JSON ({error}); export the generator again"
+            raise ExportError(message) from error
+        check_config(config, config_path)
+        generator = cls(config)
+        weights_path = folder / WEIGHTS_FILE
+        try:
+            tensors = load_file(weights_path, device=str(torch.device(map_location)))
+            generator.net.load_state_dict(tensors)
+        except (SafetensorError, RuntimeError, OSError) as error:
+            raise ExportError(
+                f"{weights_path} does not hold this config's generator ({error_summary(error)}); "
+                "it may be damaged or from another export: export the generator again"
+            ) from error
+        return generator.to(map_location).eval()
+
+    # ------------------------------------------------------------------------------------- saving
+    def save_pretrained(
+        self, save_directory: str | Path, samples_png: bool = True, repo_id: str | None = None
+    ) -> Path:
+        """Write the export folder: weights, config.json, ``samples.png`` when asked, and the model card
+        (whose loading example names ``repo_id`` when given). Refuses a non-empty folder that is not an
+        earlier export; each file is replaced atomically."""
+        folder = Path(save_directory)
+        check_destination(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {name: t.detach().cpu().contiguous() for name, t in self.net.state_dict().items()}
+        payload = safetensors_bytes(tensors, metadata={"format": "pt"})
+        atomic_write(folder / WEIGHTS_FILE, lambda f: f.write(payload))
+        text = json.dumps(self.config, indent=2) + "\n"
+        atomic_write(folder / CONFIG_FILE, lambda f: f.write(text), "w")
+        if samples_png:
+            from voxgan.render import render_grid, save_png
+
+            grids = self.sample(SAMPLE_COUNT, seed=0).cpu().numpy()
+            save_png(render_grid(grids, ncols=4), folder / SAMPLES_FILE)
+        else:  # an earlier export's samples are not these weights'
+            (folder / SAMPLES_FILE).unlink(missing_ok=True)
+        card = model_card(self.config, folder, repo_id)
+        atomic_write(folder / CARD_FILE, lambda f: f.write(card), "w")
+        return folder
+
+    def push_to_hub(
+        self, repo_id: str, token: str | None = None, private: bool | None = None, samples_png: bool = True
+    ) -> str:
+        """Export into a temporary folder and upload it to the Hub repository ``repo_id``; the commit URL."""
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / "export", samples_png, repo_id)
+            return push_folder(folder, repo_id, token, private)
+
+
+def export_generator(
+    ckpt_path: str | Path,
+    out_dir: str | Path,
+    samples_png: bool = True,
+    map_location: str | torch.device = "cpu",
+    repo_id: str | None = None,
+) -> Path:
+    """Export the generator of a training checkpoint into ``out_dir``; returns the folder."""
+    check_destination(Path(out_dir))
+    generator = VoxelGenerator.from_checkpoint(ckpt_path, map_location)
+    return generator.save_pretrained(out_dir, samples_png, repo_id)
+
+
+def load_generator(
+    spec: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[VoxelGenerator, GeneratorInfo]:
+    """The generator named by ``spec`` (a training checkpoint ``*.ckpt``, an export folder, or a hub id
+    ``user/name``) in eval mode, with what the apps need to know of it."""
+    path = Path(spec)
+    if path.suffix == ".ckpt" or path.is_file():
+        if path.suffix != ".ckpt":
+            raise ExportError(f"{path} is neither a training checkpoint (*.ckpt) nor an export folder")
+        generator = VoxelGenerator.from_checkpoint(path, map_location)
+    else:
+        generator = VoxelGenerator.from_pretrained(spec, map_location)
+    return generator, generator.info
+
+
+def push_folder(
+    folder: str | Path, repo_id: str, token: str | None = None, private: bool | None = None
+) -> str:
+    """Upload an export folder to the Hub model repository ``repo_id`` (created if needed); the commit URL."""
+    folder = Path(folder)
+    if not is_export(folder):
+        raise ExportError(f"{folder} is not an export folder (no {CONFIG_FILE} of format {FORMAT})")
+    HfApi = _hub().HfApi  # noqa: N806
+
+    try:
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id=repo_id, private=private, exist_ok=True).repo_id
+        commit = api.upload_folder(
+            repo_id=repo_id, folder_path=folder, repo_type="model", commit_message="Upload voxgan generator"
+        )
+    except Exception as error:  # huggingface_hub and httpx raise many unrelated types for network and auth
+        message = f"could not upload {folder} to the hub as {repo_id} ({error_summary(error)}); {HUB_HINT}"
+        raise ExportError(message) from error
+    return str(getattr(commit, "commit_url", commit))
+
+
+# ------------------------------------------------------------------------------------ config
+def check_config(config: Any, source: str | Path) -> None:
+    """Raise ExportError naming ``source`` and the key when ``config`` cannot rebuild a generator."""
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ExportError(f"{source} is not a voxgan generator config (format {FORMAT!r}); export it again")
+    for key, kind in GENERATOR_KEYS.items():
+        if not isinstance(config.get(key), kind) or isinstance(config.get(key), bool):
+            raise ExportError(f"{source}: key {key!r} must be a {kind.__name__}, got {config.get(key)!r}")
+    if config["architecture"] not in ARCHITECTURES:
+        known = sorted(ARCHITECTURES)
+        raise ExportError(f"{source}: architecture {config['architecture']!r} is not one of {known}")
+    if config["prior"] not in PRIORS:
+        raise ExportError(f"{source}: prior {config['prior']!r} is not one of {PRIORS}")
+
+
+def is_export(folder: Path) -> bool:
+    """Whether ``folder`` holds an earlier export (a config.json of this format)."""
+    try:
+        return json.loads((folder / CONFIG_FILE).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_destination(folder: Path) -> None:
+    """Refuse a destination that is a file, or a non-empty folder that is not an earlier export."""
+    if folder.exists() and not folder.is_dir():
+        raise ExportError(f"export destination {folder} is a file; pass a new or empty folder")
+    if folder.is_dir() and any(folder.iterdir()) and not is_export(folder):
+        raise ExportError(
+            f"export destination {folder} is not empty and holds no earlier export; "
+            "pass a new or empty folder"
+        )
+
+
+def _checkpoint_config(ckpt: Path, module: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """config.json of a training checkpoint: G's settings, the run's provenance, its last evaluation."""
+    model = module.hparams.model
+    categories = list(data.get("categories") or [])
+    dataset = _dataset_summary(data)
+    if not categories and dataset:
+        categories = list(dataset["categories"])
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "architecture": model["name"],
+        "latent_dim": model["latent_dim"],
+        "prior": model["prior"],
+        "resolution": module.hparams.resolution,
+        "g_channels": model["g_channels"],
+        "categories": categories,
+        "training": {
+            "iterations": module.iteration,
+            "seed": module.hparams.seed,
+            "weights": "moving average of G" if module.g_ema is not None else "G",
+            "ema_decay": model["ema_decay"],
+            "loss": module.hparams.loss["name"],
+            "data": {
+                "source": data.get("source"),
+                "root": data.get("root"),
+                "num_shapes": data.get("num_shapes") if data.get("source") == "synthetic" else None,
+                "prepared_from": dataset,
+            },
+            "checkpoint": "/".join(ckpt.resolve().parts[-3:]),
+            "voxgan_version": voxgan.__version__,
+        },
+        "evaluation": _last_evaluation(ckpt.resolve().parent.parent, module.iteration),
+    }
+
+
+def _dataset_summary(data: dict[str, Any]) -> dict[str, Any] | None:
+    """Source format, categories and shapes per split of a prepared dataset, when its root is readable."""
+    if data.get("source") != "shards" or not data.get("root"):
+        return None
+    from voxgan.data.shards import dataset_info
+
+    try:
+        info = dataset_info(data["root"])
+    except (ValueError, OSError):  # moved or unreadable since training: the card names the root only
+        return None
+    return {"source": info["source"], "categories": info["categories"], "shapes": info["shapes"]}
+
+
+def _last_evaluation(run: Path, iteration: int) -> dict[str, Any] | None:
+    """The run's last evaluation record at or before ``iteration`` (that of the checkpoint's weights)."""
+    from voxgan.evaluation import EVAL_FILE, RECORD_FIELDS
+
+    path = run / EVAL_FILE
+    if not path.is_file():
+        return None
+    records = [r for r in read_jsonl(path) if r.get("iteration", 0) <= iteration]
+    if not records:
+        return None
+    record = records[-1]
+    metrics = {k: v for k, v in record.items() if k not in RECORD_FIELDS and isinstance(v, int | float)}
+    return {"iteration": record.get("iteration"), "samples": record.get("samples"), "metrics": metrics}
+
+
+# -------------------------------------------------------------------------------------- card
+def model_card(config: dict[str, Any], folder: Path, repo_id: str | None = None) -> str:
+    """README.md of an export folder: YAML metadata, samples, training data, evaluation, how to load."""
+    training = config.get("training") or {}
+    resolution = config["resolution"]
+    categories = ", ".join(config["categories"]) or "unknown"
+    weights = folder / WEIGHTS_FILE
+    megabytes = weights.stat().st_size / 1e6
+    with safe_open(weights, "pt") as tensors:
+        values = sum(math.prod(tensors.get_slice(name).get_shape()) for name in tensors.keys())
+    tags = ["voxgan", "3d", "voxels", "gan", "generative", config["architecture"], *config["categories"]]
+    lines = ["---", "library_name: voxgan", "tags:", *(f"- {t}" for t in dict.fromkeys(tags)), "---", ""]
+    lines += [
+        f"# voxgan generator: {categories}, {resolution}^3",
+        "",
+        f"A 3D voxel GAN generator ({config['architecture']}, width {config['g_channels']}) trained with "
+        f"voxgan: a {config['latent_dim']}-d latent vector from a {config['prior']} prior "
+        f"becomes a {resolution}^3 grid of occupancy probabilities (occupied above 0.5).",
+        "",
+    ]
+    if (folder / SAMPLES_FILE).is_file():
+        lines += [f"![{SAMPLE_COUNT} samples, z drawn with seed 0]({SAMPLES_FILE})", ""]
+    lines += ["## Training", "", "| setting | value |", "|---|---|"]
+    lines += [f"| data | {_data_line(training.get('data') or {})} |", f"| categories | {categories} |"]
+    lines.append(f"| resolution | {resolution}^3 |")
+    for key, label in (("iterations", "generator iterations"), ("seed", "seed"), ("loss", "objective"),
+                       ("weights", "weights"), ("checkpoint", "checkpoint"), ("voxgan_version", "voxgan")):
+        if training.get(key) is not None:
+            lines.append(f"| {label} | {training[key]} |")
+    lines += ["", *_evaluation_lines(config.get("evaluation"))]
+    lines += [
+        "## Use",
+        "",
+        "```python",
+        "from voxgan.export import VoxelGenerator",
+        f'generator = VoxelGenerator.from_pretrained("{repo_id or "path/to/" + folder.name}")',
+        f"shapes = generator.sample(16, seed=0) >= 0.5  # (16, 1, {resolution}, {resolution}, {resolution})",
+        "```",
+        "",
+        "## Files",
+        "",
+        f"- `{WEIGHTS_FILE}`: the generator only (weights and BatchNorm statistics), {values:,} values, "
+        f"{megabytes:.2f} MB; safetensors, loaded without pickle",
+        f"- `{CONFIG_FILE}`: architecture, latent size, prior, resolution, width, categories, "
+        "and the training provenance above",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _data_line(data: dict[str, Any]) -> str:
+    if data.get("source") == "synthetic":
+        return f"voxgan's procedural shapes, {data.get('num_shapes')} per category"
+    line = f"{data.get('source')} at `{data.get('root')}`"
+    prepared = data.get("prepared_from")
+    if prepared:
+        shapes = ", ".join(f"{n} {split}" for split, n in prepared["shapes"].items() if n)
+        line += f", prepared from source={prepared['source']} ({shapes} shapes)"
+    return line
+
+
+def _evaluation_lines(evaluation: dict[str, Any] | None) -> list[str]:
+    if not evaluation:
+        return ["## Evaluation", "", "The training run recorded no evaluation.", ""]
+    rows = [f"| {name} | {value:.4g} |" for name, value in evaluation["metrics"].items()]
+    return [
+        "## Evaluation",
+        "",
+        f"The run's last evaluation of these weights (iteration {evaluation['iteration']}): "
+        f"{evaluation['samples']} samples of a fixed z against as many shapes of the val split, "
+        "distance 1 - IoU. MMD (lower is better), COV (higher), 1-NNA (0.5 is ideal); "
+        "nn_iou_* compare samples with training shapes.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def _download(hub_id: str, token: str | None, revision: str | None) -> Path:
+    """The folder of the hub repository's config and weights in the local Hugging Face cache."""
+    snapshot_download = _hub().snapshot_download
+
+    try:
+        files = [CONFIG_FILE, WEIGHTS_FILE]
+        return Path(snapshot_download(hub_id, revision=revision, token=token, allow_patterns=files))
+    except Exception as error:  # huggingface_hub and httpx raise many unrelated types for network and auth
+        raise ExportError(
+            f"{hub_id} is no local folder, and fetching it from the hub failed "
+            f"({error_summary(error)}); {HUB_HINT}"
+        ) from error
+
+
+def _hub() -> Any:
+    """huggingface_hub, an optional dependency: only hub ids and uploads need it."""
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise ExportError("hub ids and push_to_hub need huggingface_hub: pip install 'voxgan[hub]'") from None
+    return huggingface_hub
