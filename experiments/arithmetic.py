@@ -32,6 +32,7 @@ from voxgan.study import (
     save_npz,
     save_shapes,
 )
+from voxgan.viewer import write_viewer
 
 ARITHMETIC_OPERANDS = ("a", "b", "c", "d")
 
@@ -66,6 +67,9 @@ def arithmetic_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, An
     png = save_png(sheet, study.out / "arithmetic.png")
     save_npz(study.out / "arithmetic.npz", z=z.numpy(), grids=grids, names=np.asarray([*operands, "result"]))
     save_shapes(grids[-1:], study.out / "shapes", ["result"], cfg.format, cfg.smooth)
+    if cfg.format == "html":  # the operands and the result, side by side
+        write_viewer(study.out / "arithmetic.html", [list(probs[:, 0].numpy())], [labels], title=cfg.expr,
+                     smooth=cfg.smooth)
     run.image("arithmetic", png, cfg.expr)
     run.shapes("result", grids[-1:], [cfg.expr])
     predicted = study.labels(probs[-1:] >= 0.5, [""])[0]

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from voxgan.render import render_grid, save_png
 from voxgan.study import (
+    VIEWER_SHAPES,
     Study,
     StudyConfig,
     StudyRun,
@@ -27,12 +28,13 @@ from voxgan.study import (
     save_npz,
     save_shapes,
 )
+from voxgan.viewer import write_viewer
 
 
 @dataclass
 class GenerateConfig(StudyConfig):
     n: int = 64
-    format: str = "obj"  # obj | ply | glb | stl | binvox | none (PNG and npz are always written)
+    format: str = "obj"  # obj | ply | glb | stl | binvox | html (a 3D viewer of the first 16) | none
     smooth: int = 0  # Taubin smoothing iterations of the meshes
 
 
@@ -48,6 +50,10 @@ def generate_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]
     png = save_png(sheet, study.out / "samples.png")
     save_npz(study.out / "samples.npz", grids=grids, z=z.numpy(), seeds=np.asarray(seeds))
     files = save_shapes(grids, study.out / "shapes", names, cfg.format, cfg.smooth)
+    if cfg.format == "html":  # one page of the first shapes, to turn and zoom
+        shown = min(len(grids), VIEWER_SHAPES)
+        files = [write_viewer(study.out / "samples.html", [list(probs[:shown, 0].numpy())], [labels[:shown]],
+                              title=f"{shown} samples of {cfg.ckpt}", smooth=cfg.smooth)]
     run.image("samples", png)
     run.shapes("shapes", grids[:4], labels[:4])
     occupancy = float(grids.mean())

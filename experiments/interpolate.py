@@ -32,6 +32,7 @@ from voxgan.study import (
     save_npz,
     save_shapes,
 )
+from voxgan.viewer import write_viewer
 
 
 @dataclass
@@ -65,6 +66,10 @@ def interpolate_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, A
     save_npz(study.out / "interpolation.npz", z=path.numpy(), grids=grids, t=t)
     names = [f"frame_{i:03d}" for i in range(len(grids))]
     save_shapes(grids, study.out / "shapes", names, cfg.format, cfg.smooth)
+    if cfg.format == "html":  # one shape, a slider over the frames
+        title = f"{cfg.a} -> {cfg.b} ({method})"
+        write_viewer(study.out / "interpolation.html", [[p] for p in probs[:, 0].numpy()],
+                     [[label] for label in labels], [f"t={x:.2f}" for x in t], title=title, smooth=cfg.smooth)
     run.image("interpolation", strip, f"{cfg.a} -> {cfg.b} ({method})")
     run.animation("animation", gif)
     run.shapes("frames", grids[[0, len(grids) // 2, -1]], [labels[0], labels[len(grids) // 2], labels[-1]])

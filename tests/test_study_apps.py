@@ -90,6 +90,30 @@ def test_generate_writes_png_npz_meshes_and_a_wandb_run(tiny_checkpoint: Path, t
     assert summary["state"] == "finished" and summary["summary"]["n"] == 4
     assert summary["summary"]["samples"]["_type"] == "image-file"
     assert "object3D" in json.dumps(summary["summary"]["shapes"])
+    # W&B gets marching-cubes meshes (glb), one per occupied sample of the first four
+    logged = list((tmp_path / "wandb").glob("offline-run-*/files/media/object3D/*.glb"))
+    assert len(logged) == len(occupied)
+    assert all(len(trimesh.load(p, force="mesh").faces) > 0 for p in logged)
+
+
+def _viewer_figure(path: Path) -> dict:
+    """The plotly figure a viewer page holds."""
+    html = path.read_text()
+    start = html.index("Plotly.newPlot(")
+    args = json.JSONDecoder().raw_decode(html[html.index("[", start):])[0]  # the data traces
+    return {"data": args, "html": html}
+
+
+def test_generate_and_interpolate_write_a_3d_viewer_page(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    run_app("generate", app_cfg("generate", tiny_checkpoint, tmp_path / "g", "n=18", "format=html"))
+    page = _viewer_figure(tmp_path / "g" / "samples.html")
+    assert sum(trace["type"] == "mesh3d" for trace in page["data"]) == 16  # the first 16 of 18
+    assert '<script src="http' not in page["html"] and "seed 15" in page["html"]
+    cfg = app_cfg("interpolate", tiny_checkpoint, tmp_path / "i", "a=seed:1", "b=seed:2", "steps=5",
+                  "format=html")
+    run_app("interpolate", cfg)
+    html = (tmp_path / "i" / "interpolation.html").read_text()
+    assert all(f"t={t:.2f}" in html for t in (0, 0.25, 0.5, 0.75, 1.0)) and '"sliders"' in html
 
 
 def test_generate_binvox_reads_back_as_the_samples(tiny_checkpoint: Path, tmp_path: Path) -> None:

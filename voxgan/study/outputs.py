@@ -23,7 +23,8 @@ from voxgan.render import MESH_FORMATS, grid_to_mesh, save_mesh
 log = logging.getLogger(__name__)
 
 
-OUTPUT_FORMATS = (*MESH_FORMATS, "binvox", "none")
+OUTPUT_FORMATS = (*MESH_FORMATS, "binvox", "html", "none")
+VIEWER_SHAPES = 16  # shapes one HTML viewer shows (a browser keeps 16 WebGL scenes alive)
 
 
 TARGET_COLOR = (150, 150, 150)  # real shapes, beside their reconstructions in DEFAULT_COLOR
@@ -77,9 +78,10 @@ def save_figure(figure: Any, path: Path) -> Path:
 def save_shapes(grids: np.ndarray, folder: Path, names: list[str], file_format: str,
                 smooth: int = 0) -> list[Path]:
     """Each occupied grid as ``<folder>/<name>.<format>``: a marching-cubes mesh (obj, ply, glb, stl) or a
-    binvox file, both placed in [-0.5, 0.5]^3; ``none`` writes nothing. Empty grids are skipped."""
+    binvox file, both placed in [-0.5, 0.5]^3; ``none`` and ``html`` (the apps' viewer page) write no
+    file per shape. Empty grids are skipped."""
     paths: list[Path] = []
-    if file_format == "none":
+    if file_format in ("none", "html"):
         return paths
     for grid, name in zip(grids, names, strict=True):
         path = folder / f"{name}.{file_format}"
@@ -105,7 +107,7 @@ class StudyRun:
     """The app's offline W&B run in its run folder, or a no-op when the logger has no ``wandb`` backend."""
 
     def __init__(self, app: str, cfg: DictConfig, out: Path) -> None:
-        self.run = None
+        self.run, self.folder = None, out
         if "wandb" not in cfg.logger.backends:
             return
         import wandb
@@ -131,13 +133,25 @@ class StudyRun:
             self.run.log({key: wandb.Video(str(gif), format="gif")})
 
     def shapes(self, key: str, grids: np.ndarray, captions: list[str] | None = None) -> None:
-        """Grids as 3D point clouds that turn in the browser."""
-        if self.run is not None:
-            import wandb
+        """Grids as 3D objects that turn in the browser: marching-cubes meshes (glb, written under
+        ``<run>/meshes/``), or point clouds of the occupied voxels where a mesh cannot be written."""
+        if self.run is None:
+            return
+        import wandb
 
-            clouds = [wandb.Object3D(point_cloud(g), caption=c)
-                      for g, c in zip(grids, captions or [None] * len(grids), strict=True) if g.any()]
-            self.run.log({key: clouds})
+        from voxgan.viewer import write_glb
+
+        objects = []
+        for i, (grid, caption) in enumerate(zip(grids, captions or [None] * len(grids), strict=True)):
+            if not grid.any():
+                continue
+            try:
+                path = write_glb(self.folder / "meshes" / f"{key}_{i:02d}.glb", grid)
+                objects.append(wandb.Object3D(str(path), caption=caption))
+            except (ValueError, RuntimeError) as error:  # marching cubes finds no surface in a speck
+                log.warning("%s[%d]: a point cloud instead of a mesh (%s)", key, i, error)
+                objects.append(wandb.Object3D(point_cloud(grid), caption=caption))
+        self.run.log({key: objects})
 
     def summary(self, values: dict[str, Any]) -> None:
         """Numbers that describe the whole run."""
