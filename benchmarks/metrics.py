@@ -1,11 +1,15 @@
-"""Time the full sample-quality metric set, and compare ways of computing the IoU matrix.
+"""Time the full sample-quality metric set, compare ways of computing the IoU matrix, and time the
+surface metrics (Chamfer and Earth Mover's distances of sampled surface points).
 
 Full set: the three IoU matrices with MMD / COV / 1-NNA (``distribution_metrics``) plus the
 memorisation check against a training set of the same size (a fourth matrix). Inputs are random
 grids of about 10% occupancy; the dense matrix products do the same work whatever the voxels
-hold, which the 50%-occupancy row of the second table checks.
+hold, which the 50%-occupancy row of the second table checks. The surface metrics take procedural
+chairs (random grids have no meaningful surface); their distance matrices grow with the square of
+the set size, so their table also projects its timings to ``--project-to`` shapes per set.
 
-    python benchmarks/metrics.py [--n 1000] [--repeats 3]
+    python benchmarks/metrics.py [--n 1000] [--repeats 3] [--tables full kernel surface]
+    python benchmarks/metrics.py --tables surface --surface-n 1000   # the full 1000 vs 1000 (hours on a CPU)
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ from functools import partial
 import numpy as np
 import torch
 
+from voxgan.data.procedural import make_shapes
 from voxgan.metrics import distribution_metrics, memorisation, occupancy_rows, pairwise_iou
+from voxgan.metrics.surface import SURFACE_METHOD, chamfer_matrix, emd_matrix, surface_points
 
 DENSITY = 0.1
+TABLES = ("full", "kernel", "surface")
 
 
 def random_grids(n: int, resolution: int, density: float, seed: int, device: str = "cpu") -> torch.Tensor:
@@ -122,16 +129,77 @@ def kernel_table(n: int, repeats: int) -> None:
     print(f"* the product alone, timed on {subset} rows of A and scaled to {n}")
 
 
+def pair_count(n: int) -> int:
+    """Distances surface_metrics computes for n vs n: generated-reference, plus both self-comparisons
+    above their diagonals."""
+    return n * n + n * (n - 1)
+
+
+def three_matrices_seconds(
+    distance: Callable[..., torch.Tensor], gen: torch.Tensor, ref: torch.Tensor
+) -> float:
+    """Wall time of the generated-reference, generated-generated and reference-reference matrices."""
+    start = time.perf_counter()
+    distance(gen, ref)
+    distance(gen, None)
+    distance(ref, None)
+    return time.perf_counter() - start
+
+
+def surface_steps(grids: torch.Tensor, n: int, subset: int) -> dict[str, tuple[float, str]]:
+    """Seconds of each step of surface_metrics on grids[:n] vs grids[n:], and how each one scales."""
+    start = time.perf_counter()
+    clouds = surface_points(grids)
+    sampling = time.perf_counter() - start
+    gen, ref = clouds[:n], clouds[n:]
+    torch_kernel = partial(chamfer_matrix, kernel="torch")
+    torch_seconds = three_matrices_seconds(torch_kernel, gen[:subset], ref[:subset])
+    return {
+        f"sampling ({2 * n} shapes)": (sampling, "shapes"),
+        "CD, 3 matrices (kdtree, the CPU default)": (
+            three_matrices_seconds(chamfer_matrix, gen, ref), "pairs"),
+        "CD, 3 matrices (torch kernel) *": (torch_seconds * pair_count(n) / pair_count(subset), "pairs"),
+        "EMD, 3 matrices": (three_matrices_seconds(emd_matrix, gen, ref), "pairs"),
+    }
+
+
+def surface_table(n: int, project_to: int) -> None:
+    """Each step of surface_metrics for n vs n procedural chairs, timed once and projected to project_to."""
+    subset = max(2, n // 10)
+    scales = {"shapes": project_to / n, "pairs": pair_count(project_to) / pair_count(n)}
+    print(f"\nSurface metrics: {n} generated vs {n} reference procedural chairs on the CPU, timed once")
+    print(f"({SURFACE_METHOD})")
+    print(f"{'res':>6}  {'step':<46}{'seconds':>9}  {project_to} vs {project_to} (projection)")
+    for resolution in (32, 64):
+        steps = surface_steps(torch.from_numpy(make_shapes("chair", range(2 * n), resolution)), n, subset)
+        for step, (seconds, grows_with) in steps.items():
+            print(f"{resolution:>4}^3  {step:<46}{seconds:>9.1f}  {seconds * scales[grows_with]:>9.0f}")
+        used = [(seconds, scales[grows]) for step, (seconds, grows) in steps.items() if "*" not in step]
+        total, projected = sum(s for s, _ in used), sum(s * scale for s, scale in used)
+        label = "surface_metrics (sampling + kdtree CD + EMD)"
+        print(f"{resolution:>4}^3  {label:<46}{total:>9.1f}  {projected:>9.0f}")
+    print(f"* timed on {subset} vs {subset} shapes and scaled to {n} vs {n} by the number of pairs")
+    print(f"projection: sampling scaled by {project_to}/{n}, distance matrices by the number of pairs "
+          f"({scales['pairs']:.0f}x); --surface-n {project_to} measures it")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="shapes per set")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per row; the fastest is shown")
+    parser.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES), help="tables to print")
+    parser.add_argument("--surface-n", type=int, default=100, help="shapes per set in the surface table")
+    parser.add_argument("--project-to", type=int, default=1000, help="set size the surface table projects to")
     args = parser.parse_args()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, grids of {DENSITY:.0%} occupancy"
     )
-    full_set_table(args.n, args.repeats)
-    kernel_table(args.n, args.repeats)
+    if "full" in args.tables:
+        full_set_table(args.n, args.repeats)
+    if "kernel" in args.tables:
+        kernel_table(args.n, args.repeats)
+    if "surface" in args.tables:
+        surface_table(args.surface_n, args.project_to)
 
 
 if __name__ == "__main__":

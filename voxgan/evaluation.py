@@ -36,7 +36,10 @@ DEFAULT_METRICS = ("distribution", "memorisation", "occupancy", "frechet")
 MEMORISATION_SHAPES = 1000
 MEMORISATION_VOXELS = 2**28
 # The value each comparable metric approaches as samples get better (others are diagnostics).
-METRIC_TARGETS = {"mmd": 0.0, "cov": 1.0, "1nna": 0.5, "1nna_gap": 0.0, "frechet": 0.0}
+METRIC_TARGETS = {
+    "mmd": 0.0, "cov": 1.0, "1nna": 0.5, "1nna_gap": 0.0, "frechet": 0.0,
+    "mmd_cd": 0.0, "cov_cd": 1.0, "1nna_cd": 0.5, "mmd_emd": 0.0, "cov_emd": 1.0, "1nna_emd": 0.5,
+}
 METRIC_DESCRIPTIONS = {
     "mmd": "MMD: mean distance (1 - IoU) of each reference shape to its nearest sample; lower is better",
     "cov": "COV: share of reference shapes nearest to some sample; higher is better",
@@ -47,6 +50,14 @@ METRIC_DESCRIPTIONS = {
     "nn_iou_gt_0.9": "memorisation: share of samples with a training shape at IoU > 0.9",
     "occupancy_gen": "mean occupancy of the samples",
     "occupancy_ref": "mean occupancy of the reference shapes",
+    "mmd_cd": "MMD on the Chamfer distance (squared, both ways) of 2048 surface points in a [-1, 1] box",
+    "cov_cd": "COV on the Chamfer distance of surface points; higher is better",
+    "1nna_cd": "1-NNA on the Chamfer distance of surface points; 0.5 is ideal",
+    "mmd_emd": "MMD on the EMD of surface points, matched exactly on 256 of the 2048 (16% above all 2048's)",
+    "cov_emd": "COV on the EMD of surface points (256 matched); higher is better",
+    "1nna_emd": "1-NNA on the EMD of surface points (256 matched); 0.5 is ideal",
+    "surface_empty_gen": "samples with no surface (counted as a point at the origin)",
+    "surface_empty_ref": "reference shapes with no surface (counted as a point at the origin)",
 }
 CLASSIFIER_HINT = (
     "train one on these categories with `python experiments/train_classifier.py data=<data config>` and pass "
@@ -200,11 +211,14 @@ def evaluate_checkpoint(
 
 def report_markdown(report: dict[str, Any]) -> str:
     """A markdown table of an ``evaluate_checkpoint`` report."""
+    distances = "distance 1 - IoU on grids thresholded at 0.5"
+    if any(name.endswith(("_cd", "_emd")) for name in report["metrics"]):
+        distances += "; *_cd, *_emd: Chamfer and Earth Mover's distances of surface points (see each row)"
     lines = [
         f"# Evaluation of {report['checkpoint']} (iteration {report['iteration']})",
         "",
         f"{report['samples']} samples against {report['samples']} shapes of {report['reference']} "
-        f"({', '.join(report['reference_categories'])}); distance 1 - IoU on grids thresholded at 0.5.",
+        f"({', '.join(report['reference_categories'])}); {distances}.",
         "",
         "| metric | value | meaning |",
         "|---|---|---|",

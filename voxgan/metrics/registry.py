@@ -18,6 +18,7 @@ import torch
 from voxgan.metrics.distribution import distribution_metrics, memorisation
 from voxgan.metrics.frechet import frechet_distance
 from voxgan.metrics.iou import occupancy_rows
+from voxgan.metrics.surface import surface_metrics
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,12 @@ def _frechet(ctx: MetricContext) -> dict[str, float]:
         return _skipped("frechet", reason)
     features = [_to_numpy(ctx.feature_fn(grids)) for grids in (ctx.generated, ctx.reference)]
     return {"frechet": frechet_distance(*features)}
+
+
+@register_metric("surface")
+def _surface(ctx: MetricContext) -> dict[str, float]:
+    """MMD, COV and 1-NNA on Chamfer and Earth Mover's distances of surface point clouds."""
+    return surface_metrics(ctx.generated, ctx.reference, device=ctx.device)
 
 
 @register_metric("occupancy")
