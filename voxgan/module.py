@@ -249,7 +249,7 @@ class VoxelGAN(pl.LightningModule):
         gate = self.objective.update_d(d_stats)
         # The paper's gate reads D's accuracy on the host (one sync per batch, only when gating). An
         # on-device skip (fused Adam's found_inf) would need D's backward every batch: under the gate
-        # D skips about 70% of its steps, and its backward is a fifth (CPU default) to a third (64^3,
+        # D skips 60-70% of its steps, and its backward is a fifth (CPU default) to a third (64^3,
         # paper widths) of an iteration's FLOPs, far more than the sync costs.
         if gate is None or bool(gate):
             opt_d.zero_grad(set_to_none=True)
