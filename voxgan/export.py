@@ -11,7 +11,6 @@ the functions that read training checkpoints. The Hugging Face Hub is reached th
 from __future__ import annotations
 
 import json
-import math
 import re
 import tempfile
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
@@ -198,6 +197,8 @@ class VoxelGenerator(nn.Module):
             save_png(render_grid(grids, ncols=4), folder / SAMPLES_FILE)
         else:  # an earlier export's samples are not these weights'
             (folder / SAMPLES_FILE).unlink(missing_ok=True)
+        from voxgan.model_card import model_card
+
         card = model_card(self.config, folder, repo_id)
         atomic_write(folder / CARD_FILE, lambda f: f.write(card), "w")
         return folder
@@ -358,85 +359,6 @@ def _last_evaluation(run: Path, iteration: int) -> dict[str, Any] | None:
 
 
 # -------------------------------------------------------------------------------------- card
-def model_card(config: dict[str, Any], folder: Path, repo_id: str | None = None) -> str:
-    """README.md of an export folder: YAML metadata, samples, training data, evaluation, how to load."""
-    training = config.get("training") or {}
-    resolution = config["resolution"]
-    categories = ", ".join(config["categories"]) or "unknown"
-    weights = folder / WEIGHTS_FILE
-    megabytes = weights.stat().st_size / 1e6
-    with safe_open(weights, "pt") as tensors:
-        values = sum(math.prod(tensors.get_slice(name).get_shape()) for name in tensors.keys())
-    tags = ["voxgan", "3d", "voxels", "gan", "generative", config["architecture"], *config["categories"]]
-    lines = ["---", "library_name: voxgan", "tags:", *(f"- {t}" for t in dict.fromkeys(tags)), "---", ""]
-    lines += [
-        f"# voxgan generator: {categories}, {resolution}^3",
-        "",
-        f"A 3D voxel GAN generator ({config['architecture']}, width {config['g_channels']}) trained with "
-        f"voxgan: a {config['latent_dim']}-d latent vector from a {config['prior']} prior "
-        f"becomes a {resolution}^3 grid of occupancy probabilities (occupied above 0.5).",
-        "",
-    ]
-    if (folder / SAMPLES_FILE).is_file():
-        lines += [f"![{SAMPLE_COUNT} samples, z drawn with seed 0]({SAMPLES_FILE})", ""]
-    lines += ["## Training", "", "| setting | value |", "|---|---|"]
-    lines += [f"| data | {_data_line(training.get('data') or {})} |", f"| categories | {categories} |"]
-    lines.append(f"| resolution | {resolution}^3 |")
-    for key, label in (("iterations", "generator iterations"), ("seed", "seed"), ("loss", "objective"),
-                       ("weights", "weights"), ("checkpoint", "checkpoint"), ("voxgan_version", "voxgan")):
-        if training.get(key) is not None:
-            lines.append(f"| {label} | {training[key]} |")
-    lines += ["", *_evaluation_lines(config.get("evaluation"))]
-    lines += [
-        "## Use",
-        "",
-        "```python",
-        "from voxgan.export import VoxelGenerator",
-        f'generator = VoxelGenerator.from_pretrained("{repo_id or "path/to/" + folder.name}")',
-        f"shapes = generator.sample(16, seed=0) >= 0.5  # (16, 1, {resolution}, {resolution}, {resolution})",
-        "```",
-        "",
-        "## Files",
-        "",
-        f"- `{WEIGHTS_FILE}`: the generator only (weights and BatchNorm statistics), {values:,} values, "
-        f"{megabytes:.2f} MB; safetensors, loaded without pickle",
-        f"- `{CONFIG_FILE}`: architecture, latent size, prior, resolution, width, categories, "
-        "and the training provenance above",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _data_line(data: dict[str, Any]) -> str:
-    if data.get("source") == "synthetic":
-        return f"voxgan's procedural shapes, {data.get('num_shapes')} per category"
-    line = f"{data.get('source')} at `{data.get('root')}`"
-    prepared = data.get("prepared_from")
-    if prepared:
-        shapes = ", ".join(f"{n} {split}" for split, n in prepared["shapes"].items() if n)
-        line += f", prepared from source={prepared['source']} ({shapes} shapes)"
-    return line
-
-
-def _evaluation_lines(evaluation: dict[str, Any] | None) -> list[str]:
-    if not evaluation:
-        return ["## Evaluation", "", "The training run recorded no evaluation.", ""]
-    rows = [f"| {name} | {value:.4g} |" for name, value in evaluation["metrics"].items()]
-    return [
-        "## Evaluation",
-        "",
-        f"The run's last evaluation of these weights (iteration {evaluation['iteration']}): "
-        f"{evaluation['samples']} samples of a fixed z against as many shapes of the val split, "
-        "distance 1 - IoU. MMD (lower is better), COV (higher), 1-NNA (0.5 is ideal); "
-        "nn_iou_* compare samples with training shapes.",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        *rows,
-        "",
-    ]
-
-
 def _download(hub_id: str, token: str | None, revision: str | None) -> Path:
     """The folder of the hub repository's config and weights in the local Hugging Face cache."""
     snapshot_download = _hub().snapshot_download
