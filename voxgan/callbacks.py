@@ -35,24 +35,39 @@ def is_new_iteration(module: VoxelGAN, every: int, last: int) -> bool:
     return module.iteration > 0 and module.iteration != last and module.iteration % every == 0
 
 
-class SampleGrid(Callback):
-    """Renders G's samples for the module's fixed z to ``samples/iter_NNNNNNN.png`` and the loggers."""
+class EveryIterations(Callback):
+    """Work done once every ``every`` generator iterations and once more at the end of training, unless
+    the last iteration already had it. A resumed run does not redo the iteration it resumed at."""
 
-    def __init__(self, output_dir: str | Path, every: int) -> None:
-        self.dir = Path(output_dir) / "samples"
+    def __init__(self, every: int) -> None:
         self.every = every
         self._last = -1
 
     def on_train_start(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
-        self._last = module.iteration  # a resumed run does not redo the iteration it was saved at
+        self._last = module.iteration
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, *args: Any) -> None:
         if is_new_iteration(module, self.every, self._last):
-            self.render(trainer, module)
+            self.fire(trainer, module, periodic=True)
 
     def on_train_end(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
         if module.iteration != self._last:
-            self.render(trainer, module)
+            self.fire(trainer, module, periodic=False)
+
+    def fire(self, trainer: pl.Trainer, module: VoxelGAN, periodic: bool) -> None:
+        """The work, at ``module.iteration``; it records that iteration in ``self._last``."""
+        raise NotImplementedError
+
+
+class SampleGrid(EveryIterations):
+    """Renders G's samples for the module's fixed z to ``samples/iter_NNNNNNN.png`` and the loggers."""
+
+    def __init__(self, output_dir: str | Path, every: int) -> None:
+        super().__init__(every)
+        self.dir = Path(output_dir) / "samples"
+
+    def fire(self, trainer: pl.Trainer, module: VoxelGAN, periodic: bool) -> None:
+        self.render(trainer, module)
 
     def render(self, trainer: pl.Trainer, module: VoxelGAN) -> Path | None:
         self._last = module.iteration
@@ -86,7 +101,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(path, lambda file: torch.save(checkpoint, file))
 
 
-class IterationCheckpoint(Callback):
+class IterationCheckpoint(EveryIterations):
     """Saves ``iter_NNNNNNN.ckpt`` and refreshes ``last.ckpt`` every ``every`` iterations and at the end.
 
     With ``AtomicCheckpointIO`` each file is written through a temporary name beside it and a rename,
@@ -95,20 +110,11 @@ class IterationCheckpoint(Callback):
     """
 
     def __init__(self, dirpath: str | Path, every: int) -> None:
+        super().__init__(every)
         self.dir = Path(dirpath)
-        self.every = every
-        self._last = -1
 
-    def on_train_start(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
-        self._last = module.iteration  # a resumed run does not save again the iteration it resumed at
-
-    def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, *args: Any) -> None:
-        if is_new_iteration(module, self.every, self._last):
-            self.save(trainer, module, periodic=True)
-
-    def on_train_end(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
-        if module.iteration != self._last:
-            self.save(trainer, module, periodic=False)
+    def fire(self, trainer: pl.Trainer, module: VoxelGAN, periodic: bool) -> None:
+        self.save(trainer, module, periodic)
 
     def save(self, trainer: pl.Trainer, module: VoxelGAN, periodic: bool) -> None:
         module.check_finite()
@@ -192,7 +198,7 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-class EvaluationCallback(Callback):
+class EvaluationCallback(EveryIterations):
     """Scores G's samples every ``every`` generator iterations and at the end of training.
 
     Results go to every logger as ``eval/<name>`` (step = iteration), to ``trainer.callback_metrics``
@@ -206,13 +212,13 @@ class EvaluationCallback(Callback):
     ) -> None:
         if every < 1:
             raise ValueError(f"every={every}; evaluate every N >= 1 iterations, or leave the callback out")
+        super().__init__(every)
         self.path = Path(output_dir) / EVAL_FILE
-        self.every, self.num_samples, self.seed = every, num_samples, seed
+        self.num_samples, self.seed = num_samples, seed
         self.metrics = list(metrics)
         # Loaded now so that a wrong path stops the run before any training, not at the first evaluation.
         self.classifier = load_frechet_classifier(classifier_path, self.metrics)
         self.sets: EvaluationSets | None = None
-        self._last = -1
         self._wall_offset = 0.0
         self._fit_start = time.monotonic()
 
@@ -220,17 +226,12 @@ class EvaluationCallback(Callback):
         self._fit_start = time.monotonic()
 
     def on_train_start(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
-        self._last = module.iteration  # a resumed run does not evaluate again the iteration it resumed at
+        super().on_train_start(trainer, module)
         if trainer.is_global_zero:
             self.sets = self.prepare(trainer, module)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, *args: Any) -> None:
-        if is_new_iteration(module, self.every, self._last):
-            self.evaluate(trainer, module)
-
-    def on_train_end(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
-        if module.iteration != self._last:
-            self.evaluate(trainer, module)
+    def fire(self, trainer: pl.Trainer, module: VoxelGAN, periodic: bool) -> None:
+        self.evaluate(trainer, module)
 
     def wall_seconds(self) -> float:
         """Seconds of training since fit start, runs resumed from a checkpoint included."""
