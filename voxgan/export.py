@@ -225,13 +225,18 @@ def export_generator(
     return generator.save_pretrained(out_dir, samples_png, repo_id)
 
 
+def is_checkpoint(spec: str | Path) -> bool:
+    """Whether a spec names a training checkpoint (``*.ckpt`` or any file), not an export or a hub id."""
+    return str(spec).endswith(".ckpt") or Path(spec).is_file()
+
+
 def load_generator(
     spec: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[VoxelGenerator, GeneratorInfo]:
     """The generator named by ``spec`` (a training checkpoint ``*.ckpt``, an export folder, or a hub id
     ``user/name``) in eval mode, with what the apps need to know of it."""
     path = Path(spec)
-    if path.suffix == ".ckpt" or path.is_file():
+    if is_checkpoint(spec):
         if path.suffix != ".ckpt":
             raise ExportError(f"{path} is neither a training checkpoint (*.ckpt) nor an export folder")
         generator = VoxelGenerator.from_checkpoint(path, map_location)

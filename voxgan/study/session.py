@@ -21,6 +21,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from voxgan.config import LoggerConfig, check_value
 from voxgan.device import resolve_device
+from voxgan.export import is_checkpoint, load_generator
 from voxgan.io import atomic_write
 from voxgan.latent import (
     INTERPOLATIONS,
@@ -92,11 +93,6 @@ class Classifier:
         return [f"{self.categories[i]} {p:.2f}" for i, p in zip(index, prob, strict=True)]
 
 
-def is_checkpoint(spec: str) -> bool:
-    """Whether ``ckpt=`` names a training checkpoint (else an exported generator's folder or hub id)."""
-    return str(spec).endswith(".ckpt") or Path(spec).is_file()
-
-
 class ExportedGenerator:
     """An exported generator behind the part of ``VoxelGAN``'s interface the study apps use.
 
@@ -134,8 +130,6 @@ class Study:
             self.latent_dim: int = self.module.hparams.model["latent_dim"]
             self.categories: list[str] = list(self.data.get("categories") or [])
         else:  # an exported generator: a folder or a hub id
-            from voxgan.export import load_generator
-
             generator, info = load_generator(cfg.ckpt, self.device)
             self.module, self.data = ExportedGenerator(generator, cfg.ckpt), {}
             self.resolution, self.prior, self.latent_dim = info.resolution, info.prior, info.latent_dim
