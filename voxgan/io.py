@@ -90,7 +90,14 @@ def _cut_partial_line(f: BinaryIO) -> None:
 
 
 def _umask() -> int:
-    """The process's file-creation mask (read by setting it, then put back)."""
+    """The process's file-creation mask. Linux shows it in /proc; elsewhere it is read by setting it and
+    putting it back, which is not safe while another thread creates files."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
