@@ -46,7 +46,7 @@ def _to_numpy(array: Any) -> np.ndarray:
     return np.asarray(array)
 
 
-def _single_grid(grid: Any) -> np.ndarray:
+def single_grid(grid: Any) -> np.ndarray:
     """(R, R, R) or (1, R, R, R) array or tensor -> (R, R, R) numpy array."""
     values = _to_numpy(grid)
     if values.ndim == 4 and values.shape[0] == 1:
@@ -56,9 +56,9 @@ def _single_grid(grid: Any) -> np.ndarray:
     return values
 
 
-def _occupancy(grid: Any, threshold: float) -> np.ndarray:
+def occupancy_mask(grid: Any, threshold: float) -> np.ndarray:
     """Bool occupancy of a bool grid, or of a float grid at ``threshold``."""
-    values = _single_grid(grid)
+    values = single_grid(grid)
     return values if values.dtype == bool else values >= threshold
 
 
@@ -189,7 +189,7 @@ def render_voxels(grid: np.ndarray, size: int = 128, threshold: float = 0.5,
                   color: tuple[int, int, int] | None = None) -> np.ndarray:
     """Shaded 3/4-view render of a voxel grid ((R, R, R) or (1, R, R, R)) as a (size, size, 3)
     uint8 image; a float grid is occupied where >= ``threshold``, a bool grid as it is."""
-    occupied = _occupancy(grid, threshold)
+    occupied = occupancy_mask(grid, threshold)
     hires = size * SUPERSAMPLE
     matrix, offset = _projection(occupied.shape, hires)
     fragments, corner_light = _surface(np.pad(occupied, 1), matrix, offset, hires)
@@ -357,7 +357,7 @@ def save_gif(frames: Sequence[Image.Image], path: str | os.PathLike, duration_ms
 def grid_to_mesh(grid: np.ndarray, threshold: float = 0.5, smooth: int = 0) -> trimesh.Trimesh:
     """Closed marching-cubes surface of the occupancy at ``threshold``, the whole grid spanning
     [-0.5, 0.5]^3 in grid axes (x, y up, z front); ``smooth`` Taubin iterations keep the volume."""
-    values = _single_grid(grid)
+    values = single_grid(grid)
     level = 0.5 if values.dtype == bool else threshold
     values = values.astype(np.float32)
     if not (values >= level).any():

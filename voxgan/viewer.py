@@ -21,7 +21,7 @@ import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from voxgan.io import atomic_write
-from voxgan.render import AZIMUTH_DEG, DEFAULT_COLOR, ELEVATION_DEG, _occupancy, _single_grid, grid_to_mesh
+from voxgan.render import AZIMUTH_DEG, DEFAULT_COLOR, ELEVATION_DEG, grid_to_mesh, occupancy_mask, single_grid
 
 # Browsers keep about 16 WebGL contexts per page and plotly opens one per 3D scene: past that the
 # oldest scenes go blank, so a frame holds at most this many shapes.
@@ -77,7 +77,7 @@ def _mesh_trace(grid: np.ndarray, threshold: float, smooth: int) -> tuple[go.Mes
     """
     style = {"color": MESH_COLOR, "flatshading": True, "lighting": LIGHTING,
              "lightposition": LIGHT_POSITION, "hoverinfo": "skip", "showscale": False}
-    if not _occupancy(grid, threshold).any():
+    if not occupancy_mask(grid, threshold).any():
         empty = np.zeros(0, dtype=np.float32)
         # Hidden, not just empty: plotly's WebGL code fails on a mesh without vertices.
         return go.Mesh3d(x=empty, y=empty, z=empty, visible=False, **style), False
@@ -111,7 +111,7 @@ def _checked(path: Path, frames: Sequence[Sequence[Any]], labels: Sequence[Seque
         raise ViewerError(f"write_viewer({path}): {len(titles)} titles for {len(frames)} frames; "
                           "give one title per frame")
     try:
-        return [[_single_grid(grid) for grid in frame] for frame in frames]
+        return [[single_grid(grid) for grid in frame] for frame in frames]
     except ValueError as error:
         raise ViewerError(f"write_viewer({path}): {error}") from error
 
