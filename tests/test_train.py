@@ -449,3 +449,16 @@ def test_a_resume_in_its_own_folder_continues_the_logs_without_repeating_iterati
     with open(out / "csv" / "metrics.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert [int(float(r["step"])) for r in rows if r.get("train/d_loss")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_trimming_a_resumed_folder_keeps_damaged_log_lines_and_drops_later_iterations(tmp_path: Path) -> None:
+    from voxgan.loggers import trim_logs
+
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 5}\nnot json\n{"step": 2}\n')
+    (tmp_path / "csv" / "metrics.csv").write_text("step,train/d_loss\n1,0.5\n5,0.4\nbroken,0.3\n2,0.2\n")
+    assert sorted(p.name for p in trim_logs(tmp_path, 2)) == ["metrics.csv", "metrics.jsonl"]
+    assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1}\nnot json\n{"step": 2}\n'
+    assert (tmp_path / "csv" / "metrics.csv").read_text().splitlines() == [
+        "step,train/d_loss", "1,0.5", "broken,0.3", "2,0.2"
+    ]

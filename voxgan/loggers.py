@@ -85,7 +85,7 @@ def trim_logs(output_dir: Path, iteration: int) -> list[Path]:
         with open(path, newline="") as file:
             reader = csv.DictReader(file)
             fields, rows = reader.fieldnames or [], list(reader)
-        keep = [row for row in rows if not row.get("step") or float(row["step"]) <= iteration]
+        keep = [row for row in rows if _csv_iteration(row) <= iteration]
         if len(keep) < len(rows):
 
             def write(f: Any) -> None:
@@ -96,6 +96,14 @@ def trim_logs(output_dir: Path, iteration: int) -> list[Path]:
             atomic_write(path, write, mode="w")
             rewritten.append(path)
     return rewritten
+
+
+def _csv_iteration(row: dict[str, str]) -> float:
+    """The step of a metrics.csv row (a row without a readable one counts as kept)."""
+    try:
+        return float(row.get("step") or "-inf")
+    except ValueError:
+        return -math.inf
 
 
 def _jsonl_iteration(line: str) -> float:
