@@ -29,6 +29,7 @@ from voxgan.train import run
 EVAL = ["callbacks.eval_every=2", "callbacks.eval_samples=4"]
 IN_UNIT_RANGE = (
     "mmd", "cov", "1nna", "1nna_gap", "nn_iou_mean", "nn_iou_gt_0.9", "occupancy_gen", "occupancy_ref",
+    "stray_gen", "stray_ref",
 )
 
 

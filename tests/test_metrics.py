@@ -26,6 +26,7 @@ from voxgan.metrics import (
     registered_metrics,
 )
 from voxgan.metrics import registry as registry_module
+from voxgan.metrics.fragments import fragment_stats, piece_sizes
 
 CPU_KERNELS = ["int8", "float32"]
 
@@ -265,7 +266,43 @@ def test_feature_stats() -> None:
 
 
 def test_registry_has_the_builtin_metrics() -> None:
-    assert {"distribution", "memorisation", "frechet", "occupancy"} <= set(registered_metrics())
+    assert {"distribution", "memorisation", "frechet", "occupancy", "fragments"} <= set(registered_metrics())
+
+
+# --- fragments (stray voxels) ---------------------------------------------------------------------
+
+
+def _block(side: int = 8) -> torch.Tensor:
+    grid = torch.zeros(side, side, side, dtype=torch.bool)
+    grid[1:4, 1:4, 1:4] = True  # one piece of 27 voxels
+    return grid
+
+
+def test_piece_sizes_use_26_connectivity() -> None:
+    grid = _block()
+    assert piece_sizes(grid.numpy()).tolist() == [27]
+    grid[4, 4, 4] = True  # touches the block only at a corner: still one piece
+    assert piece_sizes(grid.numpy()).tolist() == [28]
+    grid[7, 7, 7] = True  # a loose voxel two steps away
+    grid[7, 0, 0] = True
+    assert piece_sizes(grid.numpy()).tolist() == [28, 1, 1]
+    assert piece_sizes(np.zeros((4, 4, 4), dtype=bool)).tolist() == []
+
+
+def test_fragment_metrics_count_stray_voxels_of_samples_and_reference() -> None:
+    clean = torch.stack([_block(), _block()])
+    stray = clean.clone()
+    stray[0, 7, 7, 7] = True  # 1 of 28 voxels off the body
+    stray[1, 6:8, 6:8, 6:8] = True  # 8 of 35
+    results = compute_metrics(["fragments"], MetricContext(generated=stray, reference=clean))
+    assert results["pieces_gen"] == 2.0 and results["pieces_ref"] == 1.0
+    assert results["stray_gen"] == pytest.approx((1 / 28 + 8 / 35) / 2)
+    assert results["stray_ref"] == 0.0
+    # Float grids are thresholded at 0.5 like every metric's; an empty grid is no piece, nothing stray.
+    floats = torch.zeros(2, 1, 8, 8, 8)
+    floats[0, 0, 1:4, 1:4, 1:4] = 0.7
+    floats[0, 0, 7, 7, 7] = 0.4  # under the threshold: not a voxel
+    assert fragment_stats(floats) == (0.5, 0.0)
 
 
 def test_unknown_metric_lists_registered() -> None:

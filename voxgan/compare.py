@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from voxgan.evaluation import EVAL_FILE, METRIC_TARGETS, RECORD_FIELDS
 from voxgan.io import atomic_write, read_jsonl
 
-PLOT_METRICS = ("1nna", "mmd", "cov", "frechet", "nn_iou_mean", "occupancy_gen")
+PLOT_METRICS = ("1nna", "mmd", "cov", "frechet", "nn_iou_mean", "occupancy_gen", "stray_gen")
 RUN_MARKERS = ("config.yaml", ".hydra", EVAL_FILE)
 TABLE_HEADER = "| run | final | best | at iteration | at wall s |"
 SUMMARY_KEYS = ("final", "best", "best_iteration", "best_wall_s", "evaluations")

@@ -129,7 +129,7 @@ class CallbacksConfig:
     eval_every: int = 500  # sample-quality evaluation (0: off)
     eval_samples: int = 200  # generated and reference shapes per evaluation (equal sizes)
     eval_metrics: list[str] = field(
-        default_factory=lambda: ["distribution", "memorisation", "occupancy", "frechet"]
+        default_factory=lambda: ["distribution", "memorisation", "occupancy", "fragments", "frechet"]
     )
     classifier: str | None = None  # classifier checkpoint for the feature (Frechet) distance
 

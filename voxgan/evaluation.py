@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 EVAL_FILE = "metrics-eval.jsonl"
 # Fields of an evaluation record that are not metrics.
 RECORD_FIELDS = ("iteration", "wall_s", "eval_s", "samples")
-DEFAULT_METRICS = ("distribution", "memorisation", "occupancy", "frechet")
+DEFAULT_METRICS = ("distribution", "memorisation", "occupancy", "fragments", "frechet")
 # Training shapes the memorisation check compares against, capped in voxels to bound memory at 128^3.
 MEMORISATION_SHAPES = 1000
 MEMORISATION_VOXELS = 2**28
@@ -50,6 +50,10 @@ METRIC_DESCRIPTIONS = {
     "nn_iou_gt_0.9": "memorisation: share of samples with a training shape at IoU > 0.9",
     "occupancy_gen": "mean occupancy of the samples",
     "occupancy_ref": "mean occupancy of the reference shapes",
+    "pieces_gen": "mean number of 26-connected pieces per sample (stray voxels each count)",
+    "pieces_ref": "mean number of 26-connected pieces per reference shape",
+    "stray_gen": "mean share of a sample's voxels outside its largest piece; near the reference's is better",
+    "stray_ref": "mean share of a reference shape's voxels outside its largest piece",
     "mmd_cd": "MMD on the Chamfer distance (squared, both ways) of 2048 surface points in a [-1, 1] box",
     "cov_cd": "COV on the Chamfer distance of surface points; higher is better",
     "1nna_cd": "1-NNA on the Chamfer distance of surface points; 0.5 is ideal",

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from voxgan.metrics.distribution import distribution_metrics, memorisation
+from voxgan.metrics.fragments import fragment_metrics
 from voxgan.metrics.frechet import frechet_distance
 from voxgan.metrics.iou import occupancy_rows
 from voxgan.metrics.surface import surface_metrics
@@ -112,6 +113,12 @@ def _surface(ctx: MetricContext) -> dict[str, float]:
 def _occupancy(ctx: MetricContext) -> dict[str, float]:
     """Mean occupancy of generated and reference shapes: spots empty or solid collapse."""
     return {"occupancy_gen": _mean_occupancy(ctx.generated), "occupancy_ref": _mean_occupancy(ctx.reference)}
+
+
+@register_metric("fragments")
+def _fragments(ctx: MetricContext) -> dict[str, float]:
+    """Pieces per shape and share of voxels off the largest piece: stray voxels, samples and reference."""
+    return fragment_metrics(ctx.generated, ctx.reference)
 
 
 def _mean_occupancy(grids: torch.Tensor) -> float:
