@@ -101,7 +101,7 @@ def test_evaluate_checkpoint_scores_every_metric(make_cfg, tmp_path: Path, caplo
     matching = _classifier(tmp_path / "chair.ckpt", ["chair", "airplane"])
     report = evaluate_checkpoint(ckpt, num_samples=4, classifier=str(matching))
     assert report["iteration"] == 2 and report["samples"] == 4 and report["reference_categories"] == ["chair"]
-    assert set(report["metrics"]) == {*IN_UNIT_RANGE, "frechet"}
+    assert set(report["metrics"]) == {*IN_UNIT_RANGE, "pieces_gen", "pieces_ref", "frechet"}
     # The same z and reference shapes every time: a second evaluation gives the same numbers.
     assert evaluate_checkpoint(ckpt, num_samples=4, classifier=str(matching))["metrics"] == report["metrics"]
 
