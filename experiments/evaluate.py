@@ -1,7 +1,7 @@
 """Score a trained generator's samples against real shapes: MMD, COV, 1-NNA, feature distance, memorisation.
 
     python experiments/evaluate.py ckpt=outputs/<date>/<time>/checkpoints/last.ckpt [ref=<prepared dataset>] \
-        [n=200] [classifier=<classifier.ckpt>]
+        [n=200] [classifier=<classifier.ckpt>] [repeats=3]
 
 Prints a markdown table; writes ``evaluation.md`` and ``evaluation.json`` into the run folder (or ``out=``).
 """
@@ -29,7 +29,8 @@ class EvaluateConfig:
     n: int = 200  # samples, and reference shapes (fewer if the reference has fewer)
     classifier: str | None = None  # classifier.ckpt for the feature (Frechet) distance
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
-    seed: int = 0
+    seed: int = 0  # seed of the fixed z (and of the reference subset where the reference is larger than n)
+    repeats: int = 1  # z sets to average (seeds seed, seed+1...): each metric's mean and its std as <metric>_sd
     device: str = "auto"
     out: str | None = None  # where evaluation.md/.json go; null: this app's run folder
 
@@ -42,7 +43,7 @@ def main(cfg: DictConfig) -> None:
     try:
         report = evaluate_checkpoint(
             cfg.ckpt, cfg.n, cfg.ref, cfg.split, list(cfg.ref_categories), cfg.classifier, list(cfg.metrics),
-            cfg.seed, str(resolve_device(cfg.device)),
+            cfg.seed, str(resolve_device(cfg.device)), cfg.repeats,
         )
     except ValueError as error:  # voxgan's errors about files and settings: one message, no traceback
         raise SystemExit(f"error: {error}") from None

@@ -5,6 +5,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -20,7 +21,7 @@ from voxgan.compare import (
     plot_runs,
     read_run,
 )
-from voxgan.evaluation import EVAL_FILE, evaluate_checkpoint
+from voxgan.evaluation import EVAL_FILE, evaluate_checkpoint, report_markdown
 from voxgan.io import append_jsonl, read_jsonl
 from voxgan.models.classifier import VoxelClassifier, save_classifier
 from voxgan.train import run
@@ -104,6 +105,24 @@ def test_evaluate_checkpoint_scores_every_metric(make_cfg, tmp_path: Path, caplo
     assert set(report["metrics"]) == {*IN_UNIT_RANGE, "pieces_gen", "pieces_ref", "frechet"}
     # The same z and reference shapes every time: a second evaluation gives the same numbers.
     assert evaluate_checkpoint(ckpt, num_samples=4, classifier=str(matching))["metrics"] == report["metrics"]
+
+
+def test_evaluate_checkpoint_averages_z_sets(make_cfg, tmp_path: Path) -> None:
+    run(make_cfg("callbacks.eval_every=0", "iterations=2"))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    metrics = ["distribution", "occupancy"]
+    single = [evaluate_checkpoint(ckpt, num_samples=4, metrics=metrics, seed=s)["metrics"] for s in (3, 4, 5)]
+    assert single[0] != single[1]  # different z sets score differently, or the average means nothing
+    report = evaluate_checkpoint(ckpt, num_samples=4, metrics=metrics, seed=3, repeats=3)
+    assert report["z_seeds"] == [3, 4, 5]
+    for name in single[0]:
+        values = [result[name] for result in single]
+        assert report["metrics"][name] == pytest.approx(np.mean(values))
+        assert report["metrics"][f"{name}_sd"] == pytest.approx(np.std(values, ddof=1))
+    assert "mean over 3 z sets (seeds 3-5)" in report_markdown(report)
+    assert "| cov_sd |" in report_markdown(report)
+    with pytest.raises(ValueError, match="repeats=0: .* at least 1"):
+        evaluate_checkpoint(ckpt, num_samples=4, repeats=0)
 
 
 def test_evaluate_app_writes_the_table_and_names_a_bad_checkpoint(make_cfg, tmp_path: Path) -> None:
