@@ -30,7 +30,7 @@ class EvaluateConfig:
     classifier: str | None = None  # classifier.ckpt for the feature (Frechet) distance
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     seed: int = 0  # seed of the fixed z (and of the reference subset where the reference is larger than n)
-    repeats: int = 1  # z sets to average (seeds seed, seed+1...): each metric's mean and its std as <metric>_sd
+    repeats: int = 1  # z sets to average (seeds seed, seed+1...): each metric's mean, its std as <metric>_sd
     device: str = "auto"
     out: str | None = None  # where evaluation.md/.json go; null: this app's run folder
 

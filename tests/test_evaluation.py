@@ -119,7 +119,7 @@ def test_evaluate_checkpoint_averages_z_sets(make_cfg, tmp_path: Path) -> None:
         values = [result[name] for result in single]
         assert report["metrics"][name] == pytest.approx(np.mean(values))
         assert report["metrics"][f"{name}_sd"] == pytest.approx(np.std(values, ddof=1))
-    assert "mean over 3 z sets (seeds 3-5)" in report_markdown(report)
+    assert "mean over 3 z sets (seeds 3-5), *_sd its std" in report_markdown(report)
     assert "| cov_sd |" in report_markdown(report)
     with pytest.raises(ValueError, match="repeats=0: .* at least 1"):
         evaluate_checkpoint(ckpt, num_samples=4, repeats=0)

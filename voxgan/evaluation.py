@@ -245,7 +245,7 @@ def report_markdown(report: dict[str, Any]) -> str:
     seeds = report.get("z_seeds", [0])
     sets = ""
     if len(seeds) > 1:
-        sets = f"; each metric the mean over {len(seeds)} z sets (seeds {seeds[0]}-{seeds[-1]}), *_sd their std"
+        sets = f"; each metric the mean over {len(seeds)} z sets (seeds {seeds[0]}-{seeds[-1]}), *_sd its std"
     lines = [
         f"# Evaluation of {report['checkpoint']} (iteration {report['iteration']})",
         "",
