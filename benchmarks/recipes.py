@@ -22,6 +22,12 @@ resumes an interrupted comparison; an unfinished folder is moved aside to ``seed
 and the job runs again; a job that fails is left out of the table. ``--minutes`` takes fractions
 (0.5: a 30 s budget). ``--table-only`` launches nothing and tabulates the runs that are there.
 
+One evaluation scores a fixed set of z: on the 90 real val chairs, the same generator reads COV 0.38
+to 0.50 across z sets. ``--z-sets K`` adds a second table: each run's last checkpoint scored on K
+fixed z sets (seeds 0 to K-1, the same for every run; ``experiments/evaluate.py repeats=K``), the
+mean of those per run, then mean ± std over seeds. Each run keeps its scores in
+``<run>/evaluation-zsets.json`` (and ``.md``), so a rerun of the table reuses them.
+
 The table (printed, and written to ``<out>/recipes.md``) has a row per recipe and, per ``--at-minutes``
 time, each metric's last evaluation at or before that wall time; "final" is the evaluation that closes
 a run, stamped a little after the budget (it counts setup and its own scoring), so "@<budget> min"
@@ -33,6 +39,7 @@ overrides differ only in ``seed``), which also writes ``comparison-groups.md``, 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -43,17 +50,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from voxgan.compare import is_run, read_run
 from voxgan.compare_groups import (
     FINAL,
     At,
     Column,
     Group,
+    Spread,
     group_runs,
     group_table,
     seed_warnings,
+    spread_cell,
     write_group_comparison,
 )
+from voxgan.evaluation import evaluate_checkpoint, write_report
 from voxgan.io import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +73,7 @@ TABLE_METRICS = {"mmd": "MMD", "cov": "COV", "1nna": "1-NNA"}
 # Keys every job sets from this script's own options; a recipe or common override may not set them.
 SET_BY_SCRIPT = ("seed", "iterations", "trainer.max_time", "trainer.enable_progress_bar", "hydra.run.dir")
 LOG_FILE = "launch.log"
+Z_SETS_STEM = "evaluation-zsets"
 
 
 @dataclass(frozen=True)
@@ -184,6 +197,56 @@ def recipe_table(groups: list[Group], at_minutes: list[float]) -> str:
     return "\n".join([*lines, "", *seed_warnings(groups)]) + "\n"
 
 
+def z_set_scores(folder: Path, z_sets: int) -> dict[str, float] | None:
+    """The run's last checkpoint scored on ``z_sets`` fixed z sets (seeds 0 to z_sets - 1) with as many
+    samples as its evaluations used; read from ``<folder>/evaluation-zsets.json`` when that holds
+    the same z sets and checkpoint iteration. None where the run left no ``checkpoints/last.ckpt``."""
+    ckpt = folder / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        return None
+    cached = folder / f"{Z_SETS_STEM}.json"
+    if cached.is_file():
+        report = json.loads(cached.read_text())
+        if report.get("z_seeds") == list(range(z_sets)) and report.get("iteration") == read_iteration(folder):
+            return report["metrics"]
+    samples = int(OmegaConf.load(folder / "config.yaml").callbacks.eval_samples)
+    report = evaluate_checkpoint(ckpt, samples, metrics=["distribution"], repeats=z_sets)
+    write_report(report, folder, Z_SETS_STEM)
+    return report["metrics"]
+
+
+def read_iteration(folder: Path) -> int | None:
+    """The iteration of the run's last evaluation (its last checkpoint's, for a finished run)."""
+    records = read_run(folder).records
+    return records[-1].get("iteration") if records else None
+
+
+def z_set_table(groups: list[Group], z_sets: int) -> str:
+    """The second table: per recipe, each metric of the runs' last checkpoints over ``z_sets`` z sets."""
+    lines = [
+        f"Last checkpoints, each run scored on {z_sets} fixed z sets (seeds 0-{z_sets - 1}, the same for "
+        "every run) and averaged; cells: mean ± sample std over seeds (min–max).",
+        "",
+        "| recipe | n | " + " | ".join(f"{name} final, {z_sets} z sets" for name in TABLE_METRICS.values())
+        + " | note |",
+        "|---|---|" + "---|" * len(TABLE_METRICS) + "---|",
+    ]
+    for group in groups:
+        spreads = {metric: Spread() for metric in TABLE_METRICS}
+        notes = []
+        for run, seed in zip(group.runs, group.seeds, strict=True):
+            scores = z_set_scores(run.path, z_sets)
+            if scores is None:
+                notes.append(f"seed {seed}: no checkpoints/last.ckpt")
+                continue
+            for metric, s in spreads.items():
+                s.values.append(scores[metric])
+                s.seeds.append(seed)
+        cells = [spread_cell(s, len(group.runs)) for s in spreads.values()]
+        lines.append("| " + " | ".join([group.label, str(len(group.runs)), *cells, "; ".join(notes)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -195,10 +258,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--parallel", type=int, default=1, help="jobs at once")
     parser.add_argument("--out", type=Path, required=True, help="folder of the comparison")
     parser.add_argument("--table-only", action="store_true", help="launch nothing; tabulate the runs there")
+    parser.add_argument(
+        "--z-sets", type=int, default=1, help="K > 1: a second table, last checkpoints scored on K z sets"
+    )
     parser.add_argument("common", nargs="*", help="overrides for every job, after --")
     args = parser.parse_args()
     if not args.table_only and (args.minutes is None or args.minutes <= 0):
         parser.error(f"--minutes={args.minutes}; give each job a budget > 0 minutes, or pass --table-only")
+    if args.z_sets < 1:
+        parser.error(f"--z-sets={args.z_sets}; score on at least 1 z set (1: no second table)")
     if args.parallel < 1:
         parser.error(f"--parallel={args.parallel}; run at least 1 job at once")
     args.at_minutes = args.at_minutes or ([args.minutes] if args.minutes else None)
@@ -217,6 +285,8 @@ def main() -> None:
     if not groups:
         raise SystemExit(f"error: no runs under {out}; launch them without --table-only")
     table = recipe_table(groups, args.at_minutes)
+    if args.z_sets > 1:
+        table += "\n" + z_set_table(groups, args.z_sets)
     points = [at for _, at in table_points(args.at_minutes)]
     written = [
         atomic_write(out / "recipes.md", lambda f: f.write(table), mode="w"),

@@ -17,7 +17,7 @@ from voxgan.compare_groups import (
     plot_groups,
     reading_points,
 )
-from voxgan.evaluation import EVAL_FILE
+from voxgan.evaluation import EVAL_FILE, evaluate_checkpoint
 from voxgan.io import append_jsonl
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -227,3 +227,35 @@ def test_recipes_table_only_tabulates_existing_runs_by_recipe(tmp_path: Path) ->
     assert "| 0.25 ± 0.12 (0.125–0.375) | 0.5 ± 0 (0.5–0.5) | 0.75 ± 0 (0.75–0.75) |  |" in result.stdout
     assert (out / "recipes.md").read_text() in result.stdout
     assert (out / "comparison-groups.png").read_bytes()[:8] == PNG
+
+
+def test_recipes_scores_last_checkpoints_on_several_z_sets(tmp_path: Path) -> None:
+    out = tmp_path / "recipes"
+    tiny = [
+        "data.num_shapes=48", "data.batch_size=8", "model.g_channels=8", "model.d_channels=8", "logger=csv",
+        "callbacks.eval_every=20", "callbacks.eval_samples=4",
+    ]  # fmt: skip
+    options = ["--recipes", "experiment=quick", "--seeds", "0", "1", "--out", str(out)]
+    result = run_app(tmp_path, "benchmarks/recipes.py", *options, "--minutes", "0.3", "--parallel", "2",
+                     "--z-sets", "3", "--", *tiny)  # fmt: skip
+    assert "3 z sets" in result.stdout and result.stdout.count("start  experiment=quick") == 2
+    lines = (out / "recipes.md").read_text().splitlines()
+    row = next(line for line in lines[::-1] if line.startswith("| experiment=quick"))
+    cells = row.split(" | ")
+    # Independently: each run's last checkpoint scored on z seeds 0, 1, 2 one at a time.
+    per_run = []
+    for seed in (0, 1):
+        ckpt = out / "experiment-quick" / f"seed{seed}" / "checkpoints" / "last.ckpt"
+        scores = [evaluate_checkpoint(ckpt, 4, metrics=["distribution"], seed=z)["metrics"] for z in range(3)]
+        per_run.append([math.fsum(s[m] for s in scores) / 3 for m in ("mmd", "cov", "1nna")])
+    for column, metric in enumerate(("mmd", "cov", "1nna")):
+        mean = (per_run[0][column] + per_run[1][column]) / 2
+        assert float(cells[2 + column].split(" ")[0]) == pytest.approx(mean, abs=1e-4), (metric, row)
+    cached = out / "experiment-quick" / "seed0" / "evaluation-zsets.json"
+    stamp = cached.stat().st_mtime_ns
+    again = run_app(tmp_path, "benchmarks/recipes.py", *options, "--table-only", "--at-minutes", "0.3",
+                    "--z-sets", "3", "--", *tiny)  # fmt: skip
+    assert row in again.stdout and cached.stat().st_mtime_ns == stamp  # the scores were reused
+    bad = run_app(tmp_path, "benchmarks/recipes.py", *options, "--table-only", "--at-minutes", "1",
+                  "--z-sets", "0", expect_rc=2)  # fmt: skip
+    assert "--z-sets=0" in bad.stderr
