@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from voxgan.config import ConfigError
+from voxgan.losses import mode_seeking_term
 from voxgan.train import build_datamodule, build_module, build_trainer, run
 
 
@@ -116,6 +117,7 @@ def test_checkpoints_store_g_and_d_once(make_cfg, tmp_path: Path) -> None:
         ("augment.translate=0.6", "augment.translate"),
         ("augment.p=1.5", "augment.p"),
         ("loss.r1_every=0", "loss.r1_every"),
+        ("loss.mode_seeking=-1", "loss.mode_seeking"),
     ],
 )
 def test_bad_augmentation_or_r1_values_name_their_key(
@@ -157,3 +159,38 @@ def test_instance_noise_anneals_to_zero_at_its_own_horizon_or_at_the_end(make_cf
         assert module.instance_noise_std() == pytest.approx(at_50)
         module.iteration = 150
         assert module.instance_noise_std() == pytest.approx(at_150)
+
+
+def test_mode_seeking_term_has_the_known_value_and_spreads_samples() -> None:
+    z = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0], [1.0, 3.0]])  # pairs (0, 2) and (1, 3): mean |dz| 1
+    fake = torch.zeros(4, 1, 2, 2, 2)
+    fake[2] = 0.3  # pair (0, 2) 0.3 apart, pair (1, 3) identical: mean |dx| 0.15
+    assert mode_seeking_term(z, fake).item() == pytest.approx(1 / (0.15 / 1.0 + 1e-5))
+    # Descending the term moves the samples of nearby z apart (the sign a collapse-fighting term needs).
+    torch.manual_seed(0)
+    g = nn.Sequential(nn.Linear(2, 8), nn.Sigmoid())
+    z = torch.randn(16, 2)
+
+    def spread() -> float:
+        out = g(z)
+        return (out[:8] - out[8:]).abs().mean().item()
+
+    before = spread()
+    opt = torch.optim.SGD(g.parameters(), lr=0.1)
+    for _ in range(5):
+        opt.zero_grad()
+        mode_seeking_term(z, g(z)).backward()
+        opt.step()
+    assert spread() > before * 1.5
+
+
+def test_mode_seeking_joins_g_loss_with_its_weight(make_cfg, tmp_path: Path) -> None:
+    """Same seed with and without the term: D's first step and G's first loss are the same but for it."""
+    common = ("iterations=1", "loss.instance_noise=0")
+    run(make_cfg(*common, out="plain"))
+    run(make_cfg(*common, "loss.mode_seeking=0.5", out="seeking"))
+    plain, seeking = _records(tmp_path / "plain")[0], _records(tmp_path / "seeking")[0]
+    assert "train/g_mode_seeking" not in plain and seeking["train/g_mode_seeking"] > 0
+    assert seeking["train/d_loss"] == pytest.approx(plain["train/d_loss"], rel=1e-6)
+    expected = plain["train/g_loss"] + 0.5 * seeking["train/g_mode_seeking"]
+    assert seeking["train/g_loss"] == pytest.approx(expected, rel=1e-4)

@@ -51,6 +51,7 @@ class LossConfig:
     instance_noise_until: int | None = None  # ...at this iteration (null: at the run's `iterations`)
     r1_gamma: float = 0.0  # bce: weight of the R1 penalty gamma/2 E||grad D(real)||^2 (0: off)
     r1_every: int = 1  # bce: lazy R1, computed every this many D steps and scaled up to match
+    mode_seeking: float = 0.0  # weight of the mode-seeking term of G's loss (MSGAN; 0: off)
 
 
 @dataclass
@@ -232,6 +233,7 @@ def validate(cfg: DictConfig | TrainConfig, known_categories: tuple[str, ...] | 
     )
     check_value(lo.r1_gamma >= 0, "loss.r1_gamma", lo.r1_gamma, ">= 0 (0: off)")
     check_value(lo.r1_every >= 1, "loss.r1_every", lo.r1_every, "an integer >= 1")
+    check_value(lo.mode_seeking >= 0, "loss.mode_seeking", lo.mode_seeking, ">= 0 (0: off)")
     check_value(
         lo.r1_gamma == 0 or lo.name == "bce",
         "loss.r1_gamma",

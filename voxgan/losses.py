@@ -135,3 +135,16 @@ class WGANGPObjective:
 
 OBJECTIVES = {"bce": BCEObjective, "wgan_gp": WGANGPObjective}
 Objective = BCEObjective | WGANGPObjective
+
+
+def mode_seeking_term(z: torch.Tensor, fake: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """The mode-seeking term of MSGAN (Mao et al., 2019), added to G's loss with a weight: the inverse
+    of how far apart two samples lie per unit of distance between their z, so that G is pushed to
+    spread nearby z over different shapes instead of collapsing them onto one. Sample i of the batch
+    is paired with sample i + n/2; distances are mean absolute differences, in fp32."""
+    half = len(z) // 2
+    if half == 0:
+        raise ValueError("the mode-seeking term needs a batch of at least 2 samples")
+    z, fake = z.float(), fake.float()
+    ratio = (fake[:half] - fake[half : 2 * half]).abs().mean() / (z[:half] - z[half : 2 * half]).abs().mean()
+    return 1.0 / (ratio + eps)

@@ -24,7 +24,7 @@ from torch import nn
 
 from voxgan.augment import AdaptiveProbability, Augmentation, AugmentedD
 from voxgan.io import error_summary
-from voxgan.losses import OBJECTIVES, Objective, Stats
+from voxgan.losses import OBJECTIVES, Objective, Stats, mode_seeking_term
 from voxgan.models import build_discriminator, build_generator
 
 _STANDING_STATS_SEED = 20160  # the prior draws that measure the moving average's BatchNorm statistics
@@ -268,6 +268,10 @@ class VoxelGAN(pl.LightningModule):
 
         self.toggle_optimizer(opt_g)
         g_loss, g_stats = self.objective.g_loss(d, self._instance_noise(fake))
+        if mode_seeking := self.hparams.loss.get("mode_seeking", 0.0):
+            term = mode_seeking_term(z, fake)
+            g_loss = g_loss + mode_seeking * term
+            g_stats["g_mode_seeking"] = term.detach()
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         if logging:
