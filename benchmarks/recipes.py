@@ -52,7 +52,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from voxgan.compare import is_run, read_run
+from voxgan.compare import Run, is_run, read_run
 from voxgan.compare_groups import (
     FINAL,
     At,
@@ -62,7 +62,7 @@ from voxgan.compare_groups import (
     group_runs,
     group_table,
     seed_warnings,
-    spread_cell,
+    spread_table,
     write_group_comparison,
 )
 from voxgan.evaluation import evaluate_checkpoint, write_report
@@ -197,53 +197,49 @@ def recipe_table(groups: list[Group], at_minutes: list[float]) -> str:
     return "\n".join([*lines, "", *seed_warnings(groups)]) + "\n"
 
 
-def z_set_scores(folder: Path, z_sets: int) -> dict[str, float] | None:
+def z_set_scores(run: Run, z_sets: int) -> dict[str, float] | None:
     """The run's last checkpoint scored on ``z_sets`` fixed z sets (seeds 0 to z_sets - 1) with as many
-    samples as its evaluations used; read from ``<folder>/evaluation-zsets.json`` when that holds
-    the same z sets and checkpoint iteration. None where the run left no ``checkpoints/last.ckpt``."""
-    ckpt = folder / "checkpoints" / "last.ckpt"
+    samples as its evaluations used; read from ``<run>/evaluation-zsets.json`` when that holds the
+    same z sets and the iteration of the run's last evaluation. None where the run left no
+    ``checkpoints/last.ckpt``."""
+    ckpt = run.path / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
         return None
-    cached = folder / f"{Z_SETS_STEM}.json"
+    cached = run.path / f"{Z_SETS_STEM}.json"
     if cached.is_file():
         report = json.loads(cached.read_text())
-        if report.get("z_seeds") == list(range(z_sets)) and report.get("iteration") == read_iteration(folder):
+        last_iteration = run.records[-1].get("iteration") if run.records else None
+        if report.get("z_seeds") == list(range(z_sets)) and report.get("iteration") == last_iteration:
             return report["metrics"]
-    samples = int(OmegaConf.load(folder / "config.yaml").callbacks.eval_samples)
+    samples = int(OmegaConf.load(run.path / "config.yaml").callbacks.eval_samples)
     report = evaluate_checkpoint(ckpt, samples, metrics=["distribution"], repeats=z_sets)
-    write_report(report, folder, Z_SETS_STEM)
+    write_report(report, run.path, Z_SETS_STEM)
     return report["metrics"]
 
 
-def read_iteration(folder: Path) -> int | None:
-    """The iteration of the run's last evaluation (its last checkpoint's, for a finished run)."""
-    records = read_run(folder).records
-    return records[-1].get("iteration") if records else None
+def z_set_spreads(group: Group, z_sets: int) -> list[Spread]:
+    """A Spread per table metric of the group's last checkpoints over ``z_sets`` z sets."""
+    spreads = {metric: Spread() for metric in TABLE_METRICS}
+    for run, seed in zip(group.runs, group.seeds, strict=True):
+        scores = z_set_scores(run, z_sets)
+        for metric, s in spreads.items():
+            if scores is None:
+                s.notes.append(f"seed {seed}: no checkpoints/last.ckpt")
+            else:
+                s.values.append(scores[metric])
+                s.seeds.append(seed)
+    return list(spreads.values())
 
 
 def z_set_table(groups: list[Group], z_sets: int) -> str:
     """The second table: per recipe, each metric of the runs' last checkpoints over ``z_sets`` z sets."""
+    headers = [f"{name} final, {z_sets} z sets" for name in TABLE_METRICS.values()]
     lines = [
         f"Last checkpoints, each run scored on {z_sets} fixed z sets (seeds 0-{z_sets - 1}, the same for "
         "every run) and averaged; cells: mean ± sample std over seeds (min–max).",
         "",
-        "| recipe | n | " + " | ".join(f"{name} final, {z_sets} z sets" for name in TABLE_METRICS.values())
-        + " | note |",
-        "|---|---|" + "---|" * len(TABLE_METRICS) + "---|",
+        *spread_table(groups, headers, lambda group: z_set_spreads(group, z_sets)),
     ]
-    for group in groups:
-        spreads = {metric: Spread() for metric in TABLE_METRICS}
-        notes = []
-        for run, seed in zip(group.runs, group.seeds, strict=True):
-            scores = z_set_scores(run.path, z_sets)
-            if scores is None:
-                notes.append(f"seed {seed}: no checkpoints/last.ckpt")
-                continue
-            for metric, s in spreads.items():
-                s.values.append(scores[metric])
-                s.seeds.append(seed)
-        cells = [spread_cell(s, len(group.runs)) for s in spreads.values()]
-        lines.append("| " + " | ".join([group.label, str(len(group.runs)), *cells, "; ".join(notes)]) + " |")
     return "\n".join(lines) + "\n"
 
 

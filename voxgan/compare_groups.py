@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -204,12 +205,20 @@ def spread_cell(s: Spread, seeds: int) -> str:
 
 def group_table(groups: list[Group], columns: list[Column]) -> list[str]:
     """A markdown table: per group its label, n seeds, a ``spread_cell`` per column and the notes."""
+    headers = [c.header for c in columns]
+    return spread_table(groups, headers, lambda group: [spread(group, c.metric, c.at) for c in columns])
+
+
+def spread_table(
+    groups: list[Group], headers: list[str], spreads_of: Callable[[Group], list[Spread]]
+) -> list[str]:
+    """The markdown table of :func:`group_table` for any ``spreads_of(group)``, a Spread per header."""
     lines = [
-        "| recipe | n | " + " | ".join(c.header for c in columns) + " | note |",
-        "|---|---|" + "---|" * len(columns) + "---|",
+        "| recipe | n | " + " | ".join(headers) + " | note |",
+        "|---|---|" + "---|" * len(headers) + "---|",
     ]
     for group in groups:
-        spreads = [spread(group, c.metric, c.at) for c in columns]
+        spreads = spreads_of(group)
         notes = dict.fromkeys(note for s in spreads for note in s.notes)
         cells = [group.label, str(len(group.runs)), *(spread_cell(s, len(group.runs)) for s in spreads)]
         lines.append("| " + " | ".join([*cells, "; ".join(notes)]) + " |")

@@ -47,4 +47,3 @@ def fragment_metrics(generated: GridSet, reference: GridSet) -> dict[str, float]
     for suffix, grids in (("gen", generated), ("ref", reference)):
         results[f"pieces_{suffix}"], results[f"stray_{suffix}"] = fragment_stats(grids)
     return results
-
