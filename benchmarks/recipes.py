@@ -206,13 +206,18 @@ def z_set_scores(run: Run, z_sets: int) -> dict[str, float] | None:
     if not ckpt.is_file():
         return None
     cached = run.path / f"{Z_SETS_STEM}.json"
-    if cached.is_file():
+    try:  # a cache that cannot be read (a damaged file) is scored again and rewritten
         report = json.loads(cached.read_text())
         last_iteration = run.records[-1].get("iteration") if run.records else None
         if report.get("z_seeds") == list(range(z_sets)) and report.get("iteration") == last_iteration:
             return report["metrics"]
+    except (OSError, ValueError, AttributeError, KeyError):
+        pass
     samples = int(OmegaConf.load(run.path / "config.yaml").callbacks.eval_samples)
-    report = evaluate_checkpoint(ckpt, samples, metrics=["distribution"], repeats=z_sets)
+    try:
+        report = evaluate_checkpoint(ckpt, samples, metrics=["distribution"], repeats=z_sets)
+    except ValueError as error:  # voxgan's errors about files and settings
+        raise SystemExit(f"error: scoring {ckpt} on {z_sets} z sets: {error}") from None
     write_report(report, run.path, Z_SETS_STEM)
     return report["metrics"]
 

@@ -1,6 +1,7 @@
 """Seed groups in the run comparison: one recipe under several seeds, judged by mean and spread."""
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -259,3 +260,16 @@ def test_recipes_scores_last_checkpoints_on_several_z_sets(tmp_path: Path) -> No
     bad = run_app(tmp_path, "benchmarks/recipes.py", *options, "--table-only", "--at-minutes", "1",
                   "--z-sets", "0", expect_rc=2)  # fmt: skip
     assert "--z-sets=0" in bad.stderr
+    # A damaged cache is scored again: the same row, a readable cache.
+    cached.write_text('{"z_seeds": [0, 1')
+    again = run_app(tmp_path, "benchmarks/recipes.py", *options, "--table-only", "--at-minutes", "0.3",
+                    "--z-sets", "3", "--", *tiny)  # fmt: skip
+    assert row in again.stdout and json.loads(cached.read_text())["z_seeds"] == [0, 1, 2]
+    # A checkpoint that cannot be read stops the table with one line naming it.
+    cached.unlink()
+    (out / "experiment-quick" / "seed0" / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    gone = run_app(tmp_path, "benchmarks/recipes.py", *options, "--table-only", "--at-minutes", "0.3",
+                   "--z-sets", "3", "--", *tiny, expect_rc=1)  # fmt: skip
+    ckpt = out / "experiment-quick" / "seed0" / "checkpoints" / "last.ckpt"
+    assert gone.stderr.strip().splitlines()[-1].startswith(f"error: scoring {ckpt} on 3 z sets: ")
+    assert "Traceback" not in gone.stderr
