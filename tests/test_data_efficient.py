@@ -118,6 +118,7 @@ def test_checkpoints_store_g_and_d_once(make_cfg, tmp_path: Path) -> None:
         ("augment.p=1.5", "augment.p"),
         ("loss.r1_every=0", "loss.r1_every"),
         ("loss.mode_seeking=-1", "loss.mode_seeking"),
+        ("loss.mode_seeking=0.1 data.batch_size=1", "loss.mode_seeking"),
     ],
 )
 def test_bad_augmentation_or_r1_values_name_their_key(

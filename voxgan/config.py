@@ -245,6 +245,12 @@ def validate(cfg: DictConfig | TrainConfig, known_categories: tuple[str, ...] | 
         d.resolution in RESOLUTIONS, "data.resolution", d.resolution, f"a power of two in {RESOLUTIONS}"
     )
     check_value(d.batch_size > 0, "data.batch_size", d.batch_size, "a positive integer")
+    check_value(
+        lo.mode_seeking == 0 or d.batch_size >= 2,
+        "loss.mode_seeking",
+        lo.mode_seeking,
+        "0 with data.batch_size=1 (the term compares pairs of samples of a batch)",
+    )
     check_value(d.source in ("synthetic", "shards"), "data.source", d.source, "synthetic or shards")
     check_value(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "in (0, 1)")
     check_value(d.num_shapes > 0, "data.num_shapes", d.num_shapes, "a positive integer")
