@@ -17,9 +17,13 @@ Each job runs, with OMP_NUM_THREADS=1 and WANDB_SILENT=true, at most ``--paralle
 
 and writes its output to ``<out>/<recipe slug>/seed<S>/launch.log`` (the slug is the recipe with ``=``
 as ``-`` and spaces as ``_``). A job whose folder holds a finished run (its last evaluation at the
-budget, less a minute or a tenth of the budget if that is shorter) is skipped, so rerunning the command
-resumes an interrupted comparison; an unfinished folder is moved aside to ``seed<S>.unfinished-<n>``
-and the job runs again; a job that fails is left out of the table. ``--minutes`` takes fractions
+budget, less a minute or a tenth of the budget if that is shorter) is skipped. A job whose folder holds
+a run of the same command stopped short of the budget (interrupted, or launched with a smaller
+``--minutes``) resumes from its ``checkpoints/last.ckpt`` (``ckpt_path=``; wall time, batches and
+records carry on), so rerunning the command finishes an interrupted comparison, and a 20-minute screen
+extends to an hour with ``--minutes 60``. A folder without that checkpoint, or of another command, is
+moved aside to ``seed<S>.unfinished-<n>`` and the job runs from the start; a job that fails is left
+out of the table. ``--minutes`` takes fractions
 (0.5: a 30 s budget). ``--table-only`` launches nothing and tabulates the runs that are there.
 
 One evaluation scores a fixed set of z: on the 90 real val chairs, the same generator reads COV 0.38
@@ -71,7 +75,11 @@ from voxgan.io import atomic_write
 REPO = Path(__file__).resolve().parents[1]
 TABLE_METRICS = {"mmd": "MMD", "cov": "COV", "1nna": "1-NNA"}
 # Keys every job sets from this script's own options; a recipe or common override may not set them.
-SET_BY_SCRIPT = ("seed", "iterations", "trainer.max_time", "trainer.enable_progress_bar", "hydra.run.dir")
+SET_BY_SCRIPT = (
+    "seed", "iterations", "trainer.max_time", "trainer.enable_progress_bar", "hydra.run.dir", "ckpt_path",
+)  # fmt: skip
+# Of a job's overrides, those a resumed run may differ in from the run it continues.
+BUDGET_KEYS = ("trainer.max_time", "ckpt_path")
 LOG_FILE = "launch.log"
 Z_SETS_STEM = "evaluation-zsets"
 
@@ -118,13 +126,33 @@ def max_time(seconds: float) -> str:
     return f"{s // 86400:02d}:{s // 3600 % 24:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def train_command(job: Job, common: list[str], budget_s: float) -> list[str]:
-    """The ``train.py`` command line of a job."""
+def job_overrides(job: Job, common: list[str], budget_s: float) -> list[str]:
+    """The Hydra overrides of a job, as its run's ``.hydra/overrides.yaml`` lists them."""
     return [
-        sys.executable, str(REPO / "train.py"), *shlex.split(job.recipe), *common, f"seed={job.seed}",
-        "iterations=1000000", f"trainer.max_time={max_time(budget_s)}", "trainer.enable_progress_bar=false",
-        f"hydra.run.dir={job.folder}",
+        *shlex.split(job.recipe), *common, f"seed={job.seed}", "iterations=1000000",
+        f"trainer.max_time={max_time(budget_s)}", "trainer.enable_progress_bar=false",
     ]  # fmt: skip
+
+
+def train_command(job: Job, common: list[str], budget_s: float, resume: Path | None = None) -> list[str]:
+    """The ``train.py`` command line of a job; with ``resume``, continuing from that checkpoint."""
+    resumed = [f"ckpt_path={resume}"] if resume else []
+    overrides = [*job_overrides(job, common, budget_s), *resumed, f"hydra.run.dir={job.folder}"]
+    return [sys.executable, str(REPO / "train.py"), *overrides]
+
+
+def without_budget(overrides: list[str]) -> list[str]:
+    """Overrides less those a resumed run may change (its budget and the checkpoint it resumes)."""
+    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in BUDGET_KEYS]
+
+
+def resumable(job: Job, common: list[str], budget_s: float) -> Path | None:
+    """The last checkpoint of an earlier run of this very job in its folder, if there is one."""
+    last = job.folder / "checkpoints" / "last.ckpt"
+    if not (last.is_file() and is_run(job.folder)):
+        return None
+    earlier = without_budget(read_run(job.folder).overrides)
+    return last if earlier == without_budget(job_overrides(job, common, budget_s)) else None
 
 
 def is_finished(folder: Path, budget_s: float) -> bool:
@@ -142,12 +170,12 @@ def set_aside(folder: Path) -> Path:
 
 
 def run_job(job: Job, command: list[str]) -> int:
-    """Run one job to its end, its output in ``<folder>/launch.log``; its exit status."""
+    """Run one job to its end, its output appended to ``<folder>/launch.log``; its exit status."""
     job.folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
     print(f"start  {job.recipe} seed {job.seed}: {job.folder}", flush=True)
     start = time.monotonic()
-    with open(job.folder / LOG_FILE, "w") as log:
+    with open(job.folder / LOG_FILE, "a") as log:  # a resumed run's output follows its first part
         rc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
     status = "done" if rc == 0 else f"FAILED (exit {rc}, see {job.folder / LOG_FILE})"
     print(f"{status}  {job.recipe} seed {job.seed} after {time.monotonic() - start:.0f} s", flush=True)
@@ -161,12 +189,15 @@ def launch(jobs: list[Job], common: list[str], budget_s: float, parallel: int) -
         if is_finished(job.folder, budget_s):
             print(f"skip   {job.recipe} seed {job.seed}: finished run in {job.folder}")
             continue
-        if job.folder.exists():
+        resume = resumable(job, common, budget_s)
+        if resume:
+            print(f"resume {job.recipe} seed {job.seed} from {resume}")
+        elif job.folder.exists():
             print(f"moved  an unfinished run to {set_aside(job.folder)}")
-        todo.append(job)
+        todo.append((job, train_command(job, common, budget_s, resume)))
     with ThreadPoolExecutor(max_workers=parallel) as pool:
-        codes = list(pool.map(lambda job: run_job(job, train_command(job, common, budget_s)), todo))
-    return [job for job, rc in zip(todo, codes, strict=True) if rc != 0]
+        codes = list(pool.map(lambda task: run_job(*task), todo))
+    return [job for (job, _), rc in zip(todo, codes, strict=True) if rc != 0]
 
 
 def recipe_groups(jobs: list[Job]) -> list[Group]:

@@ -56,11 +56,12 @@ def _records(walls: tuple[float, ...], mmd: tuple[float, ...]) -> list[dict]:
 
 def _sweep(root: Path) -> Path:
     """Jobs 0-2: recipe A (job 0 without a seed override: the default seed 0; job 2 with its overrides in
-    another order), 3-5: recipe B, 6: A at another resolution, 7-8: A at another learning rate, 2 seeds."""
+    another order, resumed from a checkpoint), 3-5: recipe B, 6: A at another resolution, 7-8: A at
+    another learning rate, 2 seeds."""
     jobs = [
         (["loss=bce", "data=chair"], _records(WALLS[0], A_MMD[0])),
         (["loss=bce", "data=chair", "seed=1"], _records(WALLS[1], A_MMD[1])),
-        (["seed=2", "data=chair", "loss=bce"], _records(WALLS[2], A_MMD[2])),
+        (["seed=2", "data=chair", "loss=bce", "ckpt_path=/runs/2/last.ckpt"], _records(WALLS[2], A_MMD[2])),
         *((["loss=wgan_gp", "data=chair", f"seed={s}"], _records(WALLS[0], B_MMD[s])) for s in range(3)),
         (["loss=bce", "data=chair", "data.resolution=16", "seed=0"], _records((260, 400, 500), (0, 0, 0))),
         *(
@@ -273,3 +274,32 @@ def test_recipes_scores_last_checkpoints_on_several_z_sets(tmp_path: Path) -> No
     ckpt = out / "experiment-quick" / "seed0" / "checkpoints" / "last.ckpt"
     assert gone.stderr.strip().splitlines()[-1].startswith(f"error: scoring {ckpt} on 3 z sets: ")
     assert "Traceback" not in gone.stderr
+
+
+@pytest.mark.slow  # three launches of two real jobs: about 90 s on two idle cores
+def test_recipes_resumes_runs_stopped_short_of_a_longer_budget(tmp_path: Path) -> None:
+    out = tmp_path / "recipes"
+    tiny = [
+        "data.num_shapes=48", "data.batch_size=8", "model.g_channels=8", "model.d_channels=8", "logger=csv",
+        "callbacks.eval_every=10", "callbacks.eval_samples=4",
+    ]  # fmt: skip
+    options = ["--recipes", "experiment=quick", "--seeds", "0", "1", "--out", str(out), "--parallel", "2"]
+    run_app(tmp_path, "benchmarks/recipes.py", *options, "--minutes", "0.2", "--", *tiny)
+    seed0, seed1 = (out / "experiment-quick" / f"seed{s}" for s in (0, 1))
+    first = [json.loads(line) for line in (seed0 / EVAL_FILE).read_text().splitlines()]
+    # Seed 1 was launched with other common overrides: it is not this job, so it starts again.
+    OmegaConf.save(OmegaConf.create([*OmegaConf.load(seed1 / ".hydra" / "overrides.yaml"), "loss.d_lr=1"]),
+                   seed1 / ".hydra" / "overrides.yaml")  # fmt: skip
+    longer = run_app(tmp_path, "benchmarks/recipes.py", *options, "--minutes", "0.4", "--", *tiny)
+    assert f"resume experiment=quick seed 0 from {seed0 / 'checkpoints' / 'last.ckpt'}" in longer.stdout
+    assert f"moved  an unfinished run to {seed1}.unfinished-1" in longer.stdout
+    records = [json.loads(line) for line in (seed0 / EVAL_FILE).read_text().splitlines()]
+    assert records[: len(first)] == first  # the first part's records are kept as they were
+    iterations = [r["iteration"] for r in records]
+    assert iterations == sorted(set(iterations)) and iterations[-1] > first[-1]["iteration"]
+    assert records[-1]["wall_s"] >= 0.4 * 60 - 2.4  # wall time carried on past the first budget
+    overrides = list(OmegaConf.load(seed0 / ".hydra" / "overrides.yaml"))
+    assert "trainer.max_time=00:00:00:24" in overrides and any(o.startswith("ckpt_path=") for o in overrides)
+    assert "| experiment=quick | 2 |" in (out / "recipes.md").read_text()  # still one recipe of 2 seeds
+    again = run_app(tmp_path, "benchmarks/recipes.py", *options, "--minutes", "0.4", "--", *tiny)
+    assert again.stdout.count("skip   experiment=quick") == 2

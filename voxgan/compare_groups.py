@@ -74,9 +74,15 @@ def is_seed_override(override: str) -> bool:
     return override.split("=", 1)[0].lstrip("+~") == "seed"
 
 
+def is_resume_override(override: str) -> bool:
+    """Whether a Hydra override sets ``ckpt_path``: a resumed run is still its recipe."""
+    return override.split("=", 1)[0].lstrip("+~") == "ckpt_path"
+
+
 def recipe_of(overrides: list[str]) -> tuple[str, ...]:
-    """The overrides without ``seed``, sorted: the order of command-line overrides does not matter."""
-    return tuple(sorted(o for o in overrides if not is_seed_override(o)))
+    """The overrides without ``seed`` and ``ckpt_path``, sorted: the order of command-line overrides
+    does not matter, and a run resumed from its checkpoint stays in its recipe's group."""
+    return tuple(sorted(o for o in overrides if not (is_seed_override(o) or is_resume_override(o))))
 
 
 def seed_of(run: Run) -> str:
