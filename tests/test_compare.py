@@ -74,6 +74,14 @@ def _sweep(root: Path) -> Path:
     return root / "sweep"
 
 
+def tiny_jobs(eval_every: int) -> list[str]:
+    """Common overrides of real recipes.py jobs small enough to train for seconds."""
+    return [
+        "data.num_shapes=48", "data.batch_size=8", "model.g_channels=8", "model.d_channels=8", "logger=csv",
+        f"callbacks.eval_every={eval_every}", "callbacks.eval_samples=4",
+    ]  # fmt: skip
+
+
 def _std(values: list[float]) -> float:
     mean = sum(values) / len(values)
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
@@ -233,10 +241,7 @@ def test_recipes_table_only_tabulates_existing_runs_by_recipe(tmp_path: Path) ->
 
 def test_recipes_scores_last_checkpoints_on_several_z_sets(tmp_path: Path) -> None:
     out = tmp_path / "recipes"
-    tiny = [
-        "data.num_shapes=48", "data.batch_size=8", "model.g_channels=8", "model.d_channels=8", "logger=csv",
-        "callbacks.eval_every=20", "callbacks.eval_samples=4",
-    ]  # fmt: skip
+    tiny = tiny_jobs(eval_every=20)
     options = ["--recipes", "experiment=quick", "--seeds", "0", "1", "--out", str(out)]
     result = run_app(tmp_path, "benchmarks/recipes.py", *options, "--minutes", "0.3", "--parallel", "2",
                      "--z-sets", "3", "--", *tiny)  # fmt: skip
@@ -279,10 +284,7 @@ def test_recipes_scores_last_checkpoints_on_several_z_sets(tmp_path: Path) -> No
 @pytest.mark.slow  # three launches of two real jobs: about 90 s on two idle cores
 def test_recipes_resumes_runs_stopped_short_of_a_longer_budget(tmp_path: Path) -> None:
     out = tmp_path / "recipes"
-    tiny = [
-        "data.num_shapes=48", "data.batch_size=8", "model.g_channels=8", "model.d_channels=8", "logger=csv",
-        "callbacks.eval_every=10", "callbacks.eval_samples=4",
-    ]  # fmt: skip
+    tiny = tiny_jobs(eval_every=10)
     options = ["--recipes", "experiment=quick", "--seeds", "0", "1", "--out", str(out), "--parallel", "2"]
     run_app(tmp_path, "benchmarks/recipes.py", *options, "--minutes", "0.2", "--", *tiny)
     seed0, seed1 = (out / "experiment-quick" / f"seed{s}" for s in (0, 1))
