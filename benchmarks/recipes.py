@@ -23,8 +23,8 @@ a run of the same command stopped short of the budget (interrupted, or launched 
 records carry on), so rerunning the command finishes an interrupted comparison, and a 20-minute screen
 extends to an hour with ``--minutes 60``. A folder without that checkpoint, or of another command, is
 moved aside to ``seed<S>.unfinished-<n>`` and the job runs from the start; a job that fails is left
-out of the table. ``--minutes`` takes fractions
-(0.5: a 30 s budget). ``--table-only`` launches nothing and tabulates the runs that are there.
+out of the table. ``--minutes`` takes fractions (0.5: a 30 s budget). ``--table-only`` launches
+nothing and tabulates the runs that are there.
 
 One evaluation scores a fixed set of z: on the 90 real val chairs, the same generator reads COV 0.38
 to 0.50 across z sets. ``--z-sets K`` adds a second table: each run's last checkpoint scored on K
