@@ -65,6 +65,7 @@ from voxgan.compare_groups import (
     Spread,
     group_runs,
     group_table,
+    override_key,
     seed_warnings,
     spread_table,
     write_group_comparison,
@@ -112,7 +113,7 @@ def plan_jobs(recipes: list[str], seeds: list[int], out: Path) -> list[Job]:
 def check_overrides(recipes: list[str], common: list[str]) -> None:
     """Stop on an override of a key this script sets for every job."""
     for override in [*common, *(o for recipe in recipes for o in shlex.split(recipe))]:
-        key = override.split("=", 1)[0].lstrip("+~")
+        key = override_key(override)
         if key in SET_BY_SCRIPT:
             raise SystemExit(
                 f"error: {override!r} sets {key}, which recipes.py sets for every job "
@@ -143,7 +144,7 @@ def train_command(job: Job, common: list[str], budget_s: float, resume: Path | N
 
 def without_budget(overrides: list[str]) -> list[str]:
     """Overrides less those a resumed run may change (its budget and the checkpoint it resumes)."""
-    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in BUDGET_KEYS]
+    return [o for o in overrides if override_key(o) not in BUDGET_KEYS]
 
 
 def resumable(job: Job, common: list[str], budget_s: float) -> Path | None:

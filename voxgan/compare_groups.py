@@ -69,20 +69,24 @@ class Group:
     label: str = ""
 
 
+# Keys a run may set without being another recipe: its seed, and the checkpoint it resumed from.
+NOT_RECIPE_KEYS = ("seed", "ckpt_path")
+
+
+def override_key(override: str) -> str:
+    """The key a Hydra override sets, adds (``+``) or deletes (``~``): ``+a.b=1`` -> ``a.b``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def is_seed_override(override: str) -> bool:
     """Whether a Hydra override sets (or adds, or deletes) ``seed``."""
-    return override.split("=", 1)[0].lstrip("+~") == "seed"
-
-
-def is_resume_override(override: str) -> bool:
-    """Whether a Hydra override sets ``ckpt_path``: a resumed run is still its recipe."""
-    return override.split("=", 1)[0].lstrip("+~") == "ckpt_path"
+    return override_key(override) == "seed"
 
 
 def recipe_of(overrides: list[str]) -> tuple[str, ...]:
     """The overrides without ``seed`` and ``ckpt_path``, sorted: the order of command-line overrides
     does not matter, and a run resumed from its checkpoint stays in its recipe's group."""
-    return tuple(sorted(o for o in overrides if not (is_seed_override(o) or is_resume_override(o))))
+    return tuple(sorted(o for o in overrides if override_key(o) not in NOT_RECIPE_KEYS))
 
 
 def seed_of(run: Run) -> str:
