@@ -147,18 +147,18 @@ def without_budget(overrides: list[str]) -> list[str]:
     return [o for o in overrides if override_key(o) not in BUDGET_KEYS]
 
 
-def resumable(job: Job, common: list[str], budget_s: float) -> Path | None:
-    """The last checkpoint of an earlier run of this very job in its folder, if there is one."""
+def resumable(job: Job, run: Run | None, common: list[str], budget_s: float) -> Path | None:
+    """The last checkpoint of ``run``, the earlier run in the job's folder, if it ran this very job."""
     last = job.folder / "checkpoints" / "last.ckpt"
-    if not (last.is_file() and is_run(job.folder)):
+    if run is None or not last.is_file():
         return None
-    earlier = without_budget(read_run(job.folder).overrides)
-    return last if earlier == without_budget(job_overrides(job, common, budget_s)) else None
+    same_job = without_budget(run.overrides) == without_budget(job_overrides(job, common, budget_s))
+    return last if same_job else None
 
 
-def is_finished(folder: Path, budget_s: float) -> bool:
-    """Whether ``folder`` holds a run whose last evaluation came at the end of the budget."""
-    records = read_run(folder).records if is_run(folder) else []
+def is_finished(run: Run | None, budget_s: float) -> bool:
+    """Whether ``run`` (None: no run) evaluated for the last time at the end of the budget."""
+    records = run.records if run else []
     return bool(records) and records[-1].get("wall_s", 0) >= budget_s - min(60.0, budget_s / 10)
 
 
@@ -187,10 +187,11 @@ def launch(jobs: list[Job], common: list[str], budget_s: float, parallel: int) -
     """Run the jobs without a finished run, ``parallel`` at a time; the jobs that failed."""
     todo = []
     for job in jobs:
-        if is_finished(job.folder, budget_s):
+        run = read_run(job.folder) if is_run(job.folder) else None
+        if is_finished(run, budget_s):
             print(f"skip   {job.recipe} seed {job.seed}: finished run in {job.folder}")
             continue
-        resume = resumable(job, common, budget_s)
+        resume = resumable(job, run, common, budget_s)
         if resume:
             print(f"resume {job.recipe} seed {job.seed} from {resume}")
         elif job.folder.exists():
