@@ -316,8 +316,10 @@ def main() -> None:
     jobs = plan_jobs(args.recipes, list(dict.fromkeys(args.seeds)), out)
     failed = [] if args.table_only else launch(jobs, args.common, args.minutes * 60, args.parallel)
     groups = recipe_groups([job for job in jobs if job not in failed])  # a failed run ends early
-    if not groups:
-        raise SystemExit(f"error: no runs under {out}; launch them without --table-only")
+    logs = ", ".join(str(job.folder / LOG_FILE) for job in failed)
+    failure = f"error: {len(failed)} job(s) failed; see {logs}" if failed else None
+    if not groups:  # every job failed, or --table-only found nothing to tabulate
+        raise SystemExit(failure or f"error: no runs under {out}; launch them without --table-only")
     table = recipe_table(groups, args.at_minutes)
     if args.z_sets > 1:
         table += "\n" + z_set_table(groups, args.z_sets)
@@ -327,9 +329,8 @@ def main() -> None:
         *write_group_comparison(groups, out, list(TABLE_METRICS), points).values(),
     ]
     print(table + "written: " + ", ".join(map(str, written)))
-    if failed:
-        logs = ", ".join(str(job.folder / LOG_FILE) for job in failed)
-        raise SystemExit(f"error: {len(failed)} job(s) failed; see {logs}")
+    if failure:
+        raise SystemExit(failure)
 
 
 if __name__ == "__main__":

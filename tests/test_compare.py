@@ -281,7 +281,7 @@ def test_recipes_scores_last_checkpoints_on_several_z_sets(tmp_path: Path) -> No
     assert "Traceback" not in gone.stderr
 
 
-@pytest.mark.slow  # three launches of two real jobs: about 90 s on two idle cores
+@pytest.mark.slow  # four launches of real jobs: about 100 s on two idle cores
 def test_recipes_resumes_runs_stopped_short_of_a_longer_budget(tmp_path: Path) -> None:
     out = tmp_path / "recipes"
     tiny = tiny_jobs(eval_every=10)
@@ -305,3 +305,12 @@ def test_recipes_resumes_runs_stopped_short_of_a_longer_budget(tmp_path: Path) -
     assert "| experiment=quick | 2 |" in (out / "recipes.md").read_text()  # still one recipe of 2 seeds
     again = run_app(tmp_path, "benchmarks/recipes.py", *options, "--minutes", "0.4", "--", *tiny)
     assert again.stdout.count("skip   experiment=quick") == 2
+    # A damaged last.ckpt: the job stops with one line naming it, the run folder stays as it was.
+    (seed0 / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    kept = (seed0 / EVAL_FILE).read_text()
+    only0 = ["--recipes", "experiment=quick", "--seeds", "0", "--out", str(out)]
+    broken = run_app(tmp_path, "benchmarks/recipes.py", *only0, "--minutes", "0.6", "--", *tiny, expect_rc=1)
+    assert broken.stderr.strip().splitlines()[-1] == f"error: 1 job(s) failed; see {seed0 / 'launch.log'}"
+    last_line = (seed0 / "launch.log").read_text().strip().splitlines()[-1]
+    assert last_line.startswith(f"error: ckpt_path={seed0 / 'checkpoints' / 'last.ckpt'} is not a readable")
+    assert (seed0 / EVAL_FILE).read_text() == kept
