@@ -16,15 +16,11 @@ def _records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def _train_recording_d_inputs(
-    cfg, out: Path, packed: bool = False
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Train cfg for its iterations; return the real batches and every input D (with ``packed``, the
-    network inside a packed D) received."""
+def _train_recording_d_inputs(cfg, out: Path) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Train cfg for its iterations; return the real batches and every input D received."""
     datamodule, module = build_datamodule(cfg), build_module(cfg)
     seen, batches = [], []
-    d = module.discriminator.network if packed else module.discriminator
-    d.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    module.discriminator.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
     step = module.training_step
 
     def recording_step(batch, batch_idx):
@@ -123,8 +119,6 @@ def test_checkpoints_store_g_and_d_once(make_cfg, tmp_path: Path) -> None:
         ("loss.r1_every=0", "loss.r1_every"),
         ("loss.mode_seeking=-1", "loss.mode_seeking"),
         ("loss.mode_seeking=0.1 data.batch_size=1", "loss.mode_seeking"),
-        ("model.d_pack=0", "model.d_pack"),
-        ("model.d_pack=3", "model.d_pack"),  # data.batch_size=8
     ],
 )
 def test_bad_augmentation_or_r1_values_name_their_key(
@@ -201,41 +195,3 @@ def test_mode_seeking_joins_g_loss_with_its_weight(make_cfg, tmp_path: Path) -> 
     assert seeking["train/d_loss"] == pytest.approx(plain["train/d_loss"], rel=1e-6)
     expected = plain["train/g_loss"] + 0.5 * seeking["train/g_mode_seeking"]
     assert seeking["train/g_loss"] == pytest.approx(expected, rel=1e-4)
-
-
-def test_packed_d_gives_one_logit_per_pack_of_consecutive_shapes_and_features_per_shape() -> None:
-    from voxgan.models import build_discriminator
-
-    torch.manual_seed(0)
-    d = build_discriminator("dcgan3d", 16, 8, "none", minibatch_std=False, pack=2).eval()
-    x = torch.rand(6, 1, 16, 16, 16, requires_grad=True)
-    logits = d(x)
-    assert logits.shape == (3,)
-    (grad,) = torch.autograd.grad(logits[1], x)
-    touched = grad.flatten(1).abs().sum(dim=1) > 0
-    assert touched.tolist() == [False, False, True, True, False, False]  # pack 1 = shapes 2 and 3
-    blocks = d.features(x[:3])
-    assert [b.shape[0] for b in blocks] == [3, 3]  # per shape: each one a pack of copies of itself
-    twin = d.network.features(torch.cat([x[:1], x[:1]], dim=1))
-    assert torch.allclose(blocks[-1][:1], twin[-1])
-    with pytest.raises(ValueError, match=r"model\.d_pack=2.*got 5"):
-        d(x[:5])
-
-
-def test_training_with_a_packed_d(make_cfg, tmp_path: Path) -> None:
-    """D's network receives the real batch as packs of consecutive shapes; the run saves, reloads and
-    gives per-shape D features."""
-    from voxgan.latent.features import last_block_features
-    from voxgan.module import load_checkpoint
-
-    cfg = make_cfg("model.d_pack=2", "iterations=2", "loss.instance_noise=0", out="packed")
-    batches, seen = _train_recording_d_inputs(cfg, tmp_path / "recorded", packed=True)
-    real = batches[0]
-    assert seen[0].shape == (4, 2, 16, 16, 16)
-    assert torch.equal(seen[0], real.reshape(4, 2, 16, 16, 16))
-    run(cfg)
-    record = _records(tmp_path / "packed")[-1]
-    assert all(torch.isfinite(torch.tensor(record[k])) for k in ("train/d_loss", "overfit/d_train_real"))
-    loaded, _ = load_checkpoint(tmp_path / "packed" / "checkpoints" / "last.ckpt")
-    assert loaded.discriminator.pack == 2
-    assert last_block_features(loaded.discriminator, real[:3]).shape[0] == 3

@@ -30,7 +30,6 @@ class ModelConfig:
         "auto"  # batch | layer | spectral | none; auto: batch (bce) / layer (wgan_gp) / spectral (resgan3d)
     )
     minibatch_std: bool = False  # D sees each batch's feature spread: counters mode collapse
-    d_pack: int = 1  # D judges packs of this many shapes (PacGAN; 1: off): counters mode collapse
     ema_decay: float = 0.0  # > 0 keeps an exponential moving average of G for sampling
     compile: bool = False  # torch.compile G and D
     channels_last: bool = False  # channels_last_3d memory format
@@ -212,10 +211,6 @@ def validate(cfg: DictConfig | TrainConfig, known_categories: tuple[str, ...] | 
         m.g_channels > 0 and m.d_channels > 0, "model.g_channels/d_channels", m.g_channels, "positive"
     )
     check_value(m.d_norm in (*D_NORMS, "auto"), "model.d_norm", m.d_norm, f"auto or one of {D_NORMS}")
-    check_value(m.d_pack >= 1, "model.d_pack", m.d_pack, "an integer >= 1 (1: off)")
-    check_value(
-        d.batch_size % m.d_pack == 0, "model.d_pack", m.d_pack, f"a divisor of data.batch_size={d.batch_size}"
-    )
     check_value(0 <= m.ema_decay < 1, "model.ema_decay", m.ema_decay, "in [0, 1)")
     check_value(lo.name in OBJECTIVES, "loss.name", lo.name, f"one of {sorted(OBJECTIVES)}")
     check_value(lo.g_lr > 0, "loss.g_lr", lo.g_lr, "a positive learning rate")

@@ -59,10 +59,7 @@ def random_discriminator(module: VoxelGAN, seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         d_norm = resolve_d_norm(hp.model, hp.loss["name"])
-        pack = hp.model.get("d_pack", 1)
-        network = build_discriminator(
-            hp.model["name"], hp.resolution, hp.model["d_channels"], d_norm, pack=pack
-        )
+        network = build_discriminator(hp.model["name"], hp.resolution, hp.model["d_channels"], d_norm)
     return network.to(module.device)
 
 

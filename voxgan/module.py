@@ -98,12 +98,7 @@ class VoxelGAN(pl.LightningModule):
         self.generator = build_generator(model["name"], model["latent_dim"], resolution, model["g_channels"])
         d_norm = resolve_d_norm(model, loss["name"])
         self.discriminator = build_discriminator(
-            model["name"],
-            resolution,
-            model["d_channels"],
-            d_norm,
-            model["minibatch_std"],
-            model.get("d_pack", 1),
+            model["name"], resolution, model["d_channels"], d_norm, model["minibatch_std"]
         )
         self.g_ema = copy.deepcopy(self.generator).requires_grad_(False) if model["ema_decay"] > 0 else None
         self.objective = build_objective(loss)
@@ -329,9 +324,6 @@ class VoxelGAN(pl.LightningModule):
             return {}
         val = self._val_reals
         n = min(len(val), len(real))
-        n -= n % self.hparams.model.get("d_pack", 1)  # a packed D judges whole packs
-        if n == 0:
-            return {}
         norms = batch_norms(self.discriminator)
         momenta = [m.momentum for m in norms]
         for m in norms:

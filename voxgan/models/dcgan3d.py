@@ -37,17 +37,13 @@ class DCGANDiscriminator(nn.Module):
     """resolution^3 -> ... -> 4^3 -> one logit; the generator's mirror with LeakyReLU(0.2)."""
 
     def __init__(
-        self,
-        resolution: int,
-        base_channels: int = 64,
-        norm: str = "batch",
-        minibatch_std: bool = False,
-        in_channels: int = 1,
+        self, resolution: int, base_channels: int = 64, norm: str = "batch", minibatch_std: bool = False
     ) -> None:
         super().__init__()
         channels = level_channels(resolution, base_channels)[::-1]
-        first = nn.Conv3d(in_channels, channels[0], 4, 2, 1)
-        blocks: list[nn.Module] = [nn.Sequential(maybe_spectral(first, norm), nn.LeakyReLU(0.2, True))]
+        blocks: list[nn.Module] = [
+            nn.Sequential(maybe_spectral(nn.Conv3d(1, channels[0], 4, 2, 1), norm), nn.LeakyReLU(0.2, True))
+        ]
         for c_in, c_out in zip(channels, channels[1:]):
             blocks.append(
                 nn.Sequential(

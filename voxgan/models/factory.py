@@ -5,7 +5,6 @@ from __future__ import annotations
 from torch import nn
 
 from voxgan.models.dcgan3d import DCGANDiscriminator, DCGANGenerator
-from voxgan.models.layers import PackedDiscriminator
 from voxgan.models.resgan3d import ResDiscriminator, ResGenerator
 
 ARCHITECTURES = {
@@ -26,9 +25,7 @@ def build_generator(name: str, latent_dim: int, resolution: int, base_channels: 
 
 
 def build_discriminator(
-    name: str, resolution: int, base_channels: int, norm: str, minibatch_std: bool = False, pack: int = 1
+    name: str, resolution: int, base_channels: int, norm: str, minibatch_std: bool = False
 ) -> nn.Module:
-    """The discriminator/critic of architecture ``name``: (N, 1, R, R, R) -> (N,) logits, or (N / pack,)
-    for a packed D (``pack`` > 1, see PackedDiscriminator)."""
-    network = _architecture(name)[1](resolution, base_channels, norm, minibatch_std, in_channels=pack)
-    return network if pack == 1 else PackedDiscriminator(network, pack)
+    """The discriminator/critic of architecture ``name``: (N, 1, R, R, R) -> (N,) logits."""
+    return _architecture(name)[1](resolution, base_channels, norm, minibatch_std)

@@ -59,30 +59,3 @@ def block_features(blocks: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]
         x = block(x)
         out.append(x)
     return out
-
-
-class PackedDiscriminator(nn.Module):
-    """D judges packs of ``pack`` samples, stacked as channels: one logit per pack (PacGAN, Lin et al.
-    2018). A pack of generated shapes that all look alike is easy to tell from a pack of real ones,
-    so G is pushed to cover more of the data. ``network`` takes ``pack`` input channels.
-
-    ``forward`` takes (N, 1, R, R, R) with N a multiple of ``pack`` and returns N / pack logits, the
-    packs being consecutive samples. ``features`` stays per shape: each shape is judged as a pack of
-    copies of itself (for probes, t-SNE and latent features).
-    """
-
-    def __init__(self, network: nn.Module, pack: int) -> None:
-        super().__init__()
-        self.network, self.pack = network, pack
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] % self.pack:
-            raise ValueError(
-                f"a packed D (model.d_pack={self.pack}) needs a batch that is a multiple of {self.pack}, "
-                f"got {x.shape[0]} shapes"
-            )
-        return self.network(x.reshape(x.shape[0] // self.pack, self.pack, *x.shape[2:]))
-
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Activations after each block for each shape of ``x``, coarsest last."""
-        return self.network.features(x.expand(-1, self.pack, *x.shape[2:]))

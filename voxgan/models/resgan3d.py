@@ -64,16 +64,11 @@ class ResDiscriminator(nn.Module):
     """resolution^3 -> residual down blocks -> 4^3 -> global sum -> linear logit."""
 
     def __init__(
-        self,
-        resolution: int,
-        base_channels: int = 32,
-        norm: str = "spectral",
-        minibatch_std: bool = False,
-        in_channels: int = 1,
+        self, resolution: int, base_channels: int = 32, norm: str = "spectral", minibatch_std: bool = False
     ) -> None:
         super().__init__()
         channels = level_channels(resolution, base_channels)[::-1]
-        ins = [in_channels] + channels[:-1]
+        ins = [1] + channels[:-1]
         self.blocks = nn.ModuleList(DownBlock(a, b, norm) for a, b in zip(ins, channels))
         self.batch_std = MinibatchStd() if minibatch_std else nn.Identity()
         self.head = maybe_spectral(nn.Linear(channels[-1] + int(minibatch_std), 1), norm)
