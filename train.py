@@ -9,7 +9,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from voxgan.config import register_configs
-from voxgan.train import USER_ERRORS, run
+from voxgan.training.train import USER_ERRORS, run
 
 register_configs()
 

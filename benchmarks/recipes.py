@@ -35,7 +35,7 @@ mean of those per run, then mean ± std over seeds. Each run keeps its scores in
 The table (printed, and written to ``<out>/recipes.md``) has a row per recipe and, per ``--at-minutes``
 time, each metric's last evaluation at or before that wall time; "final" is the evaluation that closes
 a run, stamped a little after the budget (it counts setup and its own scoring), so "@<budget> min"
-shows the last periodic evaluation. Seeds are grouped by ``voxgan.compare_groups`` (runs whose
+shows the last periodic evaluation. Seeds are grouped by ``voxgan.analysis.compare_groups`` (runs whose
 overrides differ only in ``seed``), which also writes ``comparison-groups.md``, ``.csv`` and ``.png``
 (each metric's mean and min-max band over seeds against wall time and iterations) into ``<out>``.
 """
@@ -56,8 +56,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from voxgan.compare import Run, is_run, read_run
-from voxgan.compare_groups import (
+from voxgan.analysis.compare import Run, is_run, read_run
+from voxgan.analysis.compare_groups import (
     FINAL,
     At,
     Column,

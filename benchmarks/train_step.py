@@ -1,6 +1,6 @@
 """Time full training iterations of voxgan against the plain loop of ``reference_3dgan.py``.
 
-voxgan runs as in training: the VoxelGAN built by ``voxgan.train.build_module`` from the composed
+voxgan runs as in training: the VoxelGAN built by ``voxgan.training.train.build_module`` from the composed
 ``conf/train.yaml``, fitted by a real Lightning Trainer (its training_step, manual_backward and
 optimizers), data resident on the device through the real DataModule. The reference runs in the same
 process on the same grids, widths and learning rates, one of its iterations after each voxgan
@@ -50,8 +50,8 @@ from reference_3dgan import ReferenceGAN, endless_batches
 
 from voxgan.config import register_configs
 from voxgan.models.layers import level_channels
-from voxgan.module import VoxelGAN
-from voxgan.train import build_datamodule, build_module
+from voxgan.training.module import VoxelGAN
+from voxgan.training.train import build_datamodule, build_module
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -475,7 +475,7 @@ def main() -> None:
     quiet_lightning()
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.set_float32_matmul_precision("high")  # as voxgan.train.run sets it
+    torch.set_float32_matmul_precision("high")  # as voxgan.training.train.run sets it
     device = torch.device(args.device)
     variants = [v for v in VARIANTS[args.device] if args.variants is None or v.name in args.variants]
     warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)

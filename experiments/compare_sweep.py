@@ -15,7 +15,7 @@ the last value at or before the wall time T (seconds) or iteration I; ``--no-gro
 
 import argparse
 
-from voxgan.compare import (
+from voxgan.analysis.compare import (
     PLOT_METRICS,
     CompareError,
     load_runs,
@@ -23,7 +23,7 @@ from voxgan.compare import (
     plotted_metrics,
     write_comparison,
 )
-from voxgan.compare_groups import group_runs, has_repeats, reading_points, write_group_comparison
+from voxgan.analysis.compare_groups import group_runs, has_repeats, reading_points, write_group_comparison
 
 
 def main() -> None:

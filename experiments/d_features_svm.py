@@ -17,10 +17,10 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig
 
-from voxgan.d_features import d_features_svm, labelled_sets
+from voxgan.analysis.d_features import d_features_svm, labelled_sets
 from voxgan.device import resolve_device
 from voxgan.io import atomic_write
-from voxgan.module import load_checkpoint
+from voxgan.training.module import load_checkpoint
 
 
 @dataclass

@@ -13,7 +13,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from voxgan.classification import train_classifier
+from voxgan.analysis.classification import train_classifier
 from voxgan.config import DataConfig, PathsConfig
 from voxgan.data.datamodule import VoxelDataModule
 from voxgan.models.classifier import save_classifier

@@ -3,7 +3,14 @@
 import numpy as np
 import torch
 
-from voxgan.augment import AdaptiveProbability, Augmentation, cutout, mirror, shift_and_flip, translate
+from voxgan.augment import (
+    AdaptiveProbability,
+    Augmentation,
+    cutout,
+    mirror,
+    shift_and_flip,
+    translate,
+)
 from voxgan.data.datamodule import EndlessBatches, PackedSet
 from voxgan.data.grid import pack_grids
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.apps import run_app
-from voxgan.classification import train_classifier
+from voxgan.analysis.classification import train_classifier
 from voxgan.data.datamodule import synthetic_set
 from voxgan.models.classifier import ClassifierError, VoxelClassifier, load_classifier, save_classifier
 

@@ -9,8 +9,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.apps import run_app
-from voxgan.compare import load_runs
-from voxgan.compare_groups import (
+from voxgan.analysis.compare import load_runs
+from voxgan.analysis.compare_groups import (
     SEED_WARNING,
     group_rows,
     group_runs,

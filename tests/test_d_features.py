@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from tests.apps import run_app
-from voxgan.d_features import d_features_svm, labelled_sets, pooled_block_features
-from voxgan.module import load_checkpoint
-from voxgan.train import run
+from voxgan.analysis.d_features import d_features_svm, labelled_sets, pooled_block_features
+from voxgan.training.module import load_checkpoint
+from voxgan.training.train import run
 
 
 def test_svm_on_d_features_separates_chairs_from_airplanes(make_cfg, tmp_path: Path) -> None:

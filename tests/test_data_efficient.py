@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from voxgan.config import ConfigError
-from voxgan.losses import mode_seeking_term
-from voxgan.train import build_datamodule, build_module, build_trainer, run
+from voxgan.training.losses import mode_seeking_term
+from voxgan.training.train import build_datamodule, build_module, build_trainer, run
 
 
 def _records(out: Path) -> list[dict]:

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from voxgan.train import build_module
+from voxgan.training.train import build_module
 
 
 def _ema_module(make_cfg, decay: float = 0.999):

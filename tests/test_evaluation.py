@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from tests.apps import run_app
 from tests.conftest import TINY
-from voxgan.compare import (
+from voxgan.analysis.compare import (
     SUMMARY_KEYS,
     CompareError,
     compare_runs,
@@ -24,7 +24,7 @@ from voxgan.compare import (
 from voxgan.evaluation import EVAL_FILE, evaluate_checkpoint, report_markdown
 from voxgan.io import append_jsonl, read_jsonl
 from voxgan.models.classifier import VoxelClassifier, save_classifier
-from voxgan.train import run
+from voxgan.training.train import run
 
 # 16^3 tiny runs hold 5 val shapes (48 x 0.1): 4 samples against 4 of them.
 EVAL = ["callbacks.eval_every=2", "callbacks.eval_samples=4"]

@@ -30,8 +30,8 @@ from voxgan.export import (
     push_folder,
 )
 from voxgan.models import build_generator
-from voxgan.module import load_checkpoint
-from voxgan.train import run
+from voxgan.training.module import load_checkpoint
+from voxgan.training.train import run
 
 ITERATIONS = 4
 EXPORT_FILES = {"model.safetensors", "config.json", "README.md", "samples.png"}
@@ -223,7 +223,7 @@ def test_loading_an_export_needs_neither_lightning_nor_the_hub(exported: Path) -
         f"probs = VoxelGenerator.from_pretrained({str(exported)!r}).sample(2, seed=0); "
         "print(tuple(probs.shape)); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('pytorch_lightning', 'lightning', 'huggingface_hub', 'hydra') or m == 'voxgan.module'))"
+        "('pytorch_lightning', 'lightning', 'huggingface_hub', 'hydra') or m == 'voxgan.training.module'))"
     )
     command = [sys.executable, "-c", script]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -14,9 +14,9 @@ from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.flops import forward_flops, gan_forward_flops, iteration_flops
-from voxgan.losses import BCEObjective, WGANGPObjective
 from voxgan.models import build_discriminator, build_generator
-from voxgan.train import build_datamodule, build_module, run
+from voxgan.training.losses import BCEObjective, WGANGPObjective
+from voxgan.training.train import build_datamodule, build_module, run
 
 Losses = list[tuple[float, float]]
 
@@ -186,7 +186,7 @@ def test_paper_model_iteration_is_about_ten_teraflop() -> None:
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, native: bool) -> None:
-    from voxgan.train import resolve_precision
+    from voxgan.training.train import resolve_precision
 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
@@ -201,7 +201,7 @@ def test_auto_precision_trains_and_says_what_it_chose(
     # the CPU's bf16 support is set both ways, so the expected choice does not come from the code under test
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
-    with caplog.at_level("INFO", logger="voxgan.train"):
+    with caplog.at_level("INFO", logger="voxgan.training.train"):
         run(make_cfg("trainer.precision=auto", "iterations=2", "loss.instance_noise=0"))
     chosen = "bf16-mixed" if native else "32-true"
     assert f"trainer.precision=auto: {chosen}" in caplog.text

@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from voxgan.losses import BCEObjective, WGANGPObjective
+from voxgan.training.losses import BCEObjective, WGANGPObjective
 
 
 class Linear(nn.Module):

@@ -53,7 +53,7 @@ def test_unknown_architecture() -> None:
 
 
 def test_channels_last_is_kept_off_cuda_group_norm_critics_only() -> None:
-    from voxgan.module import channels_last_pays
+    from voxgan.training.module import channels_last_pays
 
     critic = build_discriminator("dcgan3d", 16, 8, "layer")  # WGAN-GP's critic: GroupNorm
     batch_norm_d = build_discriminator("dcgan3d", 16, 8, "batch")

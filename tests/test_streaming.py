@@ -175,7 +175,7 @@ def test_streamed_setup_leaves_the_train_grids_on_disk(tmp_path: Path) -> None:
 def test_a_streamed_training_run_resumed_from_a_checkpoint_ends_where_the_uninterrupted_one_does(
     make_cfg, tmp_path: Path, root: Path
 ) -> None:
-    from voxgan.train import run
+    from voxgan.training.train import run
 
     common = (
         "data=shards",

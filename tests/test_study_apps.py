@@ -17,7 +17,7 @@ from tests.conftest import CONF, REPO, TINY
 from voxgan.data.formats import read_binvox, write_binvox
 from voxgan.data.procedural import make_shape
 from voxgan.study import load_real
-from voxgan.train import run
+from voxgan.training.train import run
 
 APPS = {app.__name__.split(".")[-1]: app for app in (arithmetic, generate, interpolate, invert, tsne)}
 
@@ -46,7 +46,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_classifier(tiny_checkpoint: Path) -> Path:
     """A chair / airplane classifier at 16^3, trained for one epoch on the tiny run's shapes."""
-    from voxgan.classification import train_classifier
+    from voxgan.analysis.classification import train_classifier
     from voxgan.data.datamodule import synthetic_set
     from voxgan.models.classifier import save_classifier
 

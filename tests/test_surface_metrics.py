@@ -15,7 +15,7 @@ from voxgan.data.procedural import make_shape
 from voxgan.metrics import MetricContext, compute_metrics
 from voxgan.metrics import surface as surface_module
 from voxgan.metrics.surface import chamfer_matrix, emd_matrix, surface_metrics, surface_points
-from voxgan.train import run
+from voxgan.training.train import run
 
 SURFACE_KEYS = {"mmd_cd", "cov_cd", "1nna_cd", "mmd_emd", "cov_emd", "1nna_emd", "surface_empty_gen",
                 "surface_empty_ref"}

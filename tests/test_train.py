@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from voxgan.config import ConfigError
-from voxgan.module import NonFiniteLossError
-from voxgan.train import run
+from voxgan.training.module import NonFiniteLossError
+from voxgan.training.train import run
 
 
 def _records(out: Path) -> list[dict]:
@@ -88,7 +88,7 @@ RESUME_RECIPES = {
 def test_resume_replays_an_uninterrupted_run_exactly(
     make_cfg, tmp_path: Path, recipe: str, monkeypatch
 ) -> None:
-    from voxgan.callbacks import IterationCheckpoint
+    from voxgan.training.callbacks import IterationCheckpoint
 
     common = (*RESUME_RECIPES[recipe], "iterations=6", "callbacks.checkpoint_every=3")
     run(make_cfg(*common, out="full"))
@@ -146,7 +146,7 @@ def test_wandb_offline_run_holds_config_and_metrics(make_cfg, tmp_path: Path) ->
 
 
 def test_nan_stops_the_run_naming_iteration_and_checkpoint(make_cfg, tmp_path: Path, monkeypatch) -> None:
-    from voxgan.losses import BCEObjective
+    from voxgan.training.losses import BCEObjective
 
     original = BCEObjective.g_loss
     calls = {"n": 0}
@@ -168,7 +168,7 @@ def test_nan_stops_the_run_naming_iteration_and_checkpoint(make_cfg, tmp_path: P
 
 
 def test_nan_in_a_critic_only_batch_stops_the_run(make_cfg, tmp_path: Path, monkeypatch) -> None:
-    from voxgan.losses import WGANGPObjective
+    from voxgan.training.losses import WGANGPObjective
 
     original = WGANGPObjective.d_loss
     calls = {"n": 0}
@@ -240,7 +240,7 @@ def test_trains_on_shards_prepared_from_real_mat_chairs(
 
 
 def test_a_damaged_checkpoint_gives_one_error_naming_the_file(make_cfg, tmp_path: Path) -> None:
-    from voxgan.module import CheckpointError, load_checkpoint
+    from voxgan.training.module import CheckpointError, load_checkpoint
 
     run(make_cfg("iterations=2"))
     good = tmp_path / "run" / "checkpoints" / "last.ckpt"
@@ -394,7 +394,7 @@ def test_progress_bar_counts_iterations_from_the_resumed_one_and_shows_the_budge
 def test_each_step_changes_its_own_network_and_leaves_the_other_alone(
     make_cfg, tmp_path: Path, loss: str
 ) -> None:
-    from voxgan.train import build_datamodule, build_module, build_trainer
+    from voxgan.training.train import build_datamodule, build_module, build_trainer
 
     cfg = make_cfg(f"loss={loss}", "loss.n_critic=2", "iterations=3")
     module, datamodule = build_module(cfg), build_datamodule(cfg)
@@ -452,7 +452,7 @@ def test_a_resume_in_its_own_folder_continues_the_logs_without_repeating_iterati
 
 
 def test_trimming_a_resumed_folder_keeps_damaged_log_lines_and_drops_later_iterations(tmp_path: Path) -> None:
-    from voxgan.loggers import trim_logs
+    from voxgan.training.loggers import trim_logs
 
     (tmp_path / "csv").mkdir()
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 5}\nnot json\n{"step": 2}\n')

@@ -199,9 +199,9 @@ def validate_augment(a: DictConfig | AugmentConfig, loss_name: str) -> None:
 
 def validate(cfg: DictConfig | TrainConfig, known_categories: tuple[str, ...] | None = None) -> None:
     """Check value ranges that types cannot express; raise ConfigError naming the key."""
-    from voxgan.losses import OBJECTIVES
     from voxgan.models import ARCHITECTURES
     from voxgan.models.layers import D_NORMS
+    from voxgan.training.losses import OBJECTIVES
 
     m, lo, d, cb = cfg.model, cfg.loss, cfg.data, cfg.callbacks
     check_value(m.name in ARCHITECTURES, "model.name", m.name, f"one of {sorted(ARCHITECTURES)}")

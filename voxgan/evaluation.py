@@ -1,5 +1,5 @@
 """Sample quality of a generator: samples of a fixed z against fixed real shape sets, scored by the
-registered metrics (``voxgan.metrics``), during training (``voxgan.callbacks.EvaluationCallback``)
+registered metrics (``voxgan.metrics``), during training (``voxgan.training.callbacks.EvaluationCallback``)
 or afterwards (``evaluate_checkpoint``). Nothing here depends on Lightning's trainer.
 
 Every evaluation of a run sees the same latent vectors, the same reference shapes (the val split,
@@ -25,7 +25,7 @@ from voxgan.metrics import MetricContext, compute_metrics
 from voxgan.metrics.iou import OCCUPANCY_THRESHOLD
 from voxgan.metrics.registry import FeatureFn
 from voxgan.models.classifier import VoxelClassifier, load_classifier
-from voxgan.module import VoxelGAN, load_checkpoint
+from voxgan.training.module import VoxelGAN, load_checkpoint
 
 log = logging.getLogger(__name__)
 

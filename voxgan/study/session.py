@@ -34,8 +34,8 @@ from voxgan.latent import (
     invert,
     train_encoder,
 )
-from voxgan.module import load_checkpoint
 from voxgan.study.outputs import OUTPUT_FORMATS, StudyRun, save_json, study_run
+from voxgan.training.module import load_checkpoint
 
 log = logging.getLogger(__name__)
 

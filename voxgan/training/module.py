@@ -24,8 +24,8 @@ from torch import nn
 
 from voxgan.augment import AdaptiveProbability, Augmentation, AugmentedD
 from voxgan.io import error_summary
-from voxgan.losses import OBJECTIVES, Objective, Stats, mode_seeking_term
 from voxgan.models import build_discriminator, build_generator
+from voxgan.training.losses import OBJECTIVES, Objective, Stats, mode_seeking_term
 
 _STANDING_STATS_SEED = 20160  # the prior draws that measure the moving average's BatchNorm statistics
 

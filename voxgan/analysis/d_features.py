@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from voxgan.data.datamodule import PackedSet, VoxelDataModule, prepared_set
 from voxgan.models import build_discriminator
-from voxgan.module import VoxelGAN, resolve_d_norm
+from voxgan.training.module import VoxelGAN, resolve_d_norm
 
 log = logging.getLogger(__name__)
 

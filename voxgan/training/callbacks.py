@@ -25,7 +25,7 @@ from voxgan.evaluation import (
     runnable_metrics,
 )
 from voxgan.io import append_jsonl, atomic_write
-from voxgan.module import VoxelGAN
+from voxgan.training.module import VoxelGAN
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ class EvaluationCallback(EveryIterations):
     """Scores G's samples every ``every`` generator iterations and at the end of training.
 
     Results go to every logger as ``eval/<name>`` (step = iteration), to ``trainer.callback_metrics``
-    (what ``voxgan.train.run`` returns to a sweeper) and, one line per evaluation, to
+    (what ``voxgan.training.train.run`` returns to a sweeper) and, one line per evaluation, to
     ``<output_dir>/metrics-eval.jsonl``. Only rank zero computes; the others skip.
     """
 

@@ -3,7 +3,7 @@ best values per run, and plots of each metric against iterations and wall time, 
 
 A run is labelled by the overrides that differ between the compared runs (``.hydra/overrides.yaml``),
 so the jobs of a sweep read as the values swept. Runs of one recipe under several seeds are compared
-as groups (mean and spread over seeds) by ``voxgan.compare_groups``.
+as groups (mean and spread over seeds) by ``voxgan.analysis.compare_groups``.
 """
 
 from __future__ import annotations

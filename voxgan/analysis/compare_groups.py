@@ -20,7 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from voxgan.compare import (
+from voxgan.analysis.compare import (
     X_AXES,
     Run,
     csv_text,

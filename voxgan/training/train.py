@@ -12,21 +12,21 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from voxgan.callbacks import (
+from voxgan.config import ConfigError, validate
+from voxgan.data.datamodule import VoxelDataModule
+from voxgan.data.formats.base import VoxelFileError
+from voxgan.data.shards import DatasetError
+from voxgan.io import error_summary
+from voxgan.models.classifier import ClassifierError
+from voxgan.training.callbacks import (
     AtomicCheckpointIO,
     EvaluationCallback,
     IterationCheckpoint,
     IterationProgressBar,
     SampleGrid,
 )
-from voxgan.config import ConfigError, validate
-from voxgan.data.datamodule import VoxelDataModule
-from voxgan.data.formats.base import VoxelFileError
-from voxgan.data.shards import DatasetError
-from voxgan.io import error_summary
-from voxgan.loggers import build_loggers, trim_logs
-from voxgan.models.classifier import ClassifierError
-from voxgan.module import CheckpointError, NonFiniteLossError, VoxelGAN
+from voxgan.training.loggers import build_loggers, trim_logs
+from voxgan.training.module import CheckpointError, NonFiniteLossError, VoxelGAN
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Analysis of trained runs: sweep comparison, classifier training, discriminator features."""

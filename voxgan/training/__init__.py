@@ -1,0 +1,1 @@
+"""Training: the LightningModule, its objectives, augmentation, callbacks, loggers and checkpoints."""
