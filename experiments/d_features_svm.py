@@ -20,7 +20,7 @@ from omegaconf import MISSING, DictConfig
 from voxgan.analysis.d_features import d_features_svm, labelled_sets
 from voxgan.device import resolve_device
 from voxgan.io import atomic_write
-from voxgan.training.module import load_checkpoint
+from voxgan.training.checkpoint import load_checkpoint
 
 
 @dataclass

@@ -42,7 +42,7 @@ def checkpoint_series(run: Path, batches: int = 4) -> dict[str, tuple[np.ndarray
     import torch
 
     from voxgan.data.datamodule import VoxelDataModule
-    from voxgan.training.module import load_checkpoint
+    from voxgan.training.checkpoint import load_checkpoint
 
     paths = sorted((run / "checkpoints").glob("iter_*.ckpt"))
     if not paths:

@@ -7,7 +7,7 @@ import pytest
 
 from tests.apps import run_app
 from voxgan.analysis.d_features import d_features_svm, labelled_sets, pooled_block_features
-from voxgan.training.module import load_checkpoint
+from voxgan.training.checkpoint import load_checkpoint
 from voxgan.training.train import run
 
 

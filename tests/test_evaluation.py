@@ -137,7 +137,8 @@ def test_evaluate_app_writes_the_table_and_names_a_bad_checkpoint(make_cfg, tmp_
 
     bad = run_app(tmp_path, "experiments/evaluate.py", f"ckpt={tmp_path / 'missing.ckpt'}", expect_rc=1)
     assert bad.stderr.strip().splitlines() == [
-        f"error: checkpoint {tmp_path / 'missing.ckpt'} does not exist; pass ckpt=<run>/checkpoints/last.ckpt"
+        f"error: ckpt={tmp_path / 'missing.ckpt'} does not exist; "
+        "pass a last.ckpt or iter_*.ckpt written by train.py"
     ]
 
 

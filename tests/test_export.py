@@ -30,7 +30,7 @@ from voxgan.export import (
     push_folder,
 )
 from voxgan.models import build_generator
-from voxgan.training.module import load_checkpoint
+from voxgan.training.checkpoint import load_checkpoint
 from voxgan.training.train import run
 
 ITERATIONS = 4
@@ -245,7 +245,7 @@ def test_export_app_reports_a_bad_checkpoint_in_one_line(tmp_path: Path) -> None
     bad.write_bytes(b"not a checkpoint")
     failed = run_app(tmp_path, "experiments/export.py", f"ckpt={bad}", f"out={tmp_path / 'x'}", expect_rc=1)
     lines = failed.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {bad} is not a readable voxgan checkpoint")
+    assert len(lines) == 1 and lines[0].startswith(f"error: ckpt={bad} is not a readable voxgan checkpoint")
     assert not (tmp_path / "x").exists()
 
 

@@ -114,7 +114,7 @@ def test_combine_is_the_linear_combination() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_module(tiny_checkpoint):  # noqa: F811
-    from voxgan.training.module import load_checkpoint
+    from voxgan.training.checkpoint import load_checkpoint
 
     module = load_checkpoint(tiny_checkpoint)[0]
     module.g_ema = None  # these tests invert G itself, so its samples must come from G too

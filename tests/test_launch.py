@@ -161,4 +161,4 @@ def test_a_truncated_resume_checkpoint_is_one_line_naming_it(tmp_path: Path) -> 
     bad = tmp_path / "cut.ckpt"
     bad.write_bytes(b"PK\x03\x04 not a whole checkpoint")
     result = _train_failing(tmp_path, f"ckpt_path={bad}", f"hydra.run.dir={tmp_path / 'run'}")
-    assert f"error: ckpt_path={bad} is not a readable checkpoint" in result.stderr.splitlines()[-1]
+    assert f"error: ckpt_path={bad} is not a readable voxgan checkpoint" in result.stderr.splitlines()[-1]

@@ -304,5 +304,5 @@ def test_apps_launch_through_hydra(tiny_checkpoint: Path, tmp_path: Path) -> Non
 
 def test_a_bad_value_ends_the_app_with_one_message(tmp_path: Path) -> None:
     cfg = app_cfg("invert", tmp_path / "nope.ckpt", tmp_path, "target=val")
-    with pytest.raises(SystemExit, match=r"^error: checkpoint .*nope\.ckpt does not exist"):
+    with pytest.raises(SystemExit, match=r"^error: ckpt=.*nope\.ckpt does not exist"):
         invert.cli(cfg)

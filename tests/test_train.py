@@ -240,7 +240,7 @@ def test_trains_on_shards_prepared_from_real_mat_chairs(
 
 
 def test_a_damaged_checkpoint_gives_one_error_naming_the_file(make_cfg, tmp_path: Path) -> None:
-    from voxgan.training.module import CheckpointError, load_checkpoint
+    from voxgan.training.checkpoint import CheckpointError, load_checkpoint
 
     run(make_cfg("iterations=2"))
     good = tmp_path / "run" / "checkpoints" / "last.ckpt"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from voxgan.data.grid import RESOLUTIONS
 
@@ -165,6 +165,11 @@ class TrainConfig:
 
 class ConfigError(ValueError):
     """A configuration value out of its valid range."""
+
+
+def schema_defaults(schema: type) -> dict[str, Any]:
+    """The defaults of a schema dataclass as a plain dict (what a key absent from a config means)."""
+    return OmegaConf.to_container(OmegaConf.structured(schema), resolve=True)
 
 
 def register_configs() -> None:

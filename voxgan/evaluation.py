@@ -25,7 +25,8 @@ from voxgan.metrics import MetricContext, compute_metrics
 from voxgan.metrics.iou import OCCUPANCY_THRESHOLD
 from voxgan.metrics.registry import FeatureFn
 from voxgan.models.classifier import VoxelClassifier, load_classifier
-from voxgan.training.module import VoxelGAN, load_checkpoint
+from voxgan.training.checkpoint import load_checkpoint
+from voxgan.training.module import VoxelGAN
 
 log = logging.getLogger(__name__)
 

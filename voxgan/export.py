@@ -118,7 +118,7 @@ class VoxelGenerator(nn.Module):
     ) -> VoxelGenerator:
         """The generator a training checkpoint samples from (G's moving average when the run kept one,
         with its BatchNorm statistics measured as ``VoxelGAN.generate`` does), with the run's provenance."""
-        from voxgan.training.module import load_checkpoint
+        from voxgan.training.checkpoint import load_checkpoint
 
         module, data = load_checkpoint(ckpt_path, map_location=map_location)
         network = module.sampling_network(use_ema=True)

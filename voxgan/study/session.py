@@ -35,7 +35,7 @@ from voxgan.latent import (
     train_encoder,
 )
 from voxgan.study.outputs import OUTPUT_FORMATS, StudyRun, save_json, study_run
-from voxgan.training.module import load_checkpoint
+from voxgan.training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -23,8 +22,8 @@ import torch
 from torch import nn
 
 from voxgan.augment import AdaptiveProbability, Augmentation, AugmentedD
-from voxgan.io import error_summary
 from voxgan.models import build_discriminator, build_generator
+from voxgan.sampling import Sampler, draw_prior
 from voxgan.training.losses import OBJECTIVES, Objective, Stats, mode_seeking_term
 
 _STANDING_STATS_SEED = 20160  # the prior draws that measure the moving average's BatchNorm statistics
@@ -152,12 +151,15 @@ class VoxelGAN(pl.LightningModule):
 
     # ---------------------------------------------------------------------------------- sampling
     def sample_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw n latent vectors from the prior (standard normal, or uniform on [-1, 1])."""
-        device = generator.device if generator is not None else self.device
-        shape = (n, self.hparams.model["latent_dim"])
-        if self.hparams.model["prior"] == "uniform":
-            return torch.rand(shape, generator=generator, device=device) * 2 - 1
-        return torch.randn(shape, generator=generator, device=device)
+        """Draw n latent vectors from the prior (on ``generator``'s device, else on the module's)."""
+        model = self.hparams.model
+        return draw_prior(model["prior"], n, model["latent_dim"], generator, self.device)
+
+    def sampler(self, use_ema: bool = True) -> Sampler:
+        """The Sampler of this model: the moving average of G when kept and ``use_ema``, else G."""
+        model = self.hparams.model
+        network = self.sampling_network(use_ema)
+        return Sampler(network, model["prior"], model["latent_dim"], self.hparams.resolution)
 
     def sampling_network(self, use_ema: bool = True) -> nn.Module:
         """The generator samples come from: the moving average when kept and ``use_ema``, else G.
@@ -191,15 +193,9 @@ class VoxelGAN(pl.LightningModule):
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
 
-    @torch.no_grad()
     def generate(self, z: torch.Tensor, use_ema: bool = True) -> torch.Tensor:
         """Occupancy probabilities (N, 1, R, R, R) for latent vectors z, in eval mode."""
-        g = self.sampling_network(use_ema)
-        was_training = g.training
-        g.eval()
-        out = torch.cat([g(chunk.to(self.device)) for chunk in z.split(64)])
-        g.train(was_training)
-        return out.float()
+        return self.sampler(use_ema).generate(z)
 
     # ------------------------------------------------------------------------------------- loop
     def _seed_batch(self) -> None:
@@ -440,29 +436,3 @@ class VoxelGAN(pl.LightningModule):
             if self.channels_last:
                 reals = reals.contiguous(memory_format=torch.channels_last_3d)
             self._val_reals = reals
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that is missing or not a voxgan checkpoint."""
-
-
-def load_checkpoint(
-    path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[VoxelGAN, dict[str, Any]]:
-    """Load a trained VoxelGAN (eval mode) and its data settings (categories, resolution, source...).
-
-    Loads with ``weights_only=True``: a checkpoint can hold nothing but tensors and plain containers.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass ckpt=<run>/checkpoints/last.ckpt")
-    try:
-        raw = torch.load(path, map_location=map_location, weights_only=True)
-        module = VoxelGAN.load_from_checkpoint(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several unrelated types for a damaged file
-        raise CheckpointError(
-            f"{path} is not a readable voxgan checkpoint ({error_summary(error)}); "
-            "it may be truncated or from another program: use a last.ckpt or iter_*.ckpt written by train.py"
-        ) from error
-    module.eval()
-    return module, dict(raw.get("datamodule_hyper_parameters", {}))

@@ -16,7 +16,6 @@ from voxgan.config import ConfigError, validate
 from voxgan.data.datamodule import VoxelDataModule
 from voxgan.data.formats.base import VoxelFileError
 from voxgan.data.shards import DatasetError
-from voxgan.io import error_summary
 from voxgan.models.classifier import ClassifierError
 from voxgan.training.callbacks import (
     AtomicCheckpointIO,
@@ -25,8 +24,9 @@ from voxgan.training.callbacks import (
     IterationProgressBar,
     SampleGrid,
 )
+from voxgan.training.checkpoint import CheckpointError, read_checkpoint
 from voxgan.training.loggers import build_loggers, trim_logs
-from voxgan.training.module import CheckpointError, NonFiniteLossError, VoxelGAN
+from voxgan.training.module import NonFiniteLossError, VoxelGAN
 
 log = logging.getLogger(__name__)
 
@@ -132,21 +132,7 @@ def check_resume(path: str | None, iterations: int) -> int:
     it resumes from (0 for a fresh run)."""
     if path is None:
         return 0
-    if not Path(path).is_file():
-        raise CheckpointError(
-            f"ckpt_path={path} does not exist; pass a last.ckpt or iter_*.ckpt of an earlier run"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several unrelated types for a damaged file
-        raise CheckpointError(
-            f"ckpt_path={path} is not a readable checkpoint ({error_summary(error)}); it may be truncated: "
-            "resume from another iter_*.ckpt of the run"
-        ) from error
-    if not isinstance(state, dict) or "voxgan" not in state:
-        raise CheckpointError(
-            f"ckpt_path={path} was not written by voxgan's train.py; resume from one that was"
-        )
+    state = read_checkpoint(path, key="ckpt_path")
     reached = state["voxgan"]["iteration"]
     if reached >= iterations:
         raise ConfigError(

@@ -1,0 +1,69 @@
+"""The one way voxgan draws shapes: a prior over z and a network from z to occupancy probabilities.
+
+Training (fixed-z grids, evaluation), exported generators and every study app sample through a
+``Sampler``; each model family says which network turns z into a grid (the 3D-GAN: G or its moving
+average) and the Sampler does the rest: prior draws, eval mode, chunks, float32 output.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+PRIORS = ("normal", "uniform")
+
+
+def draw_prior(
+    prior: str,
+    n: int,
+    latent_dim: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """n latent vectors (n, latent_dim): standard normal, or uniform on [-1, 1] (the paper's).
+
+    Drawn on ``generator``'s device when one is given (so one seeded CPU generator gives the same z
+    on every device), else on ``device``."""
+    if generator is not None:
+        device = generator.device
+    shape = (n, latent_dim)
+    if prior == "uniform":
+        return torch.rand(shape, generator=generator, device=device) * 2 - 1
+    if prior == "normal":
+        return torch.randn(shape, generator=generator, device=device)
+    raise ValueError(f"prior={prior!r} is not one of {PRIORS}")
+
+
+class Sampler:
+    """z (N, latent_dim) -> occupancy probabilities (N, 1, R, R, R) through ``network``, in eval mode."""
+
+    def __init__(self, network: nn.Module, prior: str, latent_dim: int, resolution: int, chunk: int = 64):
+        if prior not in PRIORS:
+            raise ValueError(f"prior={prior!r} is not one of {PRIORS}")
+        self.network, self.prior, self.latent_dim, self.resolution = network, prior, latent_dim, resolution
+        self.chunk = chunk
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network's weights are (and where ``sample_z`` draws without a generator)."""
+        return next(self.network.parameters()).device
+
+    def sample_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n latent vectors from the prior, on ``generator``'s device, else on the network's."""
+        return draw_prior(self.prior, n, self.latent_dim, generator, self.device)
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """Occupancy probabilities (N, 1, R, R, R) in float32, for z in chunks, the network in eval mode
+        (its train/eval mode is restored after)."""
+        was_training = self.network.training
+        self.network.eval()
+        try:
+            out = torch.cat([self.network(part.to(self.device)) for part in z.split(self.chunk)])
+        finally:
+            self.network.train(was_training)
+        return out.float()
+
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        """n shapes whose z come from a CPU generator seeded with ``seed``: the same z on every device."""
+        return self.generate(self.sample_z(n, torch.Generator().manual_seed(seed)))
