@@ -4,14 +4,12 @@ An export folder holds ``model.safetensors`` (G's weights and BatchNorm buffers,
 ``config.json`` (what rebuilds G, and where it came from), ``README.md`` (a model card with YAML
 metadata) and optionally ``samples.png``. Loading one reads only safetensors and JSON, never
 pickle, and needs neither Lightning nor the training code: this module imports them only inside
-the functions that read training checkpoints. The Hugging Face Hub is reached through
-``huggingface_hub``, imported only when a hub id is given or a folder is pushed.
+the functions that read training checkpoints. Samples come from a ``voxgan.sampling.Sampler``.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,32 +22,23 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 import voxgan
+from voxgan.export.card import model_card
+from voxgan.export.folder import (
+    CARD_FILE,
+    CONFIG_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    SAMPLE_COUNT,
+    SAMPLES_FILE,
+    WEIGHTS_FILE,
+    ExportError,
+    check_config,
+    check_destination,
+)
+from voxgan.export.hub import HUB_ID, download, push_folder
 from voxgan.io import atomic_write, error_summary, read_jsonl
-from voxgan.models import ARCHITECTURES, build_generator
-
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-CARD_FILE = "README.md"
-SAMPLES_FILE = "samples.png"
-FORMAT = "voxgan-generator"
-FORMAT_VERSION = 1
-PRIORS = ("normal", "uniform")
-# Keys of config.json that rebuild G, with their types.
-GENERATOR_KEYS = {
-    "architecture": str,
-    "latent_dim": int,
-    "prior": str,
-    "resolution": int,
-    "g_channels": int,
-    "categories": list,
-}
-SAMPLE_COUNT = 16  # shapes in samples.png, z drawn from seed 0
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-HUB_HINT = "check the id, the network and HF_TOKEN (a token with access to the repository)"
-
-
-class ExportError(ValueError):
-    """An export folder, destination or hub id that cannot be used as asked."""
+from voxgan.models import build_generator
+from voxgan.sampling import Sampler
 
 
 @dataclass(frozen=True)
@@ -73,6 +62,7 @@ class VoxelGenerator(nn.Module):
         self.net = build_generator(
             config["architecture"], config["latent_dim"], config["resolution"], config["g_channels"]
         )
+        self.sampler = Sampler(self.net, config["prior"], config["latent_dim"], config["resolution"])
         self.eval()
 
     @property
@@ -81,35 +71,20 @@ class VoxelGenerator(nn.Module):
         c = self.config
         return GeneratorInfo(c["latent_dim"], c["prior"], c["resolution"], list(c["categories"]))
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
 
     def sample_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n latent vectors from the prior (standard normal, or uniform on [-1, 1]), drawn as the training
-        module draws them (on ``generator``'s device), so one seeded generator gives one z in both."""
-        device = generator.device if generator is not None else self.device
-        shape = (n, self.config["latent_dim"])
-        if self.config["prior"] == "uniform":
-            return torch.rand(shape, generator=generator, device=device) * 2 - 1
-        return torch.randn(shape, generator=generator, device=device)
+        """n latent vectors from the prior, drawn as the training module draws them (see ``Sampler``)."""
+        return self.sampler.sample_z(n, generator)
 
-    @torch.no_grad()
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """Occupancy probabilities (N, 1, R, R, R) for latent vectors z, in eval mode, float32."""
-        was_training = self.training
-        self.eval()
-        out = torch.cat([self.net(chunk.to(self.device)) for chunk in z.split(64)])
-        self.train(was_training)
-        return out.float()
+        return self.sampler.generate(z)
 
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
-        """Occupancy probabilities of n shapes whose z are drawn from the prior by a CPU generator seeded
-        with ``seed`` (the same z on every device)."""
-        return self.generate(self.sample_z(n, torch.Generator().manual_seed(seed)))
+        """Occupancy probabilities of n shapes whose z come from a CPU generator seeded with ``seed``."""
+        return self.sampler.sample(n, seed)
 
     # ------------------------------------------------------------------------------------ loading
     @classmethod
@@ -117,11 +92,11 @@ class VoxelGenerator(nn.Module):
         cls, ckpt_path: str | Path, map_location: str | torch.device = "cpu"
     ) -> VoxelGenerator:
         """The generator a training checkpoint samples from (G's moving average when the run kept one,
-        with its BatchNorm statistics measured as ``VoxelGAN.generate`` does), with the run's provenance."""
+        with its BatchNorm statistics measured as ``VoxelGAN.sampler`` does), with the run's provenance."""
         from voxgan.training.checkpoint import load_checkpoint
 
         module, data = load_checkpoint(ckpt_path, map_location=map_location)
-        network = module.sampling_network(use_ema=True)
+        network = module.sampler(use_ema=True).network
         config = _checkpoint_config(Path(ckpt_path), module, data)
         generator = cls(config).to(map_location)
         generator.net.load_state_dict(network.state_dict())
@@ -143,7 +118,7 @@ class VoxelGenerator(nn.Module):
                     f"{path_or_hub_id} does not exist; pass an export folder "
                     "(written by experiments/export.py) or a hub id user/name"
                 )
-            folder = _download(str(path_or_hub_id), token, revision)
+            folder = download(str(path_or_hub_id), token, revision)
         return cls._from_folder(folder, map_location)
 
     @classmethod
@@ -197,8 +172,6 @@ class VoxelGenerator(nn.Module):
             save_png(render_grid(grids, ncols=4), folder / SAMPLES_FILE)
         else:  # an earlier export's samples are not these weights'
             (folder / SAMPLES_FILE).unlink(missing_ok=True)
-        from voxgan.model_card import model_card
-
         card = model_card(self.config, folder, repo_id)
         atomic_write(folder / CARD_FILE, lambda f: f.write(card), "w")
         return folder
@@ -243,61 +216,6 @@ def load_generator(
     else:
         generator = VoxelGenerator.from_pretrained(spec, map_location)
     return generator, generator.info
-
-
-def push_folder(
-    folder: str | Path, repo_id: str, token: str | None = None, private: bool | None = None
-) -> str:
-    """Upload an export folder to the Hub model repository ``repo_id`` (created if needed); the commit URL."""
-    folder = Path(folder)
-    if not is_export(folder):
-        raise ExportError(f"{folder} is not an export folder (no {CONFIG_FILE} of format {FORMAT})")
-    HfApi = _hub().HfApi  # noqa: N806
-
-    try:
-        api = HfApi(token=token)
-        repo_id = api.create_repo(repo_id=repo_id, private=private, exist_ok=True).repo_id
-        commit = api.upload_folder(
-            repo_id=repo_id, folder_path=folder, repo_type="model", commit_message="Upload voxgan generator"
-        )
-    except Exception as error:  # huggingface_hub and httpx raise many unrelated types for network and auth
-        message = f"could not upload {folder} to the hub as {repo_id} ({error_summary(error)}); {HUB_HINT}"
-        raise ExportError(message) from error
-    return str(getattr(commit, "commit_url", commit))
-
-
-# ------------------------------------------------------------------------------------ config
-def check_config(config: Any, source: str | Path) -> None:
-    """Raise ExportError naming ``source`` and the key when ``config`` cannot rebuild a generator."""
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ExportError(f"{source} is not a voxgan generator config (format {FORMAT!r}); export it again")
-    for key, kind in GENERATOR_KEYS.items():
-        if not isinstance(config.get(key), kind) or isinstance(config.get(key), bool):
-            raise ExportError(f"{source}: key {key!r} must be a {kind.__name__}, got {config.get(key)!r}")
-    if config["architecture"] not in ARCHITECTURES:
-        known = sorted(ARCHITECTURES)
-        raise ExportError(f"{source}: architecture {config['architecture']!r} is not one of {known}")
-    if config["prior"] not in PRIORS:
-        raise ExportError(f"{source}: prior {config['prior']!r} is not one of {PRIORS}")
-
-
-def is_export(folder: Path) -> bool:
-    """Whether ``folder`` holds an earlier export (a config.json of this format)."""
-    try:
-        return json.loads((folder / CONFIG_FILE).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def check_destination(folder: Path) -> None:
-    """Refuse a destination that is a file, or a non-empty folder that is not an earlier export."""
-    if folder.exists() and not folder.is_dir():
-        raise ExportError(f"export destination {folder} is a file; pass a new or empty folder")
-    if folder.is_dir() and any(folder.iterdir()) and not is_export(folder):
-        raise ExportError(
-            f"export destination {folder} is not empty and holds no earlier export; "
-            "pass a new or empty folder"
-        )
 
 
 def _checkpoint_config(ckpt: Path, module: Any, data: dict[str, Any]) -> dict[str, Any]:
@@ -361,27 +279,3 @@ def _last_evaluation(run: Path, iteration: int) -> dict[str, Any] | None:
     record = records[-1]
     metrics = {k: v for k, v in record.items() if k not in RECORD_FIELDS and isinstance(v, int | float)}
     return {"iteration": record.get("iteration"), "samples": record.get("samples"), "metrics": metrics}
-
-
-# -------------------------------------------------------------------------------------- card
-def _download(hub_id: str, token: str | None, revision: str | None) -> Path:
-    """The folder of the hub repository's config and weights in the local Hugging Face cache."""
-    snapshot_download = _hub().snapshot_download
-
-    try:
-        files = [CONFIG_FILE, WEIGHTS_FILE]
-        return Path(snapshot_download(hub_id, revision=revision, token=token, allow_patterns=files))
-    except Exception as error:  # huggingface_hub and httpx raise many unrelated types for network and auth
-        raise ExportError(
-            f"{hub_id} is no local folder, and fetching it from the hub failed "
-            f"({error_summary(error)}); {HUB_HINT}"
-        ) from error
-
-
-def _hub() -> Any:
-    """huggingface_hub, an optional dependency: only hub ids and uploads need it."""
-    try:
-        import huggingface_hub
-    except ImportError:
-        raise ExportError("hub ids and push_to_hub need huggingface_hub: pip install 'voxgan[hub]'") from None
-    return huggingface_hub

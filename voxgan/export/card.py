@@ -9,7 +9,7 @@ from typing import Any
 
 from safetensors import safe_open
 
-from voxgan.export import CONFIG_FILE, SAMPLE_COUNT, SAMPLES_FILE, WEIGHTS_FILE
+from voxgan.export.folder import CONFIG_FILE, SAMPLE_COUNT, SAMPLES_FILE, WEIGHTS_FILE
 
 
 def model_card(config: dict[str, Any], folder: Path, repo_id: str | None = None) -> str:

@@ -1,0 +1,26 @@
+"""Trained generators as shareable folders (``generator``), their layout and checks (``folder``), their
+model card (``card``) and the Hugging Face Hub (``hub``)."""
+
+from voxgan.export.folder import CARD_FILE, CONFIG_FILE, SAMPLES_FILE, WEIGHTS_FILE, ExportError
+from voxgan.export.generator import (
+    GeneratorInfo,
+    VoxelGenerator,
+    export_generator,
+    is_checkpoint,
+    load_generator,
+)
+from voxgan.export.hub import push_folder
+
+__all__ = [
+    "CARD_FILE",
+    "CONFIG_FILE",
+    "SAMPLES_FILE",
+    "WEIGHTS_FILE",
+    "ExportError",
+    "GeneratorInfo",
+    "VoxelGenerator",
+    "export_generator",
+    "is_checkpoint",
+    "load_generator",
+    "push_folder",
+]
