@@ -38,7 +38,7 @@ from pathlib import Path
 import hydra
 import numpy as np
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from voxgan.data.cli import CommandLine, settings
@@ -63,8 +63,10 @@ from voxgan.data.shards import (
 from voxgan.data.sources import (
     ALIASES,
     SHAPENET_SYNSETS,
+    SOURCES,
     SYNSET_NAMES,
     Item,
+    PrepareConfig,
     PrepareError,
     category_name,
     discover,
@@ -73,7 +75,6 @@ from voxgan.data.sources import (
 from voxgan.data.workers import worker_pool
 from voxgan.io import atomic_write
 
-SOURCES = ("volumetric", "shapenet", "mesh", "arrays")
 # Re-exported: the names a user of prepare reaches for.
 __all__ = [
     "ALIASES", "SHAPENET_SYNSETS", "SOURCES", "SYNSET_NAMES", "Item", "PrepareConfig", "PrepareError",
@@ -84,25 +85,6 @@ SUMMARY = "summary.json"
 PIPELINE_VERSION = 1
 SHARD_BYTES = 4 << 20  # an automatic shard holds at most this much packed data
 MIN_SHARDS = 16  # ...and a split is cut into at least this many shards, so every core gets work
-
-
-@dataclass
-class PrepareConfig:
-    """Settings of ``python -m voxgan.data.prepare``."""
-
-    source: str = "volumetric"  # volumetric | shapenet | mesh | arrays
-    root: str = MISSING  # the raw dataset folder
-    out: str = MISSING  # the dataset folder to write (shards, manifest.json, summary.json)
-    categories: list[str] | None = None  # names or synset ids; None or []: every category found
-    resolution: int = 32  # 16, 32, 64 or 128
-    all_rotations: bool = False  # volumetric: keep the 12 rotations of each shape, not only rotation 1
-    pose: str = "auto"  # axes of the files: auto (by format), a name in formats.POSES, or e.g. +z-y
-    key: str | None = None  # arrays (.npz/.h5) and .mat: the array's name (default: the only one / instance)
-    val_fraction: float = 0.1  # shapes of train moved to val, by shape-id hash
-    test_fraction: float = 0.1  # shapes put in test where the source has no test split of its own
-    shard_size: int = 0  # grids per shard; 0: automatic
-    workers: int = 0  # processes; 0: one per core
-    progress: bool = True  # show a progress bar
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Finding a raw dataset's files: their categories (names, ShapeNet synsets, aliases), shape ids,
-rotations and splits, for ``voxgan.data.prepare``."""
+rotations and splits, as ``PrepareConfig`` selects them for ``voxgan.data.prepare``."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+from omegaconf import MISSING
 
 from voxgan.data.formats import ARRAY_SUFFIXES, MESH_SUFFIXES, VoxelFileError, count_grids
-
-if TYPE_CHECKING:
-    from voxgan.data.prepare import PrepareConfig
 
 # ShapeNetCore's 55 categories, plus the WordNet synsets of shapenet_mini's cup, vase and toilet
 # (ShapeNetCore files cups under mug, vases under jar, and has no toilet category).
@@ -92,8 +90,29 @@ ALIASES = {
     "bookcase": "bookshelf",
     "phone": "telephone",
 }
+SOURCES = ("volumetric", "shapenet", "mesh", "arrays")
 SOURCE_SPLITS = ("train", "test", "val")
 _ROTATION = re.compile(r"^(.+)_(\d+)$")
+
+
+@dataclass
+class PrepareConfig:
+    """Settings of ``python -m voxgan.data.prepare``: which files of a raw dataset (found here) and how to
+    prepare them."""
+
+    source: str = "volumetric"  # volumetric | shapenet | mesh | arrays
+    root: str = MISSING  # the raw dataset folder
+    out: str = MISSING  # the dataset folder to write (shards, manifest.json, summary.json)
+    categories: list[str] | None = None  # names or synset ids; None or []: every category found
+    resolution: int = 32  # 16, 32, 64 or 128
+    all_rotations: bool = False  # volumetric: keep the 12 rotations of each shape, not only rotation 1
+    pose: str = "auto"  # axes of the files: auto (by format), a name in formats.POSES, or e.g. +z-y
+    key: str | None = None  # arrays (.npz/.h5) and .mat: the array's name (default: the only one / instance)
+    val_fraction: float = 0.1  # shapes of train moved to val, by shape-id hash
+    test_fraction: float = 0.1  # shapes put in test where the source has no test split of its own
+    shard_size: int = 0  # grids per shard; 0: automatic
+    workers: int = 0  # processes; 0: one per core
+    progress: bool = True  # show a progress bar
 
 
 class PrepareError(ValueError):
