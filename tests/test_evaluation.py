@@ -21,9 +21,12 @@ from voxgan.analysis.compare import (
     plot_runs,
     read_run,
 )
-from voxgan.evaluation import EVAL_FILE, evaluate_checkpoint, report_markdown
+from voxgan.data.datamodule import VoxelDataModule
+from voxgan.evaluation import EVAL_FILE, build_sets, evaluate_checkpoint, evaluate_generator, report_markdown
+from voxgan.export import VoxelGenerator
 from voxgan.io import append_jsonl, read_jsonl
 from voxgan.models.classifier import VoxelClassifier, save_classifier
+from voxgan.training.checkpoint import load_checkpoint
 from voxgan.training.train import run
 
 # 16^3 tiny runs hold 5 val shapes (48 x 0.1): 4 samples against 4 of them.
@@ -105,6 +108,21 @@ def test_evaluate_checkpoint_scores_every_metric(make_cfg, tmp_path: Path, caplo
     assert set(report["metrics"]) == {*IN_UNIT_RANGE, "pieces_gen", "pieces_ref", "frechet"}
     # The same z and reference shapes every time: a second evaluation gives the same numbers.
     assert evaluate_checkpoint(ckpt, num_samples=4, classifier=str(matching))["metrics"] == report["metrics"]
+
+
+def test_a_sampler_is_scored_alike_whatever_its_source(make_cfg, tmp_path: Path) -> None:
+    run(make_cfg("callbacks.eval_every=0", "iterations=2"))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    module, data_settings = load_checkpoint(ckpt)
+    data = VoxelDataModule(**data_settings)
+    data.setup()
+    exported = VoxelGenerator.from_checkpoint(ckpt)
+    metrics = ["distribution", "occupancy"]
+    sets = build_sets(exported.sampler, data.val_set, data.train_set, num_samples=4, seed=3)
+    assert torch.equal(sets.z, build_sets(module.sampler(), data.val_set, None, 4, seed=3).z)
+    from_export = evaluate_generator(exported.sampler, sets, metrics)
+    assert from_export == evaluate_generator(module.sampler(), sets, metrics)
+    assert from_export == evaluate_checkpoint(ckpt, num_samples=4, metrics=metrics, seed=3)["metrics"]
 
 
 def test_evaluate_checkpoint_averages_z_sets(make_cfg, tmp_path: Path) -> None:

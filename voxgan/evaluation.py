@@ -25,8 +25,8 @@ from voxgan.metrics import MetricContext, compute_metrics
 from voxgan.metrics.iou import OCCUPANCY_THRESHOLD
 from voxgan.metrics.registry import FeatureFn
 from voxgan.models.classifier import VoxelClassifier, load_classifier
+from voxgan.sampling import Sampler
 from voxgan.training.checkpoint import load_checkpoint
-from voxgan.training.module import VoxelGAN
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +133,11 @@ def frechet_feature_fn(
 
 
 def build_sets(
-    module: VoxelGAN, reference: PackedSet, train: PackedSet | None, num_samples: int, seed: int,
+    sampler: Sampler, reference: PackedSet, train: PackedSet | None, num_samples: int, seed: int,
     feature_fn: FeatureFn | None = None,
 ) -> EvaluationSets:
-    """Draw the fixed z and the fixed real sets (subsampled deterministically) on the module's device."""
+    """Draw the fixed z and the fixed real sets (subsampled deterministically) on the sampler's device."""
+    sampler = _as_sampler(sampler)
     size = min(num_samples, len(reference))
     if size < num_samples:
         log.warning(
@@ -148,8 +149,8 @@ def build_sets(
             f"the reference set has {len(reference)} shape(s); evaluation needs at least 2: add validation "
             "shapes (data.num_shapes, data.val_fraction) or turn evaluation off (callbacks.eval_every=0)"
         )
-    device = module.device
-    z = module.sample_z(size, torch.Generator().manual_seed(seed))
+    device = sampler.device
+    z = sampler.sample_z(size, torch.Generator().manual_seed(seed))
     ref = bool_grids(reference, fixed_subset(len(reference), size, seed), device)
     train_grids = None
     if train is not None:
@@ -164,14 +165,20 @@ def reusing_reference_features(feature_fn: FeatureFn, reference: torch.Tensor) -
     return lambda grids: reference_features if grids is reference else feature_fn(grids)
 
 
-def evaluate_generator(module: VoxelGAN, sets: EvaluationSets, metrics: list[str]) -> dict[str, float]:
+def evaluate_generator(sampler: Sampler, sets: EvaluationSets, metrics: list[str]) -> dict[str, float]:
     """Generate from the fixed z, threshold at 0.5 and compute the named metrics (plus ``1nna_gap``)."""
-    generated = module.generate(sets.z)[:, 0] >= OCCUPANCY_THRESHOLD
-    context = MetricContext(generated, sets.reference, sets.train, sets.feature_fn, device=module.device)
+    sampler = _as_sampler(sampler)
+    generated = sampler.generate(sets.z)[:, 0] >= OCCUPANCY_THRESHOLD
+    context = MetricContext(generated, sets.reference, sets.train, sets.feature_fn, device=sampler.device)
     results = compute_metrics(metrics, context)
     if "1nna" in results:
         results["1nna_gap"] = abs(results["1nna"] - 0.5)
     return results
+
+
+def _as_sampler(sampler: Any) -> Sampler:
+    """Until the training callbacks pass a Sampler: a VoxelGAN stands for its default sampler."""
+    return sampler if isinstance(sampler, Sampler) else sampler.sampler()
 
 
 def runnable_metrics(metrics: list[str], sets: EvaluationSets) -> list[str]:
@@ -210,10 +217,11 @@ def evaluate_checkpoint(
     feature_fn = None
     if "frechet" in metrics:
         feature_fn = frechet_feature_fn(loaded, reference.categories, reference.resolution, module.device)
+    sampler = module.sampler(use_ema=True)
     per_set = []
     for offset in range(repeats):
-        sets = build_sets(module, reference, run_data.train_set, num_samples, seed + offset, feature_fn)
-        per_set.append(evaluate_generator(module, sets, runnable_metrics(list(metrics), sets)))
+        sets = build_sets(sampler, reference, run_data.train_set, num_samples, seed + offset, feature_fn)
+        per_set.append(evaluate_generator(sampler, sets, runnable_metrics(list(metrics), sets)))
     return {
         "checkpoint": str(ckpt),
         "iteration": module.iteration,
