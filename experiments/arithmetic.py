@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from voxgan.apps import command_line, register_schema
 from voxgan.latent import combine, parse_expression
 from voxgan.render import DEFAULT_COLOR, render_grid, save_png
 from voxgan.study import (
@@ -25,8 +26,6 @@ from voxgan.study import (
     StudyConfig,
     StudyRun,
     binary_grids,
-    main,
-    register_schema,
     resolve_operands,
     run_app,
     save_npz,
@@ -85,7 +84,7 @@ run = partial(run_app, "arithmetic", arithmetic_app)  # run(cfg): the app, error
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="arithmetic")
 def cli(cfg: DictConfig) -> None:
-    main("arithmetic", arithmetic_app, cfg)
+    command_line(run, cfg)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig
 
 from voxgan.analysis.d_features import d_features_svm, labelled_sets
+from voxgan.apps import command_line, register_schema
 from voxgan.device import resolve_device
 from voxgan.io import atomic_write
 from voxgan.training.checkpoint import load_checkpoint
@@ -40,18 +40,15 @@ class DFeaturesSvmConfig:
     device: str = "auto"
 
 
-ConfigStore.instance().store(name="d_features_svm_schema", node=DFeaturesSvmConfig)
+register_schema("d_features_svm", DFeaturesSvmConfig)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="d_features_svm")
-def main(cfg: DictConfig) -> float:
-    try:
-        module, settings = load_checkpoint(cfg.ckpt, map_location=resolve_device(cfg.device))
-        settings.update(num_shapes=cfg.num_shapes, val_fraction=cfg.val_fraction)
-        train, test = labelled_sets(settings, cfg.ref, list(cfg.categories), cfg.test_split)
-        scores = d_features_svm(module, train, test, cfg.pool, cfg.c, cfg.seed, cfg.baseline)
-    except ValueError as error:  # voxgan's errors about files and settings: one message, no traceback
-        raise SystemExit(f"error: {error}") from None
+def run(cfg: DictConfig) -> float:
+    """Score the SVM on D's features into the run folder's svm.json; D's accuracy. Errors raised."""
+    module, settings = load_checkpoint(cfg.ckpt, map_location=resolve_device(cfg.device))
+    settings.update(num_shapes=cfg.num_shapes, val_fraction=cfg.val_fraction)
+    train, test = labelled_sets(settings, cfg.ref, list(cfg.categories), cfg.test_split)
+    scores = d_features_svm(module, train, test, cfg.pool, cfg.c, cfg.seed, cfg.baseline)
     report = {"checkpoint": cfg.ckpt, "data": cfg.ref or "the run's data", "pool": cfg.pool, **scores}
     out = Path(HydraConfig.get().runtime.output_dir) / "svm.json"
     path = atomic_write(out, lambda f: json.dump(report, f, indent=2), mode="w")
@@ -60,5 +57,10 @@ def main(cfg: DictConfig) -> float:
     return report["accuracy_trained_d"]
 
 
+@hydra.main(version_base="1.3", config_path="../conf", config_name="d_features_svm")
+def cli(cfg: DictConfig) -> float:
+    return command_line(run, cfg)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -8,12 +8,13 @@ Prints a markdown table; writes ``evaluation.md`` and ``evaluation.json`` into t
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig
 
+from voxgan.apps import command_line, register_schema
 from voxgan.device import resolve_device
 from voxgan.evaluation import DEFAULT_METRICS, evaluate_checkpoint, report_markdown, write_report
 
@@ -35,22 +36,25 @@ class EvaluateConfig:
     out: str | None = None  # where evaluation.md/.json go; null: this app's run folder
 
 
-ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+register_schema("evaluate", EvaluateConfig)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    try:
-        report = evaluate_checkpoint(
-            cfg.ckpt, cfg.n, cfg.ref, cfg.split, list(cfg.ref_categories), cfg.classifier, list(cfg.metrics),
-            cfg.seed, str(resolve_device(cfg.device)), cfg.repeats,
-        )
-    except ValueError as error:  # voxgan's errors about files and settings: one message, no traceback
-        raise SystemExit(f"error: {error}") from None
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Score the checkpoint, print the table and write evaluation.md/.json; errors raised."""
+    report = evaluate_checkpoint(
+        cfg.ckpt, cfg.n, cfg.ref, cfg.split, list(cfg.ref_categories), cfg.classifier, list(cfg.metrics),
+        cfg.seed, str(resolve_device(cfg.device)), cfg.repeats,
+    )
     markdown, _ = write_report(report, Path(cfg.out or HydraConfig.get().runtime.output_dir))
     print(report_markdown(report))
     print(f"written to {markdown} and {markdown.with_suffix('.json')}")
+    return report
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def cli(cfg: DictConfig) -> None:
+    command_line(run, cfg)
 
 
 if __name__ == "__main__":
-    main()
+    cli()

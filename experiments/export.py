@@ -8,11 +8,12 @@ Writes ``model.safetensors`` (G only), ``config.json``, ``README.md`` (model car
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from voxgan.apps import command_line, register_schema
 from voxgan.device import resolve_device
 from voxgan.export import WEIGHTS_FILE, export_generator, push_folder
 
@@ -29,22 +30,24 @@ class ExportConfig:
     device: str = "auto"
 
 
-ConfigStore.instance().store(name="export_schema", node=ExportConfig)
+register_schema("export", ExportConfig)
+
+
+def run(cfg: DictConfig) -> Path:
+    """Export the checkpoint's generator (and push it when asked), printing what it wrote; errors raised."""
+    folder = export_generator(cfg.ckpt, cfg.out, cfg.samples_png, resolve_device(cfg.device), cfg.push_to_hub)
+    for path in sorted(folder.iterdir()):
+        print(f"wrote {path} ({path.stat().st_size / 1e3:.1f} kB)")
+    print(f"weights: {folder / WEIGHTS_FILE}, {(folder / WEIGHTS_FILE).stat().st_size / 1e6:.2f} MB")
+    if cfg.push_to_hub:
+        print(f"pushed to the hub: {push_folder(folder, cfg.push_to_hub, private=cfg.private)}")
+    return folder
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
-def main(cfg: DictConfig) -> None:
-    try:
-        device = resolve_device(cfg.device)
-        folder = export_generator(cfg.ckpt, cfg.out, cfg.samples_png, device, cfg.push_to_hub)
-        for path in sorted(folder.iterdir()):
-            print(f"wrote {path} ({path.stat().st_size / 1e3:.1f} kB)")
-        print(f"weights: {folder / WEIGHTS_FILE}, {(folder / WEIGHTS_FILE).stat().st_size / 1e6:.2f} MB")
-        if cfg.push_to_hub:
-            print(f"pushed to the hub: {push_folder(folder, cfg.push_to_hub, private=cfg.private)}")
-    except ValueError as error:  # voxgan's errors about files, settings and the hub: one line, no traceback
-        raise SystemExit(f"error: {error}") from None
+def cli(cfg: DictConfig) -> None:
+    command_line(run, cfg)
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -15,6 +15,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from voxgan.apps import command_line, register_schema
 from voxgan.render import render_grid, save_png
 from voxgan.study import (
     VIEWER_SHAPES,
@@ -22,8 +23,6 @@ from voxgan.study import (
     StudyConfig,
     StudyRun,
     binary_grids,
-    main,
-    register_schema,
     run_app,
     save_npz,
     save_shapes,
@@ -68,7 +67,7 @@ run = partial(run_app, "generate", generate_app)  # run(cfg): the app, errors ra
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
 def cli(cfg: DictConfig) -> None:
-    main("generate", generate_app, cfg)
+    command_line(run, cfg)
 
 
 if __name__ == "__main__":

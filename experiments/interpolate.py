@@ -18,6 +18,7 @@ import numpy as np
 from omegaconf import DictConfig
 from PIL import Image
 
+from voxgan.apps import command_line, register_schema
 from voxgan.latent import default_method, interpolate
 from voxgan.render import hstack_frames, render_grid, save_gif, save_png
 from voxgan.study import (
@@ -25,8 +26,6 @@ from voxgan.study import (
     StudyConfig,
     StudyRun,
     binary_grids,
-    main,
-    register_schema,
     resolve_operands,
     run_app,
     save_npz,
@@ -84,7 +83,7 @@ run = partial(run_app, "interpolate", interpolate_app)  # run(cfg): the app, err
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="interpolate")
 def cli(cfg: DictConfig) -> None:
-    main("interpolate", interpolate_app, cfg)
+    command_line(run, cfg)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import hydra
 import numpy as np
 from omegaconf import MISSING, DictConfig
 
+from voxgan.apps import command_line, register_schema
 from voxgan.render import DEFAULT_COLOR, render_grid, save_png
 from voxgan.study import (
     TARGET_COLOR,
@@ -23,8 +24,6 @@ from voxgan.study import (
     StudyRun,
     binary_grids,
     load_real,
-    main,
-    register_schema,
     run_app,
     save_npz,
 )
@@ -69,7 +68,7 @@ run = partial(run_app, "invert", invert_app)  # run(cfg): the app, errors raised
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="invert")
 def cli(cfg: DictConfig) -> None:
-    main("invert", invert_app, cfg)
+    command_line(run, cfg)
 
 
 if __name__ == "__main__":

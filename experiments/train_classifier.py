@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from voxgan.analysis.classification import train_classifier
+from voxgan.apps import command_line, register_schema
 from voxgan.config import DataConfig, PathsConfig
 from voxgan.data.datamodule import VoxelDataModule
 from voxgan.models.classifier import save_classifier
@@ -33,20 +33,17 @@ class TrainClassifierConfig:
     device: str = "auto"  # auto | cpu | cuda
 
 
-ConfigStore.instance().store(name="train_classifier_schema", node=TrainClassifierConfig)
+register_schema("train_classifier", TrainClassifierConfig)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train_classifier")
-def main(cfg: DictConfig) -> float:
+def run(cfg: DictConfig) -> float:
+    """Train the classifier into ``paths.output_dir``/classifier.ckpt; its val accuracy. Errors raised."""
     data = VoxelDataModule(**OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
-    try:
-        data.setup()
-        model, val_accuracy = train_classifier(
-            data.train_set, data.val_set, cfg.epochs, cfg.data.batch_size, cfg.lr, cfg.channels,
-            cfg.feature_dim, cfg.data.mirror, cfg.data.shift, cfg.seed, cfg.device,
-        )
-    except ValueError as error:  # voxgan's errors about data and settings: one message, no traceback
-        raise SystemExit(f"error: {error}") from None
+    data.setup()
+    model, val_accuracy = train_classifier(
+        data.train_set, data.val_set, cfg.epochs, cfg.data.batch_size, cfg.lr, cfg.channels,
+        cfg.feature_dim, cfg.data.mirror, cfg.data.shift, cfg.seed, cfg.device,
+    )
     path = Path(cfg.paths.output_dir) / "classifier.ckpt"
     save_classifier(path, model, data.val_set.categories, data.val_set.resolution, val_accuracy)
     print(
@@ -56,5 +53,10 @@ def main(cfg: DictConfig) -> float:
     return val_accuracy
 
 
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train_classifier")
+def cli(cfg: DictConfig) -> float:
+    return command_line(run, cfg)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from voxgan.apps import command_line, register_schema
 from voxgan.latent import embed_2d, generator_features, last_block_features, probe_accuracy, silhouette
 from voxgan.study import (
     Study,
@@ -24,8 +25,6 @@ from voxgan.study import (
     binary_grids,
     category_color,
     load_real,
-    main,
-    register_schema,
     run_app,
     save_figure,
     save_npz,
@@ -94,7 +93,7 @@ def tsne_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]:
     spaces = {
         "z": z,
         "G first block": generator_features(study.generator, z),
-        "D features": last_block_features(study.module.discriminator, grids),
+        "D features": last_block_features(study.discriminator, grids),
     }
     features = {k: v.numpy().astype(np.float64) for k, v in spaces.items()}
     labels, names, coloring, labeller = _color_labels(study, grids, features["D features"], cfg.clusters,
@@ -107,7 +106,7 @@ def tsne_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]:
         real_spaces = {
             "z": inverted.z,
             "G first block": generator_features(study.generator, inverted.z),
-            "D features": last_block_features(study.module.discriminator, real_grids),
+            "D features": last_block_features(study.discriminator, real_grids),
         }
         real_features = {k: v.numpy().astype(np.float64) for k, v in real_spaces.items()}
         real_labels = labeller(real_grids, real_features["D features"])
@@ -144,7 +143,7 @@ run = partial(run_app, "tsne", tsne_app)  # run(cfg): the app, errors raised
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="tsne")
 def cli(cfg: DictConfig) -> None:
-    main("tsne", tsne_app, cfg)
+    command_line(run, cfg)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,6 @@ from voxgan.study.session import (
     StudyConfig,
     category_color,
     check_config,
-    main,
-    register_schema,
     run_app,
 )
 from voxgan.study.specs import SPEC_FORMS, Operand, RealShapes, load_real, procedural_shapes, resolve_operands
@@ -47,9 +45,7 @@ __all__ = [
     "category_color",
     "check_config",
     "load_real",
-    "main",
     "procedural_shapes",
-    "register_schema",
     "resolve_operands",
     "run_app",
     "save_figure",

@@ -1,8 +1,9 @@
 """A trained model opened for study, and the frame every study app runs in: the keys all apps share,
-their checks, the run folder, the ``<app>.json`` report and the one-line error of a bad value or file.
+their checks, the run folder and the ``<app>.json`` report.
 
 Each app (``experiments/{generate,interpolate,arithmetic,invert,tsne}.py``) is a function
-``app(cfg, study, run) -> report`` run by :func:`main` (command line) or :func:`run_app`.
+``app(cfg, study, run) -> report`` run by :func:`run_app`, from the command line through
+``voxgan.apps.command_line``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from voxgan.config import LoggerConfig, check_value
@@ -29,11 +29,11 @@ from voxgan.latent import (
     Inversion,
     InversionSettings,
     LatentEncoder,
-    Sampler,
     encode,
     invert,
     train_encoder,
 )
+from voxgan.sampling import Sampler
 from voxgan.study.outputs import OUTPUT_FORMATS, StudyRun, save_json, study_run
 from voxgan.training.checkpoint import load_checkpoint
 
@@ -93,47 +93,29 @@ class Classifier:
         return [f"{self.categories[i]} {p:.2f}" for i, p in zip(index, prob, strict=True)]
 
 
-class ExportedGenerator:
-    """An exported generator behind the part of ``VoxelGAN``'s interface the study apps use.
-
-    An export holds the moving-average G alone: no discriminator, no training data."""
-
-    def __init__(self, generator: torch.nn.Module, spec: str) -> None:
-        self.generator, self.spec = generator, spec
-        self.iteration = int(generator.config.get("training", {}).get("iterations") or 0)
-
-    def sampling_network(self, use_ema: bool = True) -> torch.nn.Module:
-        return self.generator.net
-
-    def sample_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.generator.sample_z(n, generator)
-
-    def generate(self, z: torch.Tensor, use_ema: bool = True) -> torch.Tensor:
-        return self.generator.generate(z)
-
-    @property
-    def discriminator(self) -> torch.nn.Module:
-        raise ValueError(f"ckpt={self.spec} is an exported generator, which holds no discriminator: "
-                         "D's features need the training checkpoint (ckpt=<run>/checkpoints/last.ckpt)")
-
-
 class Study:
-    """A trained model opened for study: sampling, labelling and inversion under one config."""
+    """A trained model opened for study: sampling, labelling and inversion under one config.
+
+    Samples come from one ``Sampler`` whatever ``cfg.ckpt`` names: a training checkpoint (G's moving
+    average when kept and ``use_ema``, else G), an exported generator's folder or a hub id."""
 
     def __init__(self, cfg: DictConfig, out: Path) -> None:
         self.cfg, self.out = cfg, out
         self.device = resolve_device(cfg.device)
+        self._discriminator: torch.nn.Module | None = None
         if is_checkpoint(cfg.ckpt):
-            self.module, self.data = load_checkpoint(cfg.ckpt, map_location=self.device)
-            self.resolution: int = self.module.hparams.resolution
-            self.prior: str = self.module.hparams.model["prior"]
-            self.latent_dim: int = self.module.hparams.model["latent_dim"]
+            module, self.data = load_checkpoint(cfg.ckpt, map_location=self.device)
+            self.sampler: Sampler = module.sampler(cfg.use_ema)
+            self._discriminator = module.discriminator
+            self.iteration: int = module.iteration
             self.categories: list[str] = list(self.data.get("categories") or [])
-        else:  # an exported generator: a folder or a hub id
+        else:  # an exported generator (a folder or a hub id): the moving-average G alone, no training data
             generator, info = load_generator(cfg.ckpt, self.device)
-            self.module, self.data = ExportedGenerator(generator, cfg.ckpt), {}
-            self.resolution, self.prior, self.latent_dim = info.resolution, info.prior, info.latent_dim
+            self.sampler, self.data = generator.sampler, {}
+            self.iteration = int(generator.config.get("training", {}).get("iterations") or 0)
             self.categories = list(info.categories)
+        self.resolution, self.prior = self.sampler.resolution, self.sampler.prior
+        self.latent_dim = self.sampler.latent_dim
         self.classifier = Classifier(cfg.classifier, self.resolution, self.device) if cfg.classifier else None
         fields = InversionSettings.__dataclass_fields__
         self.settings = InversionSettings(**{k: cfg.inversion[k] for k in fields})
@@ -142,22 +124,30 @@ class Study:
 
     @property
     def generator(self) -> torch.nn.Module:
-        """The network samples come from: G's moving average when kept and ``use_ema``, else G."""
-        return self.module.sampling_network(self.cfg.use_ema)
+        """The network samples come from."""
+        return self.sampler.network
+
+    @property
+    def discriminator(self) -> torch.nn.Module:
+        """D of the training checkpoint; a ValueError naming ``ckpt`` when it is an exported generator."""
+        if self._discriminator is None:
+            raise ValueError(f"ckpt={self.cfg.ckpt} is an exported generator, which holds no discriminator: "
+                             "D's features need the training checkpoint (ckpt=<run>/checkpoints/last.ckpt)")
+        return self._discriminator
 
     def seeded_z(self, seeds: range | list[int]) -> torch.Tensor:
         """One z per seed, each drawn from the prior by its own seeded generator."""
-        return torch.cat([self.module.sample_z(1, torch.Generator().manual_seed(int(s))) for s in seeds])
+        return torch.cat([self.sampler.sample_z(1, torch.Generator().manual_seed(int(s))) for s in seeds])
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """Occupancy probabilities (N, 1, R, R, R) on the CPU."""
-        return self.module.generate(z, use_ema=self.cfg.use_ema).cpu()
+        return self.sampler.generate(z).cpu()
 
-    def _restart_sampler(self) -> Sampler:
+    def _restart_sampler(self) -> Callable[[int], torch.Tensor]:
         # Each inversion call draws its starts from its own stream: deterministic, never the same twice.
         self._draws += 1
         stream = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self._draws)
-        return lambda n: self.module.sample_z(n, stream)
+        return lambda n: self.sampler.sample_z(n, stream)
 
     def encoder(self) -> LatentEncoder:
         """The encoder of ``inversion.encoder``, or one trained on generated pairs and saved in the run."""
@@ -243,11 +233,6 @@ def check_config(cfg: DictConfig) -> None:
 App = Callable[[DictConfig, Study, StudyRun], dict[str, Any]]
 
 
-def register_schema(app: str, schema: type) -> None:
-    """Store an app's config dataclass as ``<app>_schema``, the default of its conf/<app>.yaml."""
-    ConfigStore.instance().store(name=f"{app}_schema", node=schema)
-
-
 def run_app(app: str, body: App, cfg: DictConfig) -> dict[str, Any]:
     """Run a latent-space app into ``cfg.out``: its files, ``<app>.json`` and its W&B run."""
     check_config(cfg)
@@ -256,15 +241,7 @@ def run_app(app: str, body: App, cfg: DictConfig) -> dict[str, Any]:
     study = Study(cfg, out)
     with study_run(app, cfg, out) as run:
         report = body(cfg, study, run)
-    report = {"app": app, "checkpoint": cfg.ckpt, "iteration": study.module.iteration, **report}
+    report = {"app": app, "checkpoint": cfg.ckpt, "iteration": study.iteration, **report}
     save_json(out / f"{app}.json", report)
     print(f"{app}: outputs in {out}")
     return report
-
-
-def main(app: str, body: App, cfg: DictConfig) -> dict[str, Any]:
-    """An app's command-line entry: :func:`run_app`, ending with one message on a bad value or file."""
-    try:
-        return run_app(app, body, cfg)
-    except ValueError as error:  # voxgan's errors about files and settings: one message, no traceback
-        raise SystemExit(f"error: {error}") from None
