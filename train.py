@@ -1,6 +1,5 @@
 """Train a voxel GAN: ``python train.py model=dcgan3d data=chair`` (see README)."""
 
-import os
 from pathlib import Path
 
 import hydra
@@ -8,6 +7,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
+from voxgan.apps import command_line
 from voxgan.config import register_configs
 from voxgan.training.train import USER_ERRORS, run
 
@@ -23,12 +23,8 @@ def main(cfg: DictConfig) -> float | None:
             cfg.logger.group = cfg.logger.group or f"{sweep.parent.name}_{sweep.name}"
             cfg.logger.name = cfg.logger.name or f"{cfg.logger.group}-{hydra_cfg.job.num}"
             cfg.logger.tags = [*cfg.logger.tags, *hydra_cfg.overrides.task]
-    try:
-        metrics = run(cfg)
-    except USER_ERRORS as error:  # a setting, a file or the run's own numbers: one line, no traceback
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        raise SystemExit(f"error: {error}") from None
+    # A setting, a file or the run's own numbers (a NaN): one line, no traceback.
+    metrics = command_line(run, cfg, USER_ERRORS)
     return metrics.get(cfg.optimized_metric) if cfg.optimized_metric else None
 
 

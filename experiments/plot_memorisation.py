@@ -42,6 +42,7 @@ def checkpoint_series(run: Path, batches: int = 4) -> dict[str, tuple[np.ndarray
     import torch
 
     from voxgan.data.datamodule import VoxelDataModule
+    from voxgan.training.callbacks import memorisation_stats
     from voxgan.training.checkpoint import load_checkpoint
 
     paths = sorted((run / "checkpoints").glob("iter_*.ckpt"))
@@ -59,14 +60,17 @@ def checkpoint_series(run: Path, batches: int = 4) -> dict[str, tuple[np.ndarray
         module.discriminator.train()
         module.generator.train()
         n = data.hparams.batch_size
-        module._val_reals = data.val_set.grids(slice(0, n)).float()
+        val = data.val_set.grids(slice(0, n)).float()
+        run_d = module.run_d(augment=False)
+        logits = module.objective.logits
         draws = torch.Generator().manual_seed(0)
         totals: dict[str, float] = {}
         with torch.no_grad():
             for _ in range(batches):
                 real = data.train_set.grids(torch.randint(len(data.train_set), (n,), generator=draws)).float()
                 fake = module.generator(module.sample_z(n, draws))
-                for key, value in module.memorisation_stats(real, fake).items():
+                stats = memorisation_stats(run_d, module.discriminator, logits, real, val, fake)
+                for key, value in stats.items():
                     totals[key] = totals.get(key, 0.0) + float(value) / batches
         for key in values:
             values[key].append((module.iteration, totals[key.split("/")[1]]))

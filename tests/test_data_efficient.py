@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 from voxgan.config import ConfigError
+from voxgan.training.callbacks import memorisation_stats
 from voxgan.training.losses import mode_seeking_term
+from voxgan.training.module import RunD
 from voxgan.training.train import build_datamodule, build_module, build_trainer, run
 
 
@@ -80,22 +82,24 @@ class CountsVoxels(nn.Module):
         return x.flatten(1).sum(1) - 10.0
 
 
-def test_memorisation_stats_keep_train_val_and_fakes_apart(make_cfg) -> None:
-    module = build_module(make_cfg("loss.instance_noise=0"))
-    module.__dict__["_d_forward"] = CountsVoxels()
-    module._val_reals = torch.zeros(4, 1, 16, 16, 16)
-    stats = module.memorisation_stats(torch.ones(4, 1, 16, 16, 16), torch.full((4, 1, 16, 16, 16), 0.5))
+def test_memorisation_stats_keep_train_val_and_fakes_apart() -> None:
+    d = CountsVoxels()
+    shape = (4, 1, 16, 16, 16)
+    real, val, fake = torch.ones(shape), torch.zeros(shape), torch.full(shape, 0.5)
+    stats = memorisation_stats(RunD(d, 0.0), d, True, real, val, fake)
     assert stats["d_train_real"] == pytest.approx(1.0) and stats["d_fake"] == pytest.approx(1.0)
     assert stats["d_val_real"] == pytest.approx(torch.sigmoid(torch.tensor(-10.0)).item())
     assert stats["train_val_gap"] > 0.99
+    raw = memorisation_stats(RunD(d, 0.0), d, False, real, val, fake)  # a critic's scores stay raw
+    assert raw["d_val_real"] == pytest.approx(-10.0)
 
 
 def test_memorisation_stats_leave_d_batchnorm_statistics_untouched(make_cfg) -> None:
     module = build_module(make_cfg())
-    module._val_reals = torch.rand(4, 1, 16, 16, 16)
     before = {k: v.clone() for k, v in module.discriminator.state_dict().items() if "running" in k}
     assert before  # the default BCE discriminator has BatchNorm
-    module.memorisation_stats(torch.rand(4, 1, 16, 16, 16), torch.rand(4, 1, 16, 16, 16))
+    grids = [torch.rand(4, 1, 16, 16, 16) for _ in range(3)]
+    memorisation_stats(module.run_d(augment=False), module.discriminator, True, *grids)
     after = module.discriminator.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items())
 

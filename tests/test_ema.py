@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from voxgan.training.ema import update_average
 from voxgan.training.train import build_module
 
 
@@ -17,14 +18,14 @@ def test_early_updates_move_the_average_most_of_the_way(make_cfg) -> None:
             p.zero_()
         for p in module.generator.parameters():
             p.fill_(1.0)
-    module._update_ema()  # first update: decay 1/10, not 0.999
+    update_average(module.g_ema, module.generator, 0.999, module.iteration)  # first: decay 1/10, not 0.999
     first = next(module.g_ema.parameters())
     assert torch.allclose(first, torch.full_like(first, 0.9))
     module.iteration = 10**6  # late in training the configured decay holds
     with torch.no_grad():
         for p in module.g_ema.parameters():
             p.zero_()
-    module._update_ema()
+    update_average(module.g_ema, module.generator, 0.999, module.iteration)
     assert torch.allclose(next(module.g_ema.parameters()), torch.full_like(first, 1e-3))
 
 

@@ -14,8 +14,8 @@ from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.flops import forward_flops, gan_forward_flops, iteration_flops
+from tests.objectives import bce, wgan
 from voxgan.models import build_discriminator, build_generator
-from voxgan.training.losses import BCEObjective, WGANGPObjective
 from voxgan.training.train import build_datamodule, build_module, run
 
 Losses = list[tuple[float, float]]
@@ -131,8 +131,8 @@ def test_bce_losses_stay_fp32_under_bf16_autocast() -> None:
     logits = _discriminator_outputs(d)
     real, fake = _real_and_fake()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        d_loss, _ = BCEObjective().d_loss(d, real, fake)
-        g_loss, _ = BCEObjective().g_loss(d, fake)
+        d_loss, _ = bce().d_loss(d, real, fake)
+        g_loss, _ = bce().g_loss(d, fake)
     # the convolutions run in bf16; binary_cross_entropy_with_logits is autocast to fp32
     assert [x.dtype for x in logits] == [torch.bfloat16] * 3
     assert all(torch.isfinite(x).all() for x in logits)
@@ -145,7 +145,7 @@ def test_gradient_penalty_runs_in_fp32_under_bf16_autocast() -> None:
     scores = _discriminator_outputs(d)
     real, fake = _real_and_fake()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        d_loss, stats = WGANGPObjective().d_loss(d, real, fake)
+        d_loss, stats = wgan().d_loss(d, real, fake)
     # D on real and on fake in bf16, then the penalty's forward with autocast off
     assert [x.dtype for x in scores] == [torch.bfloat16, torch.bfloat16, torch.float32]
     assert stats["gradient_penalty"].dtype == stats["critic_grad_norm"].dtype == torch.float32

@@ -1,7 +1,16 @@
+import json
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from voxgan.training.losses import BCEObjective, WGANGPObjective
+from tests.objectives import bce, wgan
+from voxgan.config import ConfigError
+from voxgan.training.losses import OBJECTIVES, BCEObjective, Objective, WGANGPObjective
 
 
 class Linear(nn.Module):
@@ -18,12 +27,12 @@ class Linear(nn.Module):
 def test_bce_gate_skips_update_when_d_is_too_accurate() -> None:
     real, fake = torch.ones(8, 1, 2, 2, 2), torch.zeros(8, 1, 2, 2, 2)
     strong = Linear(torch.full((8,), 1.0), b=-4.0)  # real -> +4, fake -> -4: accuracy 1
-    loss, stats = BCEObjective(d_gate_accuracy=0.8).d_loss(strong, real, fake)
-    assert stats["d_acc"] == 1.0 and not BCEObjective(d_gate_accuracy=0.8).update_d(stats)
-    assert BCEObjective(d_gate_accuracy=None).update_d(stats) is None
+    loss, stats = bce(d_gate_accuracy=0.8).d_loss(strong, real, fake)
+    assert stats["d_acc"] == 1.0 and not bce(d_gate_accuracy=0.8).update_d(stats)
+    assert bce(d_gate_accuracy=None).update_d(stats) is None
     weak = Linear(torch.zeros(8))  # logits 0: accuracy 0
-    _, weak_stats = BCEObjective().d_loss(weak, real, fake)
-    assert BCEObjective().update_d(weak_stats)
+    _, weak_stats = bce().d_loss(weak, real, fake)
+    assert bce().update_d(weak_stats)
     # BCE of logits +4 on real and -4 on fake: 2 * log(1 + e^-4)
     assert torch.isclose(loss, 2 * torch.log1p(torch.exp(torch.tensor(-4.0))))
 
@@ -31,14 +40,14 @@ def test_bce_gate_skips_update_when_d_is_too_accurate() -> None:
 def test_label_smoothing_changes_real_target() -> None:
     real, fake = torch.ones(4, 1, 2, 2, 2), torch.zeros(4, 1, 2, 2, 2)
     d = Linear(torch.full((8,), 1.0), b=-4.0)
-    plain, _ = BCEObjective().d_loss(d, real, fake)
-    smooth, _ = BCEObjective(label_smoothing=0.1).d_loss(d, real, fake)
+    plain, _ = bce().d_loss(d, real, fake)
+    smooth, _ = bce(label_smoothing=0.1).d_loss(d, real, fake)
     assert smooth > plain
 
 
 def test_non_saturating_generator_loss() -> None:
     d = Linear(torch.zeros(8), b=0.0)
-    loss, _ = BCEObjective().g_loss(d, torch.zeros(4, 1, 2, 2, 2))
+    loss, _ = bce().g_loss(d, torch.zeros(4, 1, 2, 2, 2))
     assert torch.isclose(loss, torch.log(torch.tensor(2.0)))
 
 
@@ -57,7 +66,7 @@ def test_wgan_d_loss_is_negative_wasserstein_plus_penalty() -> None:
     w = torch.randn(8)
     d = Linear(w / w.norm())
     real, fake = torch.rand(6, 1, 2, 2, 2), torch.rand(6, 1, 2, 2, 2)
-    loss, stats = WGANGPObjective(gp_lambda=10).d_loss(d, real, fake)
+    loss, stats = wgan(gp_lambda=10).d_loss(d, real, fake)
     expected = -(d(real).mean() - d(fake).mean())
     assert torch.isclose(loss, expected, atol=1e-6)
     assert torch.isclose(stats["wasserstein"], -expected)
@@ -88,14 +97,14 @@ def test_r1_penalty_has_the_known_value_and_trains_d() -> None:
 def test_r1_is_taken_on_the_reals_and_scaled_for_lazy_batches() -> None:
     d = Quadratic(8)
     real, fake = torch.rand(4, 1, 2, 2, 2), 3 * torch.rand(4, 1, 2, 2, 2)
-    objective = BCEObjective(d_gate_accuracy=None, r1_gamma=2.0, r1_every=4)
+    objective = bce(d_gate_accuracy=None, r1_gamma=2.0, r1_every=4)
     plain, _ = objective.d_loss(d, real, fake, regularize=False)
     regularised, stats = objective.d_loss(d, real, fake, regularize=True)
     on_reals = BCEObjective.r1_penalty(d, real)
     assert torch.isclose(stats["r1_penalty"], on_reals)
     assert not torch.isclose(on_reals, BCEObjective.r1_penalty(d, fake))
     assert torch.isclose(regularised - plain, 0.5 * 2.0 * 4 * on_reals)
-    assert "r1_penalty" not in BCEObjective(r1_gamma=0.0).d_loss(d, real, fake, regularize=True)[1]
+    assert "r1_penalty" not in bce(r1_gamma=0.0).d_loss(d, real, fake, regularize=True)[1]
 
 
 def _expected_gradient_penalty(
@@ -125,7 +134,7 @@ def test_wgan_d_loss_carries_the_weighted_penalty_and_its_gradient() -> None:
     d = Quadratic(8)
     real, fake = torch.rand(6, 1, 2, 2, 2), -torch.rand(6, 1, 2, 2, 2)
     torch.manual_seed(4)
-    loss, stats = WGANGPObjective(gp_lambda=10).d_loss(d, real, fake)
+    loss, stats = wgan(gp_lambda=10).d_loss(d, real, fake)
     penalty = _expected_gradient_penalty(d, real, fake, seed=4)
     wasserstein = d(real).mean() - d(fake).mean()
     assert torch.isclose(loss, -wasserstein + 10 * penalty, rtol=1e-5)
@@ -151,7 +160,41 @@ def test_gradient_penalty_takes_d_and_its_gradient_without_tf32() -> None:
     before = (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
     real, fake = torch.rand(4, 1, 4, 4, 4), torch.rand(4, 1, 4, 4, 4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        WGANGPObjective().d_loss(Critic(), real, fake)
+        wgan().d_loss(Critic(), real, fake)
     assert seen[:2] == [(*before, True)] * 2  # D on real and fake: the trainer's precision
     assert seen[2] == ("ieee", "ieee", False)  # D on the interpolates
     assert (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision) == before
+
+
+@dataclass
+class HingeObjective(Objective):
+    """The hinge loss (Lim & Ye 2017), defined here as a user would add an objective."""
+
+    default_d_norm: ClassVar[str] = "layer"
+    logits: ClassVar[bool] = False
+    supports_gate: ClassVar[bool] = False
+    supports_ada: ClassVar[bool] = False
+    n_critic: int
+
+    def d_loss(self, d, real, fake, regularize=False):
+        return F.relu(1 - d(real)).mean() + F.relu(1 + d(fake)).mean(), {}
+
+    def g_loss(self, d, fake):
+        return -d(fake).mean(), {}
+
+
+def test_a_new_objective_trains_from_its_class_alone(make_cfg, tmp_path, monkeypatch) -> None:
+    """Adding a loss is its class and its registration: the loop, the D norm and checks follow its traits."""
+    from voxgan.training.train import build_module, run
+
+    monkeypatch.setitem(OBJECTIVES, "hinge", HingeObjective)
+    cfg = make_cfg("loss.name=hinge", "loss.instance_noise=0", "iterations=2")
+    module = build_module(cfg)
+    assert isinstance(module.objective, HingeObjective)
+    assert any(isinstance(m, nn.GroupNorm) for m in module.discriminator.modules())  # its default D norm
+    run(cfg)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [1, 2]
+    assert all(math.isfinite(r["train/g_loss"]) for r in records)
+    with pytest.raises(ConfigError, match=r"augment\.ada_target"):  # it reports no ADA signal
+        run(make_cfg("loss.name=hinge", "augment=ada", out="ada"))

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from voxgan.config import ConfigError
-from voxgan.training.module import NonFiniteLossError
+from voxgan.training.callbacks import NonFiniteLossError
 from voxgan.training.train import run
 
 

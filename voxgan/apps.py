@@ -1,5 +1,5 @@
-"""What every Hydra app of ``experiments/`` shares: its config schema stored for Hydra, and a command-line
-entry that ends a user error (a bad setting or file) with one line.
+"""What every Hydra app (``train.py`` and ``experiments/``) shares: its config schema stored for Hydra,
+and a command-line entry that ends a user error (a bad setting or file) with one line.
 
 An app is ``register_schema("<app>", <App>Config)``, a ``run(cfg)`` that raises its errors (tests call it),
 and ``@hydra.main(config_name="<app>") def cli(cfg): return command_line(run, cfg)``.
@@ -22,12 +22,16 @@ def register_schema(app: str, schema: type) -> None:
     ConfigStore.instance().store(name=f"{app}_schema", node=schema)
 
 
-def command_line(run: Callable[[DictConfig], Result], cfg: DictConfig) -> Result:
-    """``run(cfg)``, ending a ValueError (voxgan's errors about settings and files) with ``error: <message>``
-    and exit code 1; ``HYDRA_FULL_ERROR=1`` shows its traceback instead."""
+def command_line(
+    run: Callable[[DictConfig], Result],
+    cfg: DictConfig,
+    user_errors: tuple[type[BaseException], ...] = (ValueError,),
+) -> Result:
+    """``run(cfg)``, ending a user error (by default a ValueError: voxgan's errors about settings and
+    files) with ``error: <message>`` and exit code 1; ``HYDRA_FULL_ERROR=1`` shows its traceback instead."""
     try:
         return run(cfg)
-    except ValueError as error:
+    except user_errors as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         raise SystemExit(f"error: {error}") from None

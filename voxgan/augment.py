@@ -17,8 +17,8 @@ exceeds a target) and lowers it otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 
@@ -116,9 +116,14 @@ class Augmentation:
     ``translate`` and ``cutout`` are fractions of the grid's side (DiffAugment's 1/8 and 1/2).
     """
 
-    translate: float = 0.0
-    cutout: float = 0.0
-    mirror: bool = False
+    translate: float
+    cutout: float
+    mirror: bool
+
+    @classmethod
+    def from_config(cls, augment: dict[str, Any]) -> Augmentation:
+        """The transformations of an ``augment`` config (a dict of every augment key)."""
+        return cls(**{f.name: augment[f.name] for f in fields(cls)})
 
     @property
     def enabled(self) -> bool:
@@ -141,21 +146,6 @@ class Augmentation:
         if self.cutout > 0:
             x = cutout(x, max(1, round(self.cutout * r)), draw())
         return x
-
-
-class AugmentedD:
-    """D behind the augmentation: what the objectives call as ``d`` during training.
-
-    A plain callable, not a module: D's weights stay registered once, in the LightningModule.
-    """
-
-    def __init__(
-        self, d: Callable[[torch.Tensor], torch.Tensor], augmentation: Augmentation, p: torch.Tensor
-    ):
-        self.d, self.augmentation, self.p = d, augmentation, p
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.d(self.augmentation(x, self.p))
 
 
 class AdaptiveProbability:

@@ -8,7 +8,7 @@ ranges before any work starts.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -169,7 +169,7 @@ class ConfigError(ValueError):
 
 def schema_defaults(schema: type) -> dict[str, Any]:
     """The defaults of a schema dataclass as a plain dict (what a key absent from a config means)."""
-    return OmegaConf.to_container(OmegaConf.structured(schema), resolve=True)
+    return OmegaConf.to_container(OmegaConf.structured(schema))
 
 
 def register_configs() -> None:
@@ -184,7 +184,9 @@ def check_value(condition: bool, key: str, value: object, expected: str) -> None
 
 
 def validate_augment(a: DictConfig | AugmentConfig, loss_name: str) -> None:
-    """Check the ranges of the augmentation settings."""
+    """Check the ranges of the augmentation settings (``loss_name``: a registered objective)."""
+    from voxgan.training.losses import OBJECTIVES
+
     check_value(
         0 <= a.translate < 0.5, "augment.translate", a.translate, "a fraction of the side in [0, 0.5)"
     )
@@ -193,30 +195,35 @@ def validate_augment(a: DictConfig | AugmentConfig, loss_name: str) -> None:
     target = a.ada_target
     check_value(target is None or 0 < target < 1, "augment.ada_target", target, "null or in (0, 1), e.g. 0.6")
     check_value(
-        target is None or loss_name == "bce",
+        target is None or OBJECTIVES[loss_name].supports_ada,
         "augment.ada_target",
         target,
-        "null with loss=wgan_gp: the adaptive signal is the sign of D's logits, which a critic's score lacks",
+        f"null with loss={loss_name}: the adaptive signal is the sign of D's logits, which it lacks",
     )
     check_value(a.ada_interval >= 1, "augment.ada_interval", a.ada_interval, "an integer >= 1")
     check_value(a.ada_speed >= 1, "augment.ada_speed", a.ada_speed, "an integer >= 1")
 
 
-def validate(cfg: DictConfig | TrainConfig, known_categories: tuple[str, ...] | None = None) -> None:
-    """Check value ranges that types cannot express; raise ConfigError naming the key."""
+def validate_model(m: DictConfig | ModelConfig) -> None:
+    """Check the architecture settings."""
     from voxgan.models import ARCHITECTURES
     from voxgan.models.layers import D_NORMS
-    from voxgan.training.losses import OBJECTIVES
+    from voxgan.sampling import PRIORS
 
-    m, lo, d, cb = cfg.model, cfg.loss, cfg.data, cfg.callbacks
     check_value(m.name in ARCHITECTURES, "model.name", m.name, f"one of {sorted(ARCHITECTURES)}")
     check_value(m.latent_dim > 0, "model.latent_dim", m.latent_dim, "a positive integer")
-    check_value(m.prior in ("normal", "uniform"), "model.prior", m.prior, "normal or uniform")
+    check_value(m.prior in PRIORS, "model.prior", m.prior, " or ".join(PRIORS))
     check_value(
         m.g_channels > 0 and m.d_channels > 0, "model.g_channels/d_channels", m.g_channels, "positive"
     )
     check_value(m.d_norm in (*D_NORMS, "auto"), "model.d_norm", m.d_norm, f"auto or one of {D_NORMS}")
     check_value(0 <= m.ema_decay < 1, "model.ema_decay", m.ema_decay, "in [0, 1)")
+
+
+def validate_loss(lo: DictConfig | LossConfig) -> None:
+    """Check the objective and its optimisers' settings."""
+    from voxgan.training.losses import OBJECTIVES
+
     check_value(lo.name in OBJECTIVES, "loss.name", lo.name, f"one of {sorted(OBJECTIVES)}")
     check_value(lo.g_lr > 0, "loss.g_lr", lo.g_lr, "a positive learning rate")
     check_value(lo.d_lr > 0, "loss.d_lr", lo.d_lr, "a positive learning rate")
@@ -240,22 +247,19 @@ def validate(cfg: DictConfig | TrainConfig, known_categories: tuple[str, ...] | 
     check_value(lo.r1_every >= 1, "loss.r1_every", lo.r1_every, "an integer >= 1")
     check_value(lo.mode_seeking >= 0, "loss.mode_seeking", lo.mode_seeking, ">= 0 (0: off)")
     check_value(
-        lo.r1_gamma == 0 or lo.name == "bce",
+        lo.r1_gamma == 0 or "r1_gamma" in {f.name for f in fields(OBJECTIVES[lo.name])},
         "loss.r1_gamma",
         lo.r1_gamma,
-        "0 with loss=wgan_gp (it has its own penalty)",
+        f"0 with loss={lo.name} (only bce takes R1; wgan_gp has its own penalty)",
     )
-    validate_augment(cfg.augment, lo.name)
+
+
+def validate_data(d: DictConfig | DataConfig, known_categories: tuple[str, ...] | None) -> None:
+    """Check the data settings (``known_categories``: the source's names, None when read later)."""
     check_value(
         d.resolution in RESOLUTIONS, "data.resolution", d.resolution, f"a power of two in {RESOLUTIONS}"
     )
     check_value(d.batch_size > 0, "data.batch_size", d.batch_size, "a positive integer")
-    check_value(
-        lo.mode_seeking == 0 or d.batch_size >= 2,
-        "loss.mode_seeking",
-        lo.mode_seeking,
-        "0 with data.batch_size=1 (the term compares pairs of samples of a batch)",
-    )
     check_value(d.source in ("synthetic", "shards"), "data.source", d.source, "synthetic or shards")
     check_value(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "in (0, 1)")
     check_value(d.num_shapes > 0, "data.num_shapes", d.num_shapes, "a positive integer")
@@ -272,8 +276,13 @@ def validate(cfg: DictConfig | TrainConfig, known_categories: tuple[str, ...] | 
             list(d.categories),
             f"one or more names among {list(known_categories)}",
         )
+
+
+def validate_run(cfg: DictConfig | TrainConfig) -> None:
+    """Check the schedules, the evaluation, the trainer and the loggers."""
     from voxgan.metrics import registered_metrics
 
+    cb = cfg.callbacks
     unknown_metrics = [m for m in cb.eval_metrics if m not in registered_metrics()]
     check_value(
         not unknown_metrics,
@@ -302,3 +311,18 @@ def validate(cfg: DictConfig | TrainConfig, known_categories: tuple[str, ...] | 
     known_backends = ("wandb", "csv", "tensorboard", "jsonl")
     bad = [b for b in cfg.logger.backends if b not in known_backends]
     check_value(not bad, "logger.backends", list(cfg.logger.backends), f"a list of {known_backends}")
+
+
+def validate(cfg: DictConfig | TrainConfig, known_categories: tuple[str, ...] | None = None) -> None:
+    """Check value ranges that types cannot express; raise ConfigError naming the key."""
+    validate_model(cfg.model)
+    validate_loss(cfg.loss)
+    validate_augment(cfg.augment, cfg.loss.name)
+    validate_data(cfg.data, known_categories)
+    check_value(
+        cfg.loss.mode_seeking == 0 or cfg.data.batch_size >= 2,
+        "loss.mode_seeking",
+        cfg.loss.mode_seeking,
+        "0 with data.batch_size=1 (the term compares pairs of samples of a batch)",
+    )
+    validate_run(cfg)

@@ -137,7 +137,6 @@ def build_sets(
     feature_fn: FeatureFn | None = None,
 ) -> EvaluationSets:
     """Draw the fixed z and the fixed real sets (subsampled deterministically) on the sampler's device."""
-    sampler = _as_sampler(sampler)
     size = min(num_samples, len(reference))
     if size < num_samples:
         log.warning(
@@ -167,18 +166,12 @@ def reusing_reference_features(feature_fn: FeatureFn, reference: torch.Tensor) -
 
 def evaluate_generator(sampler: Sampler, sets: EvaluationSets, metrics: list[str]) -> dict[str, float]:
     """Generate from the fixed z, threshold at 0.5 and compute the named metrics (plus ``1nna_gap``)."""
-    sampler = _as_sampler(sampler)
     generated = sampler.generate(sets.z)[:, 0] >= OCCUPANCY_THRESHOLD
     context = MetricContext(generated, sets.reference, sets.train, sets.feature_fn, device=sampler.device)
     results = compute_metrics(metrics, context)
     if "1nna" in results:
         results["1nna_gap"] = abs(results["1nna"] - 0.5)
     return results
-
-
-def _as_sampler(sampler: Any) -> Sampler:
-    """Until the training callbacks pass a Sampler: a VoxelGAN stands for its default sampler."""
-    return sampler if isinstance(sampler, Sampler) else sampler.sampler()
 
 
 def runnable_metrics(metrics: list[str], sets: EvaluationSets) -> list[str]:

@@ -19,8 +19,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from voxgan.data.datamodule import PackedSet, VoxelDataModule, prepared_set
-from voxgan.models import build_discriminator
-from voxgan.training.module import VoxelGAN, resolve_d_norm
+from voxgan.models import build_discriminator, resolve_d_norm
+from voxgan.training.module import VoxelGAN
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def random_discriminator(module: VoxelGAN, seed: int) -> nn.Module:
     hp = module.hparams
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        d_norm = resolve_d_norm(hp.model, hp.loss["name"])
+        d_norm = resolve_d_norm(hp.model["d_norm"], hp.model["name"], module.objective.default_d_norm)
         network = build_discriminator(hp.model["name"], hp.resolution, hp.model["d_channels"], d_norm)
     return network.to(module.device)
 

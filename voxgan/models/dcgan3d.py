@@ -36,6 +36,8 @@ class DCGANGenerator(nn.Module):
 class DCGANDiscriminator(nn.Module):
     """resolution^3 -> ... -> 4^3 -> one logit; the generator's mirror with LeakyReLU(0.2)."""
 
+    preferred_norm: str | None = None  # model.d_norm=auto: the objective picks
+
     def __init__(
         self, resolution: int, base_channels: int = 64, norm: str = "batch", minibatch_std: bool = False
     ) -> None:

@@ -24,6 +24,14 @@ def build_generator(name: str, latent_dim: int, resolution: int, base_channels: 
     return _architecture(name)[0](latent_dim, resolution, base_channels)
 
 
+def resolve_d_norm(d_norm: str, name: str, objective_norm: str) -> str:
+    """``d_norm=auto``: the architecture's own norm where it has one (spectral for resgan3d), else the
+    objective's (BatchNorm for BCE, LayerNorm for a WGAN-GP critic, whose penalty is per sample)."""
+    if d_norm != "auto":
+        return d_norm
+    return _architecture(name)[1].preferred_norm or objective_norm
+
+
 def build_discriminator(
     name: str, resolution: int, base_channels: int, norm: str, minibatch_std: bool = False
 ) -> nn.Module:

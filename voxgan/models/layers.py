@@ -59,3 +59,8 @@ def block_features(blocks: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]
         x = block(x)
         out.append(x)
     return out
+
+
+def batch_norms(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``network``, whose running statistics training measures or protects."""
+    return [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

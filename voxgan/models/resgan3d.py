@@ -63,6 +63,8 @@ class ResGenerator(nn.Module):
 class ResDiscriminator(nn.Module):
     """resolution^3 -> residual down blocks -> 4^3 -> global sum -> linear logit."""
 
+    preferred_norm: str | None = "spectral"  # model.d_norm=auto picks spectral normalisation
+
     def __init__(
         self, resolution: int, base_channels: int = 32, norm: str = "spectral", minibatch_std: bool = False
     ) -> None:

@@ -1,5 +1,5 @@
-"""Periodic work during training, scheduled in generator iterations: fixed-z sample grids,
-checkpoints, sample-quality evaluations, and an iteration progress bar."""
+"""Work around the training loop, scheduled in generator iterations: the NaN guard, the memorisation
+probe, fixed-z sample grids, checkpoints, sample-quality evaluations, and an iteration progress bar."""
 
 from __future__ import annotations
 
@@ -25,9 +25,125 @@ from voxgan.evaluation import (
     runnable_metrics,
 )
 from voxgan.io import append_jsonl, atomic_write
-from voxgan.training.module import VoxelGAN
+from voxgan.models.layers import batch_norms
+from voxgan.training.losses import Stats
+from voxgan.training.module import RunD, VoxelGAN
 
 log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; training stops instead of training on garbage."""
+
+
+class FiniteLossGuard(Callback):
+    """Stops the run when a loss becomes NaN or infinite, naming the iteration and the last good checkpoint.
+
+    The losses each batch returns are kept as tensors and checked together every ``every`` iterations
+    and before any checkpoint is written (one host sync per check, none per batch), so no checkpoint
+    ever holds a diverged model. A critic-only batch is checked with the iteration it belongs to.
+    """
+
+    def __init__(self, every: int, checkpoint_dir: str | Path) -> None:
+        self.every = every
+        self.last_checkpoint = Path(checkpoint_dir) / "last.ckpt"
+        self._pending: list[tuple[int, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, outputs: Any, *args: Any) -> None:
+        self._pending.append((outputs["iteration"], outputs["losses"]))
+        if outputs["iteration"] == module.iteration and module.iteration % self.every == 0:
+            self.check()
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, module: VoxelGAN, checkpoint: dict[str, Any]) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise NonFiniteLossError if a loss since the last check was NaN or infinite."""
+        if not self._pending:
+            return
+        iterations = [it for it, _ in self._pending]
+        finite = torch.isfinite(torch.stack([v for _, v in self._pending])).all(dim=1).tolist()
+        self._pending.clear()
+        if all(finite):
+            return
+        where = (
+            f"the last good checkpoint is {self.last_checkpoint}"
+            if self.last_checkpoint.is_file()
+            else "no checkpoint was saved yet"
+        )
+        raise NonFiniteLossError(
+            f"a loss became NaN or infinite at iteration {iterations[finite.index(False)]}; training "
+            f"stopped, {where}. Lower loss.g_lr / loss.d_lr or enable loss.d_gate_accuracy, "
+            "then resume with ckpt_path=<checkpoint>."
+        )
+
+
+@torch.no_grad()
+def memorisation_stats(
+    run_d: RunD, discriminator: torch.nn.Module, logits: bool, real: torch.Tensor, val: torch.Tensor,
+    fake: torch.Tensor,
+) -> Stats:
+    """D's mean output on training reals, held-back val reals and fakes, and the train-val gap.
+
+    D's probability of "real" where its outputs are ``logits``, its raw score for a critic. Training
+    reals well above val reals is D memorising the training set. Measured as D sees its batches in
+    training (train mode, the batch's instance noise through ``run_d``) but without augmentation, with
+    BatchNorm's running statistics left untouched.
+    """
+    n = min(len(val), len(real))
+    norms = batch_norms(discriminator)
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        scores = [run_d(run_d.noised(x[:n])).float() for x in (real, val, fake)]
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+    if logits:
+        scores = [torch.sigmoid(x) for x in scores]
+    train_real, val_real, fake_score = (x.mean() for x in scores)
+    return {
+        "d_train_real": train_real,
+        "d_val_real": val_real,
+        "d_fake": fake_score,
+        "train_val_gap": train_real - val_real,
+    }
+
+
+class MemorisationProbe(Callback):
+    """Adds ``overfit/*`` (``memorisation_stats``) to every logged iteration's record, measured on the
+    batch the module has just trained on and a fixed batch of val shapes: D scoring training reals
+    above val reals is D memorising its data, the early sign of the small-data failure."""
+
+    def __init__(self) -> None:
+        self.val: torch.Tensor | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        val = getattr(datamodule, "val_set", None)
+        if val is not None and len(val) > 0:
+            n = min(len(val), datamodule.hparams.batch_size)
+            self.val = module.as_d_input(val.grids(slice(0, n)).to(module.device).float())
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, outputs: Any, *args: Any) -> None:
+        if self.val is None or "metrics" not in outputs:
+            return
+        run_d = module.run_d(augment=False)
+        real, fake, logits = outputs["real"], outputs["fake"], module.objective.logits
+        with trainer.precision_plugin.train_step_context():  # D as the step ran it (e.g. bf16 autocast)
+            stats = memorisation_stats(run_d, module.discriminator, logits, real, self.val, fake)
+        outputs["metrics"].update({f"overfit/{k}": float(v) for k, v in stats.items()})
+
+
+class IterationLogger(Callback):
+    """Writes each logged iteration's record (the module's, with what the probes added) to every logger,
+    one record per iteration, at step = generator iteration."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, outputs: Any, *args: Any) -> None:
+        if "metrics" in outputs:
+            for logger in trainer.loggers:
+                logger.log_metrics(outputs["metrics"], step=module.iteration)
 
 
 def is_new_iteration(module: VoxelGAN, every: int, last: int) -> bool:
@@ -105,8 +221,8 @@ class IterationCheckpoint(EveryIterations):
     """Saves ``iter_NNNNNNN.ckpt`` and refreshes ``last.ckpt`` every ``every`` iterations and at the end.
 
     With ``AtomicCheckpointIO`` each file is written through a temporary name beside it and a rename,
-    so a crash never leaves a half-written checkpoint; the losses are checked for NaN/inf before
-    anything is saved.
+    so a crash never leaves a half-written checkpoint; ``FiniteLossGuard`` checks the losses for
+    NaN/inf before anything is saved.
     """
 
     def __init__(self, dirpath: str | Path, every: int) -> None:
@@ -117,12 +233,10 @@ class IterationCheckpoint(EveryIterations):
         self.save(trainer, module, periodic)
 
     def save(self, trainer: pl.Trainer, module: VoxelGAN, periodic: bool) -> None:
-        module.check_finite()
         self._last = module.iteration
         if periodic:
             trainer.save_checkpoint(self.dir / f"iter_{module.iteration:07d}.ckpt", weights_only=False)
         trainer.save_checkpoint(self.dir / "last.ckpt", weights_only=False)
-        module.last_checkpoint = str(self.dir / "last.ckpt")
 
 
 class IterationProgressBar(TQDMProgressBar):
@@ -254,7 +368,9 @@ class EvaluationCallback(EveryIterations):
         feature_fn = None
         if "frechet" in self.metrics:
             feature_fn = frechet_feature_fn(self.classifier, val.categories, val.resolution, module.device)
-        return build_sets(module, val, data.train_set, self.num_samples, self.seed, feature_fn)
+        # G's sampler draws the same z as the average's, without measuring the average's statistics
+        sampler = module.sampler(use_ema=False)
+        return build_sets(sampler, val, data.train_set, self.num_samples, self.seed, feature_fn)
 
     def evaluate(self, trainer: pl.Trainer, module: VoxelGAN) -> dict[str, float] | None:
         """Score the current generator; log, record and return the results (None on ranks but zero)."""
@@ -262,7 +378,8 @@ class EvaluationCallback(EveryIterations):
         if not trainer.is_global_zero:
             return None
         start = time.perf_counter()
-        results = evaluate_generator(module, self.sets, runnable_metrics(self.metrics, self.sets))
+        metrics = runnable_metrics(self.metrics, self.sets)
+        results = evaluate_generator(module.sampler(), self.sets, metrics)
         record = {
             "iteration": module.iteration,
             "wall_s": round(self.wall_seconds(), 3),

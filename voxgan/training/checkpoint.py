@@ -1,4 +1,5 @@
-"""Training checkpoints: reading them safely, upgrading those of earlier versions, loading a module.
+"""Training checkpoints: reading them safely and loading the module they hold (upgraded to today's layout
+by ``voxgan.training.module.upgrade_checkpoint``).
 
 Every read goes through ``torch.load(weights_only=True)``: a checkpoint can hold nothing but tensors
 and plain containers, so a file from elsewhere cannot run code.
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 
 from voxgan.io import error_summary
+from voxgan.training.module import VoxelGAN, upgrade_checkpoint
 
 
 class CheckpointError(ValueError):
@@ -37,35 +39,12 @@ def read_checkpoint(path: str | Path, key: str = "ckpt", map_location: str | tor
     return state
 
 
-def upgrade_checkpoint(checkpoint: dict[str, Any], buffers: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Bring a checkpoint of an earlier voxgan version to today's layout, in place.
-
-    - G and D were stored twice (also under ``_g_forward.`` / ``_d_forward.``): the copies go.
-    - There was no augmentation state: ``buffers`` (the module's fresh ``aug_p`` / ``ada_signal``) fill it.
-    - Settings added since are absent from the stored hyperparameters: today's schema defaults fill them.
-    """
-    weights = checkpoint.get("state_dict", {})
-    for key in [k for k in weights if k.startswith(("_g_forward.", "_d_forward."))]:
-        del weights[key]
-    for name, buffer in buffers.items():
-        weights.setdefault(name, buffer.clone())
-    hparams = checkpoint.get("hyper_parameters")
-    if hparams is not None:
-        from voxgan.config import AugmentConfig, LossConfig, ModelConfig, schema_defaults
-
-        for key, schema in (("model", ModelConfig), ("loss", LossConfig), ("augment", AugmentConfig)):
-            stored = hparams.get(key) or {}
-            hparams[key] = {**schema_defaults(schema), **stored}
-    return checkpoint
-
-
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Any, dict[str, Any]]:
     """A trained VoxelGAN (eval mode) and its data settings (categories, resolution, source...)."""
-    from voxgan.training.module import VoxelGAN
-
-    raw = read_checkpoint(path, map_location=map_location)
+    raw = upgrade_checkpoint(read_checkpoint(path, map_location=map_location), {})
+    settings = {key: raw["hyper_parameters"][key] for key in ("model", "loss", "augment")}
     try:
-        module = VoxelGAN.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+        module = VoxelGAN.load_from_checkpoint(path, map_location=map_location, weights_only=True, **settings)
     except Exception as error:  # a readable file whose weights do not fit its own settings
         raise CheckpointError(
             f"ckpt={path} does not rebuild its model ({error_summary(error)}); "

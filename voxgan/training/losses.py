@@ -1,32 +1,111 @@
 """Adversarial objectives. Each knows how to score D and G on a batch; none knows about optimisers,
-logging or the training loop. Every statistic is returned as a detached tensor (no host sync)."""
+logging or the training loop. Every statistic is returned as a detached tensor (no host sync).
+
+An objective declares what the training loop needs to know of it as traits (the norm a D trained
+with it wants, whether its penalty differentiates D's input gradient, whether D's outputs are logits,
+whether it can gate D's steps or drive ADA) and is built from its ``loss`` config by name:
+adding one is its class here, registered with ``@objective("name")``, and ``conf/loss/<name>.yaml``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 Stats = dict[str, torch.Tensor]
+OBJECTIVES: dict[str, type[Objective]] = {}
 
 
+class Objective:
+    """What every objective offers the loop: D's and G's losses on a batch, and whether D steps.
+
+    Subclasses are dataclasses whose fields are the ``loss.*`` keys they read (their defaults live in
+    the config schema, not here)."""
+
+    default_d_norm: ClassVar[str]  # the norm D gets under model.d_norm=auto (unless its architecture has one)
+    logits: ClassVar[bool]  # D's output is a logit: sigmoid(D(x)) is its probability that x is real
+    supports_gate: ClassVar[bool]  # reports D's accuracy, so loss.d_gate_accuracy can skip D's steps
+    supports_ada: ClassVar[bool]  # reports d_real_sign, the signal of adaptive augmentation
+    n_critic: int  # batches (D steps) per G step
+
+    @classmethod
+    def from_config(cls, loss: dict[str, Any]) -> Objective:
+        """The objective with the options of a ``loss`` config (a dict of every loss key)."""
+        return cls(**{f.name: loss[f.name] for f in fields(cls)})
+
+    @property
+    def double_backward(self) -> bool:
+        """Whether D's loss differentiates D's input gradient (a penalty): torch.compile cannot, there."""
+        return False
+
+    def penalty_due(self, batch: int) -> bool:
+        """Whether batch ``batch`` (from 0) computes the objective's lazy penalty (``regularize``)."""
+        return False
+
+    def d_loss(
+        self, d: Callable, real: torch.Tensor, fake: torch.Tensor, regularize: bool = False
+    ) -> tuple[torch.Tensor, Stats]:
+        """D's loss on a batch of reals and (detached) fakes; ``regularize``: a lazy-penalty batch."""
+        raise NotImplementedError
+
+    def g_loss(self, d: Callable, fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+        """G's loss on a batch of fakes, differentiable through them."""
+        raise NotImplementedError
+
+    def update_d(self, stats: Stats) -> torch.Tensor | None:
+        """Whether D takes its step this batch: a 0-d bool tensor, or None for always (no host sync)."""
+        return None
+
+
+def objective(name: str) -> Callable[[type[Objective]], type[Objective]]:
+    """Register an objective class under ``loss.name=<name>``."""
+
+    def register(cls: type[Objective]) -> type[Objective]:
+        OBJECTIVES[name] = cls
+        return cls
+
+    return register
+
+
+def build_objective(loss: dict[str, Any]) -> Objective:
+    """The objective ``loss['name']`` with its options."""
+    if loss["name"] not in OBJECTIVES:
+        raise ValueError(f"loss.name={loss['name']!r} is not one of {sorted(OBJECTIVES)}")
+    return OBJECTIVES[loss["name"]].from_config(loss)
+
+
+@objective("bce")
 @dataclass
-class BCEObjective:
+class BCEObjective(Objective):
     """The 3D-GAN objective: binary cross-entropy on D's logits, non-saturating G loss.
 
     ``d_gate_accuracy``: D is only updated while its accuracy on the current batch is below this
     threshold (the paper's 0.8), because D otherwise overpowers G; ``None`` disables gating.
+    ``r1_gamma`` > 0 adds R1 on reals every ``r1_every`` batches (lazy, scaled up to match).
     """
 
-    label_smoothing: float = 0.0
-    d_gate_accuracy: float | None = 0.8
-    n_critic: int = 1
-    r1_gamma: float = 0.0
-    r1_every: int = 1
+    default_d_norm: ClassVar[str] = "batch"
+    logits: ClassVar[bool] = True
+    supports_gate: ClassVar[bool] = True
+    supports_ada: ClassVar[bool] = True
+    label_smoothing: float
+    d_gate_accuracy: float | None
+    n_critic: int
+    r1_gamma: float
+    r1_every: int
+
+    @property
+    def double_backward(self) -> bool:
+        return self.r1_gamma > 0
+
+    def penalty_due(self, batch: int) -> bool:
+        return self.r1_gamma > 0 and batch % self.r1_every == 0
 
     def d_loss(
         self, d: Callable, real: torch.Tensor, fake: torch.Tensor, regularize: bool = False
@@ -60,12 +139,11 @@ class BCEObjective:
         (grad,) = torch.autograd.grad(logits.float().sum(), x, create_graph=True)
         return grad.flatten(1).square().sum(dim=1).mean()
 
-    def g_loss(self, d: nn.Module, fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+    def g_loss(self, d: Callable, fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
         fake_logits = d(fake)
         return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits)), {}
 
     def update_d(self, stats: Stats) -> torch.Tensor | None:
-        """Whether D takes its step this batch: a 0-d bool tensor, or None for always (no host sync)."""
         if self.d_gate_accuracy is None:
             return None
         return stats["d_acc"] < self.d_gate_accuracy
@@ -85,12 +163,21 @@ def ieee_fp32() -> Iterator[None]:
             backend.fp32_precision = precision
 
 
+@objective("wgan_gp")
 @dataclass
-class WGANGPObjective:
+class WGANGPObjective(Objective):
     """Wasserstein loss with a gradient penalty on random interpolates (Gulrajani et al. 2017)."""
 
-    gp_lambda: float = 10.0
-    n_critic: int = 5
+    default_d_norm: ClassVar[str] = "layer"  # the penalty is per sample: no batch statistics in the critic
+    logits: ClassVar[bool] = False
+    supports_gate: ClassVar[bool] = False
+    supports_ada: ClassVar[bool] = False
+    gp_lambda: float
+    n_critic: int
+
+    @property
+    def double_backward(self) -> bool:
+        return True
 
     def d_loss(
         self, d: Callable, real: torch.Tensor, fake: torch.Tensor, regularize: bool = False
@@ -107,12 +194,8 @@ class WGANGPObjective:
             "critic_grad_norm": grad_norm.detach(),
         }
 
-    def g_loss(self, d: nn.Module, fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+    def g_loss(self, d: Callable, fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
         return -d(fake).float().mean(), {}
-
-    def update_d(self, stats: Stats) -> None:
-        """The critic always takes its step."""
-        return None
 
     @staticmethod
     def gradient_penalty(
@@ -131,10 +214,6 @@ class WGANGPObjective:
             (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
         grad_norm = grad.flatten(1).norm(dim=1)
         return ((grad_norm - 1) ** 2).mean(), grad_norm.mean()
-
-
-OBJECTIVES = {"bce": BCEObjective, "wgan_gp": WGANGPObjective}
-Objective = BCEObjective | WGANGPObjective
 
 
 def mode_seeking_term(z: torch.Tensor, fake: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

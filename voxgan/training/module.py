@@ -1,13 +1,19 @@
-"""The LightningModule: G and D with manual alternating optimisation.
+"""The LightningModule of the 3D-GAN family: G and D with manual alternating optimisation.
 
 One training batch is one D step; every ``n_critic``-th batch also takes a G step, which ends a
 generator *iteration*, the unit of every schedule in voxgan (Lightning's ``global_step`` counts
-optimizer steps instead, and a skipped D update takes none).
+optimizer steps instead, and a skipped D update takes none). A batch reads as the algorithm:
 
-Every random draw of a batch (z, gradient-penalty interpolation, instance noise) comes from a
-seed derived from (run seed, process rank, batch index), and data order is a function of the
-batch index too, so a run resumed from a checkpoint replays the exact batches and losses of an
-uninterrupted one.
+    fake = G(z)
+    D phase: D's loss on (reals, fakes), the objective's penalty when due; step unless the gate says no
+    G phase (every n_critic-th batch): G's loss through D; step; the moving average of G follows
+
+Everything D is shown goes through one path, ``RunD``: instance noise on the batch, then the
+augmentation (alike for reals and fakes), then D. Every random draw of a batch (z, penalties, noise,
+augmentation) comes from a seed derived from (run seed, process rank, batch index), and data order is
+a function of the batch index too, so a resumed run replays the exact batches and losses of an
+uninterrupted one. The NaN guard, the memorisation probe, sample grids, evaluation and checkpoints are
+callbacks (voxgan.training.callbacks).
 """
 
 from __future__ import annotations
@@ -21,44 +27,57 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from voxgan.augment import AdaptiveProbability, Augmentation, AugmentedD
-from voxgan.models import build_discriminator, build_generator
+from voxgan.augment import AdaptiveProbability, Augmentation
+from voxgan.config import AugmentConfig, LossConfig, ModelConfig, schema_defaults
+from voxgan.models import build_discriminator, build_generator, resolve_d_norm
 from voxgan.sampling import Sampler, draw_prior
-from voxgan.training.losses import OBJECTIVES, Objective, Stats, mode_seeking_term
-
-_STANDING_STATS_SEED = 20160  # the prior draws that measure the moving average's BatchNorm statistics
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or infinite; training stops instead of training on garbage."""
+from voxgan.training.ema import standing_statistics, update_average
+from voxgan.training.losses import Stats, build_objective, mode_seeking_term
 
 
-def resolve_d_norm(model_cfg: dict[str, Any], loss_name: str) -> str:
-    """``auto`` picks BatchNorm for BCE, LayerNorm for a WGAN-GP critic (the penalty is per sample),
-    and spectral normalisation for the residual architecture."""
-    if model_cfg["d_norm"] != "auto":
-        return model_cfg["d_norm"]
-    if model_cfg["name"] == "resgan3d":
-        return "spectral"
-    return "layer" if loss_name == "wgan_gp" else "batch"
+class RunD:
+    """D as training shows it a batch: the one path of D's inputs.
+
+    ``noised(x)``: the batch with the current instance noise (drawn once per batch, reals and fakes
+    alike); calling it: the augmentation, when configured (differentiable, so G does not learn it),
+    then D. The objectives call it for every D evaluation, penalties included."""
+
+    def __init__(
+        self,
+        d: Callable[[torch.Tensor], torch.Tensor],
+        noise_std: float,
+        augmentation: Augmentation | None = None,
+        p: torch.Tensor | float = 1.0,
+    ) -> None:
+        self.d, self.noise_std, self.augmentation, self.p = d, noise_std, augmentation, p
+
+    def noised(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.noise_std * torch.randn_like(x) if self.noise_std > 0 else x
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.augmentation is not None and self.augmentation.enabled:
+            x = self.augmentation(x, self.p)
+        return self.d(x)
 
 
-def build_objective(loss_cfg: dict[str, Any]) -> Objective:
-    """The objective object of ``loss_cfg['name']`` with its options."""
-    if loss_cfg["name"] == "bce":
-        return OBJECTIVES["bce"](
-            loss_cfg["label_smoothing"],
-            loss_cfg["d_gate_accuracy"],
-            loss_cfg["n_critic"],
-            loss_cfg.get("r1_gamma", 0.0),
-            loss_cfg.get("r1_every", 1),
-        )
-    return OBJECTIVES["wgan_gp"](loss_cfg["gp_lambda"], loss_cfg["n_critic"])
+def upgrade_checkpoint(checkpoint: dict[str, Any], buffers: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Bring a checkpoint of an earlier voxgan version to today's layout, in place.
 
-
-def batch_norms(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    """The BatchNorm layers of ``network``, whose running statistics the module measures or protects."""
-    return [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    - G and D were stored twice (also under ``_g_forward.`` / ``_d_forward.``): the copies go.
+    - There was no augmentation state: ``buffers`` (the module's fresh ``aug_p`` / ``ada_signal``) fill it.
+    - Settings added since are absent from the stored hyperparameters: today's schema defaults fill them.
+    """
+    weights = checkpoint.get("state_dict", {})
+    for key in [k for k in weights if k.startswith(("_g_forward.", "_d_forward."))]:
+        del weights[key]
+    for name, buffer in buffers.items():
+        weights.setdefault(name, buffer.clone())
+    hparams = checkpoint.get("hyper_parameters")
+    if hparams is not None:
+        for key, schema in (("model", ModelConfig), ("loss", LossConfig), ("augment", AugmentConfig)):
+            stored = hparams.get(key) or {}
+            hparams[key] = {**schema_defaults(schema), **stored}
+    return checkpoint
 
 
 def channels_last_pays(discriminator: nn.Module, device_type: str) -> bool:
@@ -70,7 +89,7 @@ def channels_last_pays(discriminator: nn.Module, device_type: str) -> bool:
     return not (device_type == "cuda" and group_norm)
 
 
-def _grad_norm(params: list[nn.Parameter], loss_scale: float | torch.Tensor = 1.0) -> torch.Tensor:
+def grad_norm(params: list[nn.Parameter], loss_scale: float | torch.Tensor = 1.0) -> torch.Tensor:
     """The gradients' global norm, of the unscaled loss (``loss_scale``: 16-mixed's current loss scale)."""
     grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
     return torch.stack(grads).norm() / loss_scale if grads else torch.zeros(())
@@ -83,44 +102,37 @@ class VoxelGAN(pl.LightningModule):
         self,
         model: dict[str, Any],
         loss: dict[str, Any],
+        augment: dict[str, Any],
         resolution: int,
         iterations: int,
         seed: int = 0,
         log_every: int = 10,
-        check_finite_every: int = 10,
         num_samples: int = 16,
-        augment: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.automatic_optimization = False
+        self.objective = build_objective(loss)
         self.generator = build_generator(model["name"], model["latent_dim"], resolution, model["g_channels"])
-        d_norm = resolve_d_norm(model, loss["name"])
+        d_norm = resolve_d_norm(model["d_norm"], model["name"], self.objective.default_d_norm)
         self.discriminator = build_discriminator(
             model["name"], resolution, model["d_channels"], d_norm, model["minibatch_std"]
         )
         self.g_ema = copy.deepcopy(self.generator).requires_grad_(False) if model["ema_decay"] > 0 else None
-        self.objective = build_objective(loss)
+        self._ema_stats_at: int | None = None  # the iteration whose weights g_ema's BatchNorm statistics fit
         self.register_buffer("fixed_z", self.sample_z(num_samples, torch.Generator().manual_seed(seed)))
-        self.iteration = 0
-        self.batches_seen = 0
-        self.d_skipped = 0
-        self._window: dict[str, Any] = {"d_skipped": 0, "batches": 0, "start": time.perf_counter()}
-        self._unchecked: list[tuple[int, torch.Tensor]] = []
-        self.last_checkpoint: str | None = None
-        self._ema_stats_at: int | None = None  # iteration whose weights g_ema's BatchNorm statistics fit
-        augment = augment or {}
-        self.augmentation = Augmentation(
-            augment.get("translate", 0.0), augment.get("cutout", 0.0), augment.get("mirror", False)
-        )
-        # Augmentation probability and ADA's signal are buffers: checkpoints carry them, resume is exact.
-        self.register_buffer("aug_p", torch.tensor(float(augment.get("p", 1.0))))
+        self.augmentation = Augmentation.from_config(augment)
+        # The augmentation probability and ADA's signal are buffers: checkpoints carry them, resume is exact.
+        self.register_buffer("aug_p", torch.tensor(float(augment["p"])))
         self.register_buffer("ada_signal", torch.zeros(2))
         self.ada = None
-        if augment.get("ada_target") is not None:
+        if augment["ada_target"] is not None:
             ada = (augment["ada_target"], augment["ada_interval"], augment["ada_speed"])
             self.ada = AdaptiveProbability(*ada)
-        self._val_reals: torch.Tensor | None = None  # a fixed batch of val shapes for the memorisation gap
+        self.iteration = 0  # generator iterations done
+        self.batches_seen = 0  # batches done (D steps taken or skipped)
+        self.d_skipped = 0  # D steps the gate skipped
+        self._window: dict[str, Any] = {"d_skipped": 0, "batches": 0, "start": time.perf_counter()}
         self.channels_last = False  # set by configure_model, on the device (see channels_last_pays)
         # Plain attributes, not submodules: G and D are stored once in checkpoints.
         self.__dict__["_g_forward"] = self.generator
@@ -136,9 +148,7 @@ class VoxelGAN(pl.LightningModule):
             self.to(memory_format=torch.channels_last_3d)
         if model["compile"]:
             self.__dict__["_g_forward"] = torch.compile(self.generator)
-            # aot_autograd has no double backward, which WGAN-GP's and R1's penalties take through D
-            loss = self.hparams.loss
-            if loss["name"] != "wgan_gp" and not loss.get("r1_gamma"):
+            if not self.objective.double_backward:  # aot_autograd has no double backward
                 self.__dict__["_d_forward"] = torch.compile(self.discriminator)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -148,6 +158,136 @@ class VoxelGAN(pl.LightningModule):
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=loss["g_lr"], betas=betas, **fused)
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=loss["d_lr"], betas=betas, **fused)
         return [opt_g, opt_d]
+
+    # ------------------------------------------------------------------------------------- loop
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, Any]:
+        """One batch: a D phase, and a G phase when the batch ends an iteration. Returns what the callbacks
+        read: the losses (NaN guard); after a G phase the batch's reals and fakes (memorisation probe);
+        every ``log_every`` iterations the iteration's ``metrics`` record (the iteration logger)."""
+        self._seed_batch()
+        real = self.as_d_input(batch[0].float())
+        g_step = (self.batches_seen + 1) % self.objective.n_critic == 0
+        logging = g_step and (self.iteration + 1) % self.hparams.log_every == 0
+
+        # One generator forward serves both phases: D sees it detached, G backpropagates through it
+        # (G's weights do not change in between, so the graph is still the right one).
+        z = self.sample_z(real.shape[0])
+        with torch.set_grad_enabled(g_step):
+            fake = self._g_forward(z)
+        run_d = self.run_d()
+        d_loss, stats = self.d_phase(run_d, real, fake.detach(), logging)
+        if not g_step:  # a critic-only batch: its loss is checked with the iteration it belongs to
+            return {"losses": d_loss.detach().float().repeat(2), "iteration": self.iteration + 1}
+
+        g_loss, g_stats = self.g_phase(run_d, z, fake, logging)
+        self.iteration += 1
+        if self.ada is not None and self.ada.due(self.iteration):
+            # Summed over processes first, so that every process moves p alike under DDP.
+            self.ada_signal.copy_(self.trainer.strategy.reduce(self.ada_signal, reduce_op="sum"))
+            self.ada.step(self.aug_p, self.ada_signal)
+        if self.iteration >= self.hparams.iterations:
+            self.trainer.should_stop = True
+        losses = torch.stack([d_loss.detach().float(), g_loss.detach().float()])
+        outputs = {"losses": losses, "iteration": self.iteration, "real": real, "fake": fake.detach()}
+        if logging:
+            outputs["metrics"] = self._iteration_metrics(d_loss, g_loss, {**stats, **g_stats}, real, fake)
+        return outputs
+
+    def d_phase(
+        self, run_d: RunD, real: torch.Tensor, fake: torch.Tensor, logging: bool
+    ) -> tuple[torch.Tensor, Stats]:
+        """D's loss on the batch (with the objective's penalty when it is due), and D's step unless the
+        gate skips it. The paper's gate reads D's accuracy on the host (one sync per batch, only when
+        gating): under the gate D skips 60-70% of its steps, whose backward would cost more."""
+        opt_d = self.optimizers()[1]
+        due = self.objective.penalty_due(self.batches_seen)
+        d_loss, stats = self.objective.d_loss(run_d, run_d.noised(real), run_d.noised(fake), regularize=due)
+        if self.ada is not None:
+            self.ada.observe(self.ada_signal, stats["d_real_sign"])
+        if "d_acc" in stats:  # every process must take the same gating decision in DDP
+            stats["d_acc"] = self.trainer.strategy.reduce(stats["d_acc"], reduce_op="mean")
+        gate = self.objective.update_d(stats)
+        if gate is None or bool(gate):
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            if logging:
+                stats["d_grad_norm"] = grad_norm(list(self.discriminator.parameters()), self._loss_scale())
+            opt_d.step()
+        else:
+            self.d_skipped += 1
+            self._window["d_skipped"] += 1
+        self.batches_seen += 1
+        self._window["batches"] += 1
+        return d_loss, stats
+
+    def g_phase(
+        self, run_d: RunD, z: torch.Tensor, fake: torch.Tensor, logging: bool
+    ) -> tuple[torch.Tensor, Stats]:
+        """G's loss through D (plus the mode-seeking term when weighted), G's step, the average's update."""
+        opt_g = self.optimizers()[0]
+        self.toggle_optimizer(opt_g)
+        g_loss, stats = self.objective.g_loss(run_d, run_d.noised(fake))
+        if weight := self.hparams.loss["mode_seeking"]:
+            term = mode_seeking_term(z, fake)
+            g_loss = g_loss + weight * term
+            stats["g_mode_seeking"] = term.detach()
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        if logging:
+            stats["g_grad_norm"] = grad_norm(list(self.generator.parameters()), self._loss_scale())
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        if self.g_ema is not None:
+            update_average(self.g_ema, self.generator, self.hparams.model["ema_decay"], self.iteration)
+        return g_loss, stats
+
+    def run_d(self, augment: bool = True) -> RunD:
+        """D behind this batch's instance noise and (with ``augment``) the configured augmentation."""
+        augmentation = self.augmentation if augment else None
+        return RunD(self._d_forward, self.instance_noise_std(), augmentation, self.aug_p)
+
+    def instance_noise_std(self) -> float:
+        """The std of the noise on D's inputs now: linear from ``instance_noise`` to 0 at
+        ``instance_noise_until`` (a fixed horizon, for runs stopped by a time budget), else at the end."""
+        loss = self.hparams.loss
+        until = loss["instance_noise_until"] or self.hparams.iterations
+        return loss["instance_noise"] * max(0.0, 1.0 - self.iteration / until)
+
+    def as_d_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the memory layout D runs in."""
+        return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
+
+    def _seed_batch(self) -> None:
+        rank = self.global_rank
+        torch.manual_seed((self.hparams.seed * 1_000_003 + rank * 7_919 + self.batches_seen) % 2**63)
+
+    def _loss_scale(self) -> torch.Tensor | float:
+        """The factor 16-mixed multiplies the losses by before backward (1 without a gradient scaler)."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        return scaler._scale if scaler is not None and scaler._scale is not None else 1.0
+
+    def _iteration_metrics(
+        self, d_loss: torch.Tensor, g_loss: torch.Tensor, stats: Stats, real: torch.Tensor, fake: torch.Tensor
+    ) -> dict[str, float]:
+        """The iteration's record (losses, the objective's statistics, occupancy, throughput); one host
+        sync, every ``log_every`` iterations."""
+        window = self._window
+        elapsed = time.perf_counter() - window["start"]
+        values = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **stats}
+        values["sample_occupancy"] = (fake.detach() > 0.5).float().mean()
+        values["real_occupancy"] = real.mean()
+        metrics = {f"train/{k}": float(v) for k, v in values.items()}
+        metrics["train/d_skip_fraction"] = window["d_skipped"] / max(1, window["batches"])
+        metrics["train/samples_per_s"] = (
+            window["batches"] * real.shape[0] / max(elapsed, 1e-9) / self.objective.n_critic
+        )
+        if self.augmentation.enabled:
+            metrics["train/aug_p"] = float(self.aug_p)
+        metrics["iteration"] = self.iteration
+        self._window = {"d_skipped": 0, "batches": 0, "start": time.perf_counter()}
+        progress = {"d_loss": metrics["train/d_loss"], "g_loss": metrics["train/g_loss"]}
+        self.log_dict({**progress, "it": float(self.iteration)}, prog_bar=True, logger=False)
+        return metrics
 
     # ---------------------------------------------------------------------------------- sampling
     def sample_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -162,248 +302,21 @@ class VoxelGAN(pl.LightningModule):
         return Sampler(network, model["prior"], model["latent_dim"], self.hparams.resolution)
 
     def sampling_network(self, use_ema: bool = True) -> nn.Module:
-        """The generator samples come from: the moving average when kept and ``use_ema``, else G.
-
-        The average's weights are not the weights G's BatchNorm statistics were measured with, so
-        they are measured again for the average (standing statistics: a fixed set of prior draws
-        through it in train mode), once per iteration it is used at.
-        """
+        """The generator samples come from: the moving average when kept and ``use_ema``, else G (the
+        average's BatchNorm statistics measured for its weights, once per iteration it is used at)."""
         if not use_ema or self.g_ema is None:
             return self.generator
         if self._ema_stats_at != self.iteration:
-            self._standing_statistics(self.g_ema)
+            standing_statistics(self.g_ema, self.sample_z, self.device)
             self._ema_stats_at = self.iteration
         return self.g_ema
-
-    @torch.no_grad()
-    def _standing_statistics(self, g: nn.Module, batches: int = 8, batch_size: int = 64) -> None:
-        norms = [m for m in batch_norms(g) if m.track_running_stats]
-        if not norms:
-            return
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average over the draws
-        was_training = g.training
-        g.train()
-        draws = torch.Generator(device=self.device).manual_seed(_STANDING_STATS_SEED)
-        for _ in range(batches):
-            g(self.sample_z(batch_size, draws))
-        g.train(was_training)
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
 
     def generate(self, z: torch.Tensor, use_ema: bool = True) -> torch.Tensor:
         """Occupancy probabilities (N, 1, R, R, R) for latent vectors z, in eval mode."""
         return self.sampler(use_ema).generate(z)
 
-    # ------------------------------------------------------------------------------------- loop
-    def _seed_batch(self) -> None:
-        rank = self.global_rank
-        torch.manual_seed((self.hparams.seed * 1_000_003 + rank * 7_919 + self.batches_seen) % 2**63)
-
-    def instance_noise_std(self) -> float:
-        """The std of the noise on D's inputs now: linear from ``instance_noise`` to 0 at
-        ``instance_noise_until`` (a fixed horizon, for runs stopped by a time budget), else at the end."""
-        loss = self.hparams.loss
-        until = loss.get("instance_noise_until") or self.hparams.iterations
-        return loss["instance_noise"] * max(0.0, 1.0 - self.iteration / until)
-
-    def _instance_noise(self, x: torch.Tensor) -> torch.Tensor:
-        std = self.instance_noise_std()
-        return x + std * torch.randn_like(x) if std > 0 else x
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._seed_batch()
-        opt_g, opt_d = self.optimizers()
-        grids, _labels = batch
-        real = grids.float()
-        if self.channels_last:
-            real = real.contiguous(memory_format=torch.channels_last_3d)
-        n_critic = self.objective.n_critic
-        takes_g_step = (self.batches_seen + 1) % n_critic == 0
-        logging = takes_g_step and (self.iteration + 1) % self.hparams.log_every == 0
-
-        # One generator forward serves both steps: D sees it detached, G backpropagates through it
-        # (G's weights do not change in between, so the graph is still the right one).
-        z = self.sample_z(real.shape[0]).to(self.device)
-        with torch.set_grad_enabled(takes_g_step):
-            fake = self._g_forward(z)
-
-        d = self.training_d()
-        r1_every = self.hparams.loss.get("r1_every", 1)
-        d_loss, d_stats = self.objective.d_loss(
-            d,
-            self._instance_noise(real),
-            self._instance_noise(fake.detach()),
-            regularize=self.batches_seen % r1_every == 0,
-        )
-        if self.ada is not None:
-            self.ada.observe(self.ada_signal, d_stats["d_real_sign"])
-        if "d_acc" in d_stats:  # every process must take the same gating decision in DDP
-            d_stats["d_acc"] = self.trainer.strategy.reduce(d_stats["d_acc"], reduce_op="mean")
-        gate = self.objective.update_d(d_stats)
-        # The paper's gate reads D's accuracy on the host (one sync per batch, only when gating). An
-        # on-device skip (fused Adam's found_inf) would need D's backward every batch: under the gate
-        # D skips 60-70% of its steps, and its backward is a fifth (CPU default) to a third (64^3,
-        # paper widths) of an iteration's FLOPs, far more than the sync costs.
-        if gate is None or bool(gate):
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_loss)
-            if logging:
-                d_stats["d_grad_norm"] = _grad_norm(list(self.discriminator.parameters()), self._loss_scale())
-            opt_d.step()
-        else:
-            self.d_skipped += 1
-            self._window["d_skipped"] += 1
-        self.batches_seen += 1
-        self._window["batches"] += 1
-        if not takes_g_step:  # a critic-only batch: its loss is checked with the iteration it belongs to
-            self._unchecked.append((self.iteration + 1, d_loss.detach().float().repeat(2)))
-            return
-
-        self.toggle_optimizer(opt_g)
-        g_loss, g_stats = self.objective.g_loss(d, self._instance_noise(fake))
-        if mode_seeking := self.hparams.loss.get("mode_seeking", 0.0):
-            term = mode_seeking_term(z, fake)
-            g_loss = g_loss + mode_seeking * term
-            g_stats["g_mode_seeking"] = term.detach()
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(g_loss)
-        if logging:
-            g_stats["g_grad_norm"] = _grad_norm(list(self.generator.parameters()), self._loss_scale())
-        opt_g.step()
-        self.untoggle_optimizer(opt_g)
-        self._update_ema()
-        self.iteration += 1
-        if self.ada is not None:
-            self._step_ada()
-
-        self._unchecked.append(
-            (self.iteration, torch.stack([d_loss.detach().float(), g_loss.detach().float()]))
-        )
-        if self.iteration % self.hparams.check_finite_every == 0:
-            self.check_finite()
-        if logging:
-            self._log_iteration(d_loss, g_loss, {**d_stats, **g_stats}, real, fake)
-        if self.iteration >= self.hparams.iterations:
-            self.trainer.should_stop = True
-
-    def _loss_scale(self) -> torch.Tensor | float:
-        """The factor 16-mixed multiplies the losses by before backward (1 without a gradient scaler)."""
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        return scaler._scale if scaler is not None and scaler._scale is not None else 1.0
-
-    def training_d(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """D as the objectives see it in training: behind the augmentation when one is configured."""
-        if not self.augmentation.enabled:
-            return self._d_forward
-        return AugmentedD(self._d_forward, self.augmentation, self.aug_p)
-
-    def _step_ada(self) -> None:
-        if not self.ada.due(self.iteration):
-            return
-        # Summed over processes first, so that every process moves p alike under DDP.
-        self.ada_signal.copy_(self.trainer.strategy.reduce(self.ada_signal, reduce_op="sum"))
-        self.ada.step(self.aug_p, self.ada_signal)
-
-    @torch.no_grad()
-    def memorisation_stats(self, real: torch.Tensor, fake: torch.Tensor) -> Stats:
-        """D's mean output on training reals, held-back val reals and fakes.
-
-        D's probability of "real" for BCE, its raw score for a critic. Training reals well above
-        val reals is D memorising the training set. Measured as D sees its batches in training (train
-        mode, the current instance noise) but without augmentation, with BatchNorm's running
-        statistics left untouched.
-        """
-        if self._val_reals is None:
-            return {}
-        val = self._val_reals
-        n = min(len(val), len(real))
-        norms = batch_norms(self.discriminator)
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.momentum = 0.0
-        try:
-            scores = [self._d_forward(self._instance_noise(x[:n])).float() for x in (real, val, fake)]
-        finally:
-            for m, momentum in zip(norms, momenta):
-                m.momentum = momentum
-        if self.hparams.loss["name"] == "bce":
-            scores = [torch.sigmoid(x) for x in scores]
-        train_real, val_real, fake_score = (x.mean() for x in scores)
-        return {
-            "d_train_real": train_real,
-            "d_val_real": val_real,
-            "d_fake": fake_score,
-            "train_val_gap": train_real - val_real,
-        }
-
-    def _update_ema(self) -> None:
-        if self.g_ema is None:
-            return
-        # Warm-up: the average spans at most the iterations so far, never mostly the initial weights.
-        # (BatchNorm statistics are measured for the average when it samples: sampling_network.)
-        n = self.iteration + 1
-        decay = min(self.hparams.model["ema_decay"], n / (n + 9))
-        with torch.no_grad():
-            torch._foreach_lerp_(list(self.g_ema.parameters()), list(self.generator.parameters()), 1 - decay)
-
-    def check_finite(self) -> None:
-        """Raise NonFiniteLossError if a loss since the last check was NaN/inf (one host sync)."""
-        if not self._unchecked:
-            return
-        iterations = [it for it, _ in self._unchecked]
-        finite = torch.isfinite(torch.stack([v for _, v in self._unchecked])).all(dim=1).tolist()
-        self._unchecked.clear()
-        if all(finite):
-            return
-        bad = iterations[finite.index(False)]
-        where = (
-            f"the last good checkpoint is {self.last_checkpoint}"
-            if self.last_checkpoint
-            else "no checkpoint was saved yet"
-        )
-        raise NonFiniteLossError(
-            f"a loss became NaN or infinite at iteration {bad}; training stopped, {where}. "
-            "Lower loss.g_lr / loss.d_lr or enable loss.d_gate_accuracy, "
-            "then resume with ckpt_path=<checkpoint>."
-        )
-
-    def _log_iteration(
-        self, d_loss: torch.Tensor, g_loss: torch.Tensor, stats: Stats, real: torch.Tensor, fake: torch.Tensor
-    ) -> None:
-        window = self._window
-        elapsed = time.perf_counter() - window["start"]
-        values = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **stats}
-        values["sample_occupancy"] = (fake.detach() > 0.5).float().mean()
-        values["real_occupancy"] = real.mean()
-        metrics = {f"train/{k}": float(v) for k, v in values.items()}
-        metrics["train/d_skip_fraction"] = window["d_skipped"] / max(1, window["batches"])
-        metrics["train/samples_per_s"] = (
-            window["batches"] * real.shape[0] / max(elapsed, 1e-9) / self.objective.n_critic
-        )
-        memorisation = self.memorisation_stats(real, fake.detach())
-        metrics.update({f"overfit/{k}": float(v) for k, v in memorisation.items()})
-        if self.augmentation.enabled:
-            metrics["train/aug_p"] = float(self.aug_p)
-        metrics["iteration"] = self.iteration
-        self._window = {"d_skipped": 0, "batches": 0, "start": time.perf_counter()}
-        for logger in self.loggers:
-            logger.log_metrics(metrics, step=self.iteration)
-        self.log_dict(
-            {
-                "d_loss": metrics["train/d_loss"],
-                "g_loss": metrics["train/g_loss"],
-                "it": float(self.iteration),
-            },
-            prog_bar=True,
-            logger=False,
-        )
-
     # ------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.check_finite()
         checkpoint["voxgan"] = {
             "iteration": self.iteration,
             "batches_seen": self.batches_seen,
@@ -411,12 +324,7 @@ class VoxelGAN(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        weights = checkpoint.get("state_dict", {})
-        # Checkpoints of earlier versions stored G and D twice and had no augmentation state.
-        for key in [k for k in weights if k.startswith(("_g_forward.", "_d_forward."))]:
-            del weights[key]
-        for name, buffer in (("aug_p", self.aug_p), ("ada_signal", self.ada_signal)):
-            weights.setdefault(name, buffer.clone())
+        upgrade_checkpoint(checkpoint, {"aug_p": self.aug_p, "ada_signal": self.ada_signal})
         state = checkpoint["voxgan"]
         self.iteration = state["iteration"]
         self.batches_seen = state["batches_seen"]
@@ -428,11 +336,3 @@ class VoxelGAN(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self._window["start"] = time.perf_counter()
-        datamodule = getattr(self.trainer, "datamodule", None)
-        val = getattr(datamodule, "val_set", None)
-        if val is not None and len(val) > 0:
-            n = min(len(val), datamodule.hparams.batch_size)
-            reals = val.grids(slice(0, n)).to(self.device).float()
-            if self.channels_last:
-                reals = reals.contiguous(memory_format=torch.channels_last_3d)
-            self._val_reals = reals

@@ -20,13 +20,17 @@ from voxgan.models.classifier import ClassifierError
 from voxgan.training.callbacks import (
     AtomicCheckpointIO,
     EvaluationCallback,
+    FiniteLossGuard,
     IterationCheckpoint,
+    IterationLogger,
     IterationProgressBar,
+    MemorisationProbe,
+    NonFiniteLossError,
     SampleGrid,
 )
 from voxgan.training.checkpoint import CheckpointError, read_checkpoint
 from voxgan.training.loggers import build_loggers, trim_logs
-from voxgan.training.module import NonFiniteLossError, VoxelGAN
+from voxgan.training.module import VoxelGAN
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +65,12 @@ def build_module(cfg: DictConfig) -> VoxelGAN:
     return VoxelGAN(
         model=OmegaConf.to_container(cfg.model, resolve=True),
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        augment=OmegaConf.to_container(cfg.augment, resolve=True),
         resolution=cfg.data.resolution,
         iterations=cfg.iterations,
         seed=cfg.seed,
         log_every=cfg.callbacks.log_every,
-        check_finite_every=cfg.callbacks.check_finite_every,
         num_samples=cfg.callbacks.num_samples,
-        augment=OmegaConf.to_container(cfg.augment, resolve=True),
     )
 
 
@@ -90,7 +93,12 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 def build_trainer(cfg: DictConfig, output_dir: Path, loggers: list) -> pl.Trainer:
     """A Lightning trainer that runs until the module has done ``cfg.iterations`` iterations."""
+    # In this order: no record, checkpoint or picture of a diverged model; the probe reads the batch as
+    # the module left it and adds to the iteration's record before it is written.
     callbacks = [
+        FiniteLossGuard(cfg.callbacks.check_finite_every, output_dir / "checkpoints"),
+        MemorisationProbe(),
+        IterationLogger(),
         IterationCheckpoint(output_dir / "checkpoints", cfg.callbacks.checkpoint_every),
         SampleGrid(output_dir, cfg.callbacks.sample_every),
     ]
