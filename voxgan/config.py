@@ -21,10 +21,24 @@ from voxgan.data.grid import RESOLUTIONS
 
 
 @dataclass
+class LatentConfig:
+    """The latent GAN's own settings (model=latentgan): its autoencoder and the MLPs on its codes."""
+
+    code_dim: int = 128  # numbers per shape in the autoencoder's code
+    ae_iterations: int = 2000  # stage 1: autoencoder iterations; the GAN on the codes trains after
+    ae_lr: float = 1e-3  # the autoencoder's Adam learning rate
+    pos_weight: float = 3.0  # weight of occupied voxels in the reconstruction cross-entropy (~7% occupied)
+    code_noise: float = 0.0  # std of Gaussian noise on the codes while the autoencoder trains (0: off)
+    encoder_channels: int = 16  # channels of the encoder's first level (doubling per level)
+    width: int = 256  # hidden width of the code GAN's MLPs
+    depth: int = 2  # hidden layers of the code GAN's MLPs
+
+
+@dataclass
 class ModelConfig:
     """Architecture of G and D."""
 
-    name: str = "dcgan3d"  # dcgan3d | resgan3d
+    name: str = "dcgan3d"  # dcgan3d | resgan3d (the 3D-GAN family) | latentgan (voxgan.training.families)
     latent_dim: int = 200
     prior: str = "normal"  # normal | uniform (uniform on [-1, 1], as in the paper)
     # Channels of G's finest hidden level; 64 is the paper's width (512-256-128-64 at 64^3), 32 trains
@@ -40,6 +54,7 @@ class ModelConfig:
     ema_decay: float = 0.999
     compile: bool = False  # torch.compile G and D
     channels_last: bool = True  # channels_last_3d: exact in fp32, ~1.2x faster on CPU (benchmarks/train_step)
+    latent: LatentConfig = field(default_factory=LatentConfig)  # read by model=latentgan only
 
 
 @dataclass
@@ -220,11 +235,11 @@ def validate_augment(a: DictConfig | AugmentConfig, loss_name: str) -> None:
 
 def validate_model(m: DictConfig | ModelConfig) -> None:
     """Check the architecture settings."""
-    from voxgan.models import ARCHITECTURES
+    from voxgan.models import MODEL_NAMES
     from voxgan.models.layers import D_NORMS
     from voxgan.sampling import PRIORS
 
-    check_value(m.name in ARCHITECTURES, "model.name", m.name, f"one of {sorted(ARCHITECTURES)}")
+    check_value(m.name in MODEL_NAMES, "model.name", m.name, f"one of {sorted(MODEL_NAMES)}")
     check_value(m.latent_dim > 0, "model.latent_dim", m.latent_dim, "a positive integer")
     check_value(m.prior in PRIORS, "model.prior", m.prior, " or ".join(PRIORS))
     check_value(
@@ -232,6 +247,12 @@ def validate_model(m: DictConfig | ModelConfig) -> None:
     )
     check_value(m.d_norm in (*D_NORMS, "auto"), "model.d_norm", m.d_norm, f"auto or one of {D_NORMS}")
     check_value(0 <= m.ema_decay < 1, "model.ema_decay", m.ema_decay, "in [0, 1)")
+    la = m.latent
+    for key in ("code_dim", "encoder_channels", "width", "depth", "ae_iterations"):
+        check_value(la[key] > 0, f"model.latent.{key}", la[key], "a positive integer")
+    check_value(la.ae_lr > 0, "model.latent.ae_lr", la.ae_lr, "a positive learning rate")
+    check_value(la.pos_weight > 0, "model.latent.pos_weight", la.pos_weight, "> 0 (1: unweighted)")
+    check_value(la.code_noise >= 0, "model.latent.code_noise", la.code_noise, ">= 0 (0: off)")
 
 
 def validate_loss(lo: DictConfig | LossConfig) -> None:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from voxgan.models import ARCHITECTURES
+from voxgan.models import LATENT_GAN, MODEL_NAMES
 from voxgan.sampling import PRIORS
 
 WEIGHTS_FILE = "model.safetensors"
@@ -31,6 +31,9 @@ class ExportError(ValueError):
     """An export folder, destination or hub id that cannot be used as asked."""
 
 
+LATENT_KEYS = ("code_dim", "width", "depth")  # what rebuilds a latent GAN's code generator
+
+
 def check_config(config: Any, source: str | Path) -> None:
     """Raise ExportError naming ``source`` and the key when ``config`` cannot rebuild a generator."""
     if not isinstance(config, dict) or config.get("format") != FORMAT:
@@ -38,9 +41,15 @@ def check_config(config: Any, source: str | Path) -> None:
     for key, kind in GENERATOR_KEYS.items():
         if not isinstance(config.get(key), kind) or isinstance(config.get(key), bool):
             raise ExportError(f"{source}: key {key!r} must be a {kind.__name__}, got {config.get(key)!r}")
-    if config["architecture"] not in ARCHITECTURES:
-        known = sorted(ARCHITECTURES)
+    if config["architecture"] not in MODEL_NAMES:
+        known = sorted(MODEL_NAMES)
         raise ExportError(f"{source}: architecture {config['architecture']!r} is not one of {known}")
+    latent = config.get("latent")
+    if config["architecture"] == LATENT_GAN and not (
+        isinstance(latent, dict) and all(isinstance(latent.get(k), int) for k in LATENT_KEYS)
+    ):
+        keys = list(LATENT_KEYS)
+        raise ExportError(f"{source}: a {LATENT_GAN} generator needs 'latent' with integer {keys}")
     if config["prior"] not in PRIORS:
         raise ExportError(f"{source}: prior {config['prior']!r} is not one of {PRIORS}")
 

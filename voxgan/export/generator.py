@@ -28,6 +28,7 @@ from voxgan.export.folder import (
     CONFIG_FILE,
     FORMAT,
     FORMAT_VERSION,
+    LATENT_KEYS,
     SAMPLE_COUNT,
     SAMPLES_FILE,
     WEIGHTS_FILE,
@@ -37,7 +38,7 @@ from voxgan.export.folder import (
 )
 from voxgan.export.hub import HUB_ID, download, push_folder
 from voxgan.io import atomic_write, error_summary, read_jsonl
-from voxgan.models import build_generator
+from voxgan.models import LATENT_GAN, build_generator
 from voxgan.sampling import Sampler
 
 
@@ -60,7 +61,8 @@ class VoxelGenerator(nn.Module):
         check_config(config, CONFIG_FILE)
         self.config = json.loads(json.dumps(config))  # a private copy, and proof that it is pure JSON
         self.net = build_generator(
-            config["architecture"], config["latent_dim"], config["resolution"], config["g_channels"]
+            config["architecture"], config["latent_dim"], config["resolution"], config["g_channels"],
+            config.get("latent"),
         )
         self.sampler = Sampler(self.net, config["prior"], config["latent_dim"], config["resolution"])
         self.eval()
@@ -233,6 +235,7 @@ def _checkpoint_config(ckpt: Path, module: Any, data: dict[str, Any]) -> dict[st
         "prior": model["prior"],
         "resolution": module.hparams.resolution,
         "g_channels": model["g_channels"],
+        **({"latent": {k: model["latent"][k] for k in LATENT_KEYS}} if model["name"] == LATENT_GAN else {}),
         "categories": categories,
         "training": {
             "iterations": module.iteration,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
+from voxgan.models.autoencoder import LatentGenerator
 from voxgan.models.dcgan3d import DCGANDiscriminator, DCGANGenerator
 from voxgan.models.resgan3d import ResDiscriminator, ResGenerator
 
@@ -11,16 +14,28 @@ ARCHITECTURES = {
     "dcgan3d": (DCGANGenerator, DCGANDiscriminator),
     "resgan3d": (ResGenerator, ResDiscriminator),
 }
+LATENT_GAN = "latentgan"  # the latent GAN's generator: code MLP + decoder (voxgan.models.autoencoder)
+MODEL_NAMES = (*ARCHITECTURES, LATENT_GAN)
 
 
 def _architecture(name: str) -> tuple[type[nn.Module], type[nn.Module]]:
     if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture model.name={name!r}; choose one of {sorted(ARCHITECTURES)}")
+        known = sorted(ARCHITECTURES)
+        raise ValueError(f"model.name={name!r} has no voxel discriminator; choose one of {known}")
     return ARCHITECTURES[name]
 
 
-def build_generator(name: str, latent_dim: int, resolution: int, base_channels: int) -> nn.Module:
-    """The generator of architecture ``name``: z (N, latent_dim) -> (N, 1, R, R, R) in [0, 1]."""
+def build_generator(
+    name: str, latent_dim: int, resolution: int, base_channels: int, latent: dict[str, Any] | None = None
+) -> nn.Module:
+    """The generator of model ``name``: z (N, latent_dim) -> (N, 1, R, R, R) in [0, 1]. ``latent``: the
+    latent GAN's code settings (code_dim, width, depth), which its generator needs."""
+    if name == LATENT_GAN:
+        if latent is None:
+            raise ValueError(f"model.name={name} needs its latent settings (code_dim, width, depth)")
+        return LatentGenerator(
+            latent_dim, resolution, latent["code_dim"], latent["width"], latent["depth"], base_channels
+        )
     return _architecture(name)[0](latent_dim, resolution, base_channels)
 
 

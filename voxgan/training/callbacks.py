@@ -122,12 +122,12 @@ class MemorisationProbe(Callback):
     def on_train_start(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
         datamodule = getattr(trainer, "datamodule", None)
         val = getattr(datamodule, "val_set", None)
-        if val is not None and len(val) > 0:
+        if isinstance(module, VoxelGAN) and val is not None and len(val) > 0:  # a D on voxels to probe
             n = min(len(val), datamodule.hparams.batch_size)
             self.val = module.as_d_input(val.grids(slice(0, n)).to(module.device).float())
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, outputs: Any, *args: Any) -> None:
-        if self.val is None or "metrics" not in outputs:
+        if self.val is None or "metrics" not in outputs or "real" not in outputs:
             return
         run_d = module.run_d(augment=False)
         real, fake, logits = outputs["real"], outputs["fake"], module.objective.logits
@@ -183,7 +183,8 @@ class SampleGrid(EveryIterations):
         self.dir = Path(output_dir) / "samples"
 
     def fire(self, trainer: pl.Trainer, module: VoxelGAN, periodic: bool) -> None:
-        self.render(trainer, module)
+        if module.sampling_ready:
+            self.render(trainer, module)
 
     def render(self, trainer: pl.Trainer, module: VoxelGAN) -> Path | None:
         self._last = module.iteration
@@ -345,7 +346,8 @@ class EvaluationCallback(EveryIterations):
             self.sets = self.prepare(trainer, module)
 
     def fire(self, trainer: pl.Trainer, module: VoxelGAN, periodic: bool) -> None:
-        self.evaluate(trainer, module)
+        if module.sampling_ready:  # a latent GAN's samples mean nothing while its autoencoder trains
+            self.evaluate(trainer, module)
 
     def wall_seconds(self) -> float:
         """Seconds of training since fit start, runs resumed from a checkpoint included."""

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from voxgan.io import error_summary
-from voxgan.training.module import VoxelGAN, upgrade_checkpoint
+from voxgan.training.families import module_class
+from voxgan.training.module import upgrade_checkpoint
 
 
 class CheckpointError(ValueError):
@@ -40,11 +41,12 @@ def read_checkpoint(path: str | Path, key: str = "ckpt", map_location: str | tor
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Any, dict[str, Any]]:
-    """A trained VoxelGAN (eval mode) and its data settings (categories, resolution, source...)."""
+    """The trained module of its family (eval mode) and its data settings (categories, resolution...)."""
     raw = upgrade_checkpoint(read_checkpoint(path, map_location=map_location), {})
     settings = {key: raw["hyper_parameters"][key] for key in ("model", "loss", "augment")}
     try:
-        module = VoxelGAN.load_from_checkpoint(path, map_location=map_location, weights_only=True, **settings)
+        family = module_class(settings["model"]["name"])
+        module = family.load_from_checkpoint(path, map_location=map_location, weights_only=True, **settings)
     except Exception as error:  # a readable file whose weights do not fit its own settings
         raise CheckpointError(
             f"ckpt={path} does not rebuild its model ({error_summary(error)}); "

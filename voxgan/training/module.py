@@ -98,6 +98,8 @@ def grad_norm(params: list[nn.Parameter], loss_scale: float | torch.Tensor = 1.0
 class VoxelGAN(pl.LightningModule):
     """A voxel GAN: generator, discriminator/critic, objective and the alternating loop."""
 
+    sampling_ready = True  # samples are G's from the first iteration (the latent GAN's wait for its codes)
+
     def __init__(
         self,
         model: dict[str, Any],

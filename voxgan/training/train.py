@@ -29,8 +29,8 @@ from voxgan.training.callbacks import (
     SampleGrid,
 )
 from voxgan.training.checkpoint import CheckpointError, read_checkpoint
+from voxgan.training.families import module_class
 from voxgan.training.loggers import build_loggers, trim_logs
-from voxgan.training.module import VoxelGAN
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,9 @@ def build_datamodule(cfg: DictConfig) -> VoxelDataModule:
     return VoxelDataModule(**data, seed=cfg.seed)
 
 
-def build_module(cfg: DictConfig) -> VoxelGAN:
-    """The LightningModule described by ``cfg.model``, ``cfg.loss`` and the schedules."""
-    return VoxelGAN(
+def build_module(cfg: DictConfig) -> pl.LightningModule:
+    """The LightningModule of the model's family, built from ``cfg.model``, ``cfg.loss``, the schedules."""
+    return module_class(cfg.model.name)(
         model=OmegaConf.to_container(cfg.model, resolve=True),
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
         augment=OmegaConf.to_container(cfg.augment, resolve=True),

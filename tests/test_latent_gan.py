@@ -1,0 +1,118 @@
+"""The latent-GAN family: autoencoder then GAN on its codes, through the same run(), callbacks and files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from voxgan.training.callbacks import IterationCheckpoint
+from voxgan.training.checkpoint import load_checkpoint
+from voxgan.training.latent_module import LatentGAN
+from voxgan.training.train import build_datamodule, build_module, run
+
+LATENT = ("model=latentgan", "loss=wgan_gp", "loss.n_critic=2", "model.latent.code_dim=16",
+          "model.latent.width=32", "model.latent.ae_iterations=3", "model.g_channels=8")
+
+
+class Crash(Exception):
+    """Stands for the process dying right after a checkpoint."""
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_both_stages_train_log_and_sample(make_cfg, tmp_path: Path) -> None:
+    run(make_cfg(*LATENT, "iterations=6", "callbacks.eval_every=3", "callbacks.sample_every=3"))
+    out = tmp_path / "run"
+    records = _records(out)
+    stage1 = [r["iteration"] for r in records if "train/ae_loss" in r]
+    stage2 = [r["iteration"] for r in records if "train/wasserstein" in r]
+    assert stage1 == [1, 2, 3] and stage2 == [4, 5, 6]
+    switch = next(r for r in records if "ae/val_iou" in r)
+    assert switch["iteration"] == 3 and 0 <= switch["ae/val_iou"] <= 1 and 0 <= switch["ae/train_iou"] <= 1
+    # samples and evaluations only once the codes exist: not at iteration 3, which ends stage 1
+    assert [p.name for p in sorted((out / "samples").glob("*.png"))] == ["iter_0000006.png"]
+    evals = [json.loads(line) for line in (out / "metrics-eval.jsonl").read_text().splitlines()]
+    assert [e["iteration"] for e in evals] == [6] and 0 <= evals[0]["1nna"] <= 1
+
+
+def test_the_gan_learns_the_codes_of_the_training_shapes_not_grids(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg(*LATENT, "iterations=5")
+    module, data = build_module(cfg), build_datamodule(cfg)
+    assert isinstance(module, LatentGAN)
+    seen: list[torch.Size] = []
+    module.discriminator.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape))
+    from voxgan.training.train import build_trainer
+
+    build_trainer(cfg, tmp_path / "run", []).fit(module, datamodule=data)
+    assert seen and all(shape[1:] == (16,) for shape in seen)  # D reads 16-number codes, never grids
+    assert module.codes.shape == (len(data.train_set), 16)
+    # the bank holds the encoder's standardised codes of the training shapes, in order
+    grids = data.train_set.grids(slice(0, 4)).float()
+    assert torch.allclose(module.encode(grids), module.codes[:4], atol=1e-5)
+    assert torch.allclose(module.codes.mean(0), torch.zeros(16), atol=1e-4)
+    # samples are the decoder's grids of G's codes
+    z = module.sample_z(3, torch.Generator().manual_seed(0))
+    g = module.sampling_network()
+    expected = torch.sigmoid(g.decoder.eval()(g.codes(z)))
+    assert torch.allclose(module.generate(z), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("stop", [2, 4], ids=["in stage 1", "in stage 2"])
+def test_each_stage_resumes_exactly(make_cfg, tmp_path: Path, monkeypatch, stop: int) -> None:
+    common = (*LATENT, "iterations=6", f"callbacks.checkpoint_every={stop}")
+    run(make_cfg(*common, out="full"))
+    save = IterationCheckpoint.save
+
+    def save_then_crash(self, trainer, module, periodic):
+        save(self, trainer, module, periodic)
+        raise Crash
+
+    monkeypatch.setattr(IterationCheckpoint, "save", save_then_crash)
+    with pytest.raises(Crash):
+        run(make_cfg(*common, out="part"))
+    monkeypatch.setattr(IterationCheckpoint, "save", save)
+    run(make_cfg(*common, f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}", out="resumed"))
+
+    def losses(out: str) -> dict[int, tuple]:
+        keys = ("train/ae_loss", "train/d_loss", "train/g_loss")
+        records = [r for r in _records(tmp_path / out) if "ae/val_iou" not in r]
+        return {r["iteration"]: tuple(r.get(k) for k in keys) for r in records}
+
+    full, resumed = losses("full"), losses("resumed")
+    assert sorted(resumed) == list(range(stop + 1, 7))
+    assert all(resumed[it] == full[it] for it in resumed)
+    end_full, end_resumed = (
+        torch.load(tmp_path / out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        for out in ("full", "resumed")
+    )
+    assert all(torch.equal(v, end_resumed[k]) for k, v in end_full.items())
+
+
+def test_a_checkpoint_loads_as_its_family_and_samples(make_cfg, tmp_path: Path) -> None:
+    run(make_cfg(*LATENT, "iterations=5"))
+    module, data = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert isinstance(module, LatentGAN) and module.iteration == 5 and len(module.codes) > 0
+    sampler = module.sampler()
+    grids = sampler.sample(4, seed=1)
+    assert grids.shape == (4, 1, 16, 16, 16) and torch.equal(grids, sampler.sample(4, seed=1))
+    assert data["categories"] == ["chair"]
+
+
+def test_the_two_stage_generator_exports_to_one_folder_and_loads(make_cfg, tmp_path: Path) -> None:
+    from voxgan.export import VoxelGenerator, export_generator
+
+    run(make_cfg(*LATENT, "iterations=5"))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    folder = export_generator(ckpt, tmp_path / "export")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "latentgan"
+    assert config["latent"] == {"code_dim": 16, "width": 32, "depth": 2}
+    loaded = VoxelGenerator.from_pretrained(folder)
+    z = loaded.sample_z(4, torch.Generator().manual_seed(3))
+    module, _ = load_checkpoint(ckpt)
+    assert torch.allclose(loaded.generate(z), module.generate(z), atol=1e-6)
