@@ -116,3 +116,16 @@ def test_the_two_stage_generator_exports_to_one_folder_and_loads(make_cfg, tmp_p
     z = loaded.sample_z(4, torch.Generator().manual_seed(3))
     module, _ = load_checkpoint(ckpt)
     assert torch.allclose(loaded.generate(z), module.generate(z), atol=1e-6)
+
+
+def test_evaluation_reports_the_autoencoders_ceilings_beside_the_samples(make_cfg, tmp_path: Path) -> None:
+    from voxgan.evaluation import evaluate_checkpoint, report_markdown
+
+    run(make_cfg(*LATENT, "iterations=5"))
+    report = evaluate_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", num_samples=4)
+    rows = report["ceilings"]
+    assert set(rows) == {"reference", "decoded reference", "decoded training codes"}
+    assert 0 <= rows["reference"]["nn_iou_gt_0.9"] <= 1 and "mmd" not in rows["reference"]
+    # a reconstruction of the reference is scored against that reference: its MMD is 1 - its IoU
+    assert 0 <= rows["decoded reference"]["mmd"] <= 1 and "1nna" in rows["decoded training codes"]
+    assert "decoded training codes" in report_markdown(report)

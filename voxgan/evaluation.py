@@ -167,7 +167,14 @@ def reusing_reference_features(feature_fn: FeatureFn, reference: torch.Tensor) -
 def evaluate_generator(sampler: Sampler, sets: EvaluationSets, metrics: list[str]) -> dict[str, float]:
     """Generate from the fixed z, threshold at 0.5 and compute the named metrics (plus ``1nna_gap``)."""
     generated = sampler.generate(sets.z)[:, 0] >= OCCUPANCY_THRESHOLD
-    context = MetricContext(generated, sets.reference, sets.train, sets.feature_fn, device=sampler.device)
+    return score_grids(generated, sets, metrics, sampler.device)
+
+
+def score_grids(
+    generated: torch.Tensor, sets: EvaluationSets, metrics: list[str], device: torch.device | str
+) -> dict[str, float]:
+    """The named metrics (plus ``1nna_gap``) of bool grids (n, R, R, R) standing for the samples."""
+    context = MetricContext(generated, sets.reference, sets.train, sets.feature_fn, device=device)
     results = compute_metrics(metrics, context)
     if "1nna" in results:
         results["1nna_gap"] = abs(results["1nna"] - 0.5)
@@ -219,12 +226,39 @@ def evaluate_checkpoint(
         "checkpoint": str(ckpt),
         "iteration": module.iteration,
         "samples": len(sets.z),
+        "ceilings": ceilings(module, sets, list(metrics)),
         "z_seeds": list(range(seed, seed + repeats)),
         "reference": f"{ref}:{split}" if ref else "the run's val split",
         "reference_categories": list(reference.categories),
         "classifier": classifier,
         "metrics": mean_over_sets(per_set),
     }
+
+
+CEILINGS = {
+    "reference": "the reference shapes themselves: their memorisation share is real data's",
+    "decoded reference": "the autoencoder's reconstructions of the reference: how near its decoder gets",
+    "decoded training codes": "decoded codes of training shapes: a code GAN that only copied its data",
+}
+
+
+@torch.no_grad()
+def ceilings(module: Any, sets: EvaluationSets, metrics: list[str]) -> dict[str, dict[str, float]]:
+    """What samples are measured against (``CEILINGS``): the reference's own memorisation share, and for a
+    latent GAN (a module that encodes) the scores of its autoencoder's reconstructions and of decoded
+    training codes, on the last z set's reference."""
+    device = sets.reference.device
+    rows = {}
+    if "memorisation" in metrics and sets.train is not None:
+        rows["reference"] = score_grids(sets.reference, sets, ["memorisation"], device)
+    if hasattr(module, "encode"):
+        shown = [m for m in metrics if m not in ("frechet",)]
+        rebuilt = module.reconstruct(sets.reference.unsqueeze(1).float())[:, 0] >= OCCUPANCY_THRESHOLD
+        rows["decoded reference"] = score_grids(rebuilt.to(device), sets, shown, device)
+        index = fixed_subset(len(module.codes), len(sets.reference), 0).to(module.codes.device)
+        copied = module.decode(module.codes[index])[:, 0] >= OCCUPANCY_THRESHOLD
+        rows["decoded training codes"] = score_grids(copied.to(device), sets, shown, device)
+    return rows
 
 
 def mean_over_sets(per_set: list[dict[str, float]]) -> dict[str, float]:
@@ -263,6 +297,9 @@ def report_markdown(report: dict[str, Any]) -> str:
         if base != name:
             meaning = f"standard deviation of {base} over the z sets"
         lines.append(f"| {name} | {value:.4f} | {meaning} |")
+    for row, values in report.get("ceilings", {}).items():
+        lines += ["", f"Beside the samples, {row}: {CEILINGS[row]}.", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {name} | {value:.4f} |" for name, value in values.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -249,6 +249,21 @@ class LatentGAN(pl.LightningModule):
         self.encoder.train(was_training)
         return (codes - self.generator.code_mean) / self.generator.code_std
 
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Occupancy probabilities of standardised codes, the decoder in eval mode."""
+        decoder = self.generator.decoder
+        was_training = decoder.training
+        decoder.eval()
+        codes = codes.to(self.device) * self.generator.code_std + self.generator.code_mean
+        out = torch.cat([torch.sigmoid(decoder(part)) for part in codes.split(64)])
+        decoder.train(was_training)
+        return out.float()
+
+    def reconstruct(self, grids: torch.Tensor) -> torch.Tensor:
+        """The autoencoder's occupancy probabilities of grids (N, 1, R, R, R)."""
+        return self.decode(torch.cat([self.encode(part) for part in grids.split(64)]))
+
     # ------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["voxgan"] = {
