@@ -129,3 +129,31 @@ def test_evaluation_reports_the_autoencoders_ceilings_beside_the_samples(make_cf
     # a reconstruction of the reference is scored against that reference: its MMD is 1 - its IoU
     assert 0 <= rows["decoded reference"]["mmd"] <= 1 and "1nna" in rows["decoded training codes"]
     assert "decoded training codes" in report_markdown(report)
+
+
+@pytest.fixture
+def latent_checkpoint(make_cfg, tmp_path: Path) -> Path:
+    run(make_cfg(*LATENT, "data=chair_airplane", "iterations=6", out="latent"))
+    return tmp_path / "latent" / "checkpoints" / "last.ckpt"
+
+
+def test_the_study_apps_open_a_latent_gan(latent_checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from experiments import arithmetic, generate, interpolate, invert
+    from tests.conftest import CONF
+    from voxgan.study import session
+
+    def cfg(app: str, *overrides: str):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            common = [f"ckpt={latent_checkpoint}", f"out={tmp_path / app}", "device=cpu", "logger=none"]
+            return compose(app, overrides=[*common, *overrides])
+
+    quick = ("inversion.restarts=1", "inversion.steps=2", "inversion.init=encoder")
+    assert generate.run(cfg("generate", "n=3", "format=none"))["n"] == 3
+    interpolate.run(cfg("interpolate", "a=seed:1", "b=chair:2", "steps=3", "format=none", *quick))
+    arithmetic.run(cfg("arithmetic", "expr=a - b + c", "a=chair:0", "b=chair:1", "c=airplane:0", *quick))
+    # inversion starts from the family's own encoder: no encoder is trained on generated pairs
+    monkeypatch.setattr(session, "train_encoder", lambda *a, **k: pytest.fail("trained an encoder"))
+    report = invert.run(cfg("invert", "target=chair:0-2", *quick))
+    assert len(report["iou"]) == 3 and not (tmp_path / "invert" / "encoder.pt").exists()

@@ -131,6 +131,27 @@ def _starts(generator: nn.Module, target: torch.Tensor, sample_z: Sampler,
     return z.view(n, m, -1).gather(1, best.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
 
 
+def fit_z_to_codes(code_generator: nn.Module, codes: torch.Tensor, z0: torch.Tensor, prior: str = "normal",
+                   steps: int = 200, lr: float = 0.05, prior_weight: float = 1.0) -> torch.Tensor:
+    """z whose codes under a latent GAN's MLP ``code_generator`` are nearest ``codes`` (N, code_dim): Adam
+    on the squared error, from ``z0``, with the typical-norm penalty of a normal prior (uniform: clamped).
+    Cheap (an MLP): the step from an encoder's code of a known shape to its z."""
+    z = z0.clone().to(codes.device).requires_grad_(True)
+    optimiser = torch.optim.Adam([z], lr=lr)
+    with frozen(code_generator):
+        for _ in range(steps):
+            loss = (code_generator(z) - codes).pow(2).mean(1)
+            if prior == "normal" and prior_weight > 0:
+                loss = loss + prior_weight * prior_penalty(z)
+            optimiser.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            optimiser.step()
+            if prior == "uniform":
+                with torch.no_grad():
+                    z.clamp_(-1, 1)
+    return z.detach()
+
+
 def invert(generator: nn.Module, targets: torch.Tensor, sample_z: Sampler, settings: InversionSettings,
            prior: str = "normal", init: torch.Tensor | None = None) -> Inversion:
     """Find z with G(z) close to each target (N, 1, R, R, R) of 0/1 occupancy.

@@ -30,6 +30,7 @@ from voxgan.latent import (
     InversionSettings,
     LatentEncoder,
     encode,
+    fit_z_to_codes,
     invert,
     train_encoder,
 )
@@ -44,8 +45,10 @@ log = logging.getLogger(__name__)
 class InversionConfig(InversionSettings):
     """Inversion settings plus the start: random prior draws, or an encoder's guess as the first restart."""
 
-    init: str = "random"  # random | encoder
-    encoder: str | None = None  # encoder.pt of an earlier run to reuse; null: train one (saved in the run)
+    # random | encoder: a latent GAN's own encoder (its code, then the z whose code is nearest), else an
+    # encoder trained on generated pairs
+    init: str = "random"
+    encoder: str | None = None  # 3D-GAN: encoder.pt of an earlier run to reuse; null: train one (in the run)
     encoder_steps: int = 1000
 
 
@@ -106,12 +109,15 @@ class Study:
         if is_checkpoint(cfg.ckpt):
             module, self.data = load_checkpoint(cfg.ckpt, map_location=self.device)
             self.sampler: Sampler = module.sampler(cfg.use_ema)
-            self._discriminator = module.discriminator
+            self._codes = module.encode if hasattr(module, "encode") else None  # a latent GAN's encoder
+            # a latent GAN's D reads codes, not grids
+            self._discriminator = None if self._codes else module.discriminator
             self.iteration: int = module.iteration
             self.categories: list[str] = list(self.data.get("categories") or [])
         else:  # an exported generator (a folder or a hub id): the moving-average G alone, no training data
             generator, info = load_generator(cfg.ckpt, self.device)
             self.sampler, self.data = generator.sampler, {}
+            self._codes = None
             self.iteration = int(generator.config.get("training", {}).get("iterations") or 0)
             self.categories = list(info.categories)
         self.resolution, self.prior = self.sampler.resolution, self.sampler.prior
@@ -130,6 +136,9 @@ class Study:
     @property
     def discriminator(self) -> torch.nn.Module:
         """D of the training checkpoint; a ValueError naming ``ckpt`` when it is an exported generator."""
+        if self._discriminator is None and self._codes is not None:
+            raise ValueError(f"ckpt={self.cfg.ckpt} is a latent GAN, whose D reads codes, not grids: D's "
+                             "features of grids need a 3D-GAN checkpoint")
         if self._discriminator is None:
             raise ValueError(f"ckpt={self.cfg.ckpt} is an exported generator, which holds no discriminator: "
                              "D's features need the training checkpoint (ckpt=<run>/checkpoints/last.ckpt)")
@@ -169,8 +178,18 @@ class Study:
     def invert(self, grids: np.ndarray) -> Inversion:
         """Latent vectors of real shapes (N, R, R, R) bool, per ``cfg.inversion``."""
         targets = torch.from_numpy(np.asarray(grids)).unsqueeze(1).float()
-        init = encode(self.encoder(), targets) if self.cfg.inversion.init == "encoder" else None
+        init = self.encoder_guess(targets) if self.cfg.inversion.init == "encoder" else None
         return invert(self.generator, targets, self._restart_sampler(), self.settings, self.prior, init)
+
+    def encoder_guess(self, targets: torch.Tensor) -> torch.Tensor:
+        """z of targets (N, 1, R, R, R) in one pass: a latent GAN's encoder gives their codes and the z whose
+        codes are nearest (an MLP fit); a 3D-GAN's encoder, trained on generated pairs, gives z directly."""
+        if self._codes is None:
+            return encode(self.encoder(), targets)
+        codes = torch.cat([self._codes(part) for part in targets.split(64)])
+        z0 = self.sampler.sample_z(len(codes), torch.Generator().manual_seed(self.cfg.seed))
+        return fit_z_to_codes(self.generator.code_generator, codes, z0, self.prior,
+                              prior_weight=self.settings.prior_weight).cpu()
 
     def labels(self, grids: torch.Tensor, fallback: list[str]) -> list[str]:
         """The classifier's category and probability per grid, or ``fallback`` without a classifier."""
