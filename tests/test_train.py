@@ -462,3 +462,31 @@ def test_trimming_a_resumed_folder_keeps_damaged_log_lines_and_drops_later_itera
     assert (tmp_path / "csv" / "metrics.csv").read_text().splitlines() == [
         "step,train/d_loss", "1,0.5", "broken,0.3", "2,0.2"
     ]
+
+
+def test_a_checkpoint_of_an_earlier_version_loads_and_resumes(make_cfg, tmp_path: Path) -> None:
+    """Earlier checkpoints stored G and D twice, had no augmentation state, and lack settings added since:
+    upgrade_checkpoint brings them to today's layout, for loading and for resuming alike."""
+    from voxgan.training.checkpoint import load_checkpoint
+
+    run(make_cfg("iterations=2"))
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(path, weights_only=True)
+    weights = state["state_dict"]
+    for key in [k for k in weights if k.startswith(("generator.", "discriminator."))]:
+        copy = "_g_forward." if key.startswith("generator.") else "_d_forward."
+        weights[copy + key.split(".", 1)[1]] = weights[key]
+    del weights["aug_p"], weights["ada_signal"]
+    hparams = state["hyper_parameters"]
+    del hparams["augment"], hparams["loss"]["mode_seeking"], hparams["loss"]["instance_noise_until"]
+    hparams["check_finite_every"] = 10
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    module, _ = load_checkpoint(old)
+    assert module.iteration == 2 and module.hparams.loss["mode_seeking"] == 0.0
+    assert float(module.aug_p) == 1.0
+    assert torch.equal(module.generator.state_dict()["net.0.weight"], weights["generator.net.0.weight"])
+    run(make_cfg("iterations=3", f"ckpt_path={old}", out="resumed"))
+    resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["voxgan"]["iteration"] == 3
+    assert not [k for k in resumed["state_dict"] if k.startswith(("_g_forward", "_d_forward"))]
