@@ -8,17 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from voxgan.training.callbacks import IterationCheckpoint
+from tests.resume import full_and_resumed
 from voxgan.training.checkpoint import load_checkpoint
 from voxgan.training.latent_module import LatentGAN
 from voxgan.training.train import build_datamodule, build_module, run
 
 LATENT = ("model=latentgan", "loss=wgan_gp", "loss.n_critic=2", "model.latent.code_dim=16",
           "model.latent.width=32", "model.latent.ae_iterations=3", "model.g_channels=8")
-
-
-class Crash(Exception):
-    """Stands for the process dying right after a checkpoint."""
 
 
 def _records(out: Path) -> list[dict]:
@@ -65,18 +61,7 @@ def test_the_gan_learns_the_codes_of_the_training_shapes_not_grids(make_cfg, tmp
 @pytest.mark.parametrize("stop", [2, 4], ids=["in stage 1", "in stage 2"])
 def test_each_stage_resumes_exactly(make_cfg, tmp_path: Path, monkeypatch, stop: int) -> None:
     common = (*LATENT, "iterations=6", f"callbacks.checkpoint_every={stop}")
-    run(make_cfg(*common, out="full"))
-    save = IterationCheckpoint.save
-
-    def save_then_crash(self, trainer, module, periodic):
-        save(self, trainer, module, periodic)
-        raise Crash
-
-    monkeypatch.setattr(IterationCheckpoint, "save", save_then_crash)
-    with pytest.raises(Crash):
-        run(make_cfg(*common, out="part"))
-    monkeypatch.setattr(IterationCheckpoint, "save", save)
-    run(make_cfg(*common, f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}", out="resumed"))
+    full_and_resumed(make_cfg, tmp_path, monkeypatch, *common)
 
     def losses(out: str) -> dict[int, tuple]:
         keys = ("train/ae_loss", "train/d_loss", "train/g_loss")

@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
+from tests.resume import full_and_resumed
 from voxgan.config import ConfigError
 from voxgan.training.callbacks import NonFiniteLossError
 from voxgan.training.train import run
@@ -66,10 +67,6 @@ def test_bce_gating_skips_d_updates_and_logs_the_fraction(make_cfg, tmp_path: Pa
     assert sum(r["train/d_skip_fraction"] for r in _records(tmp_path / "run")) == pytest.approx(skipped)
 
 
-class Crash(Exception):
-    """Stands for the process dying right after a checkpoint."""
-
-
 RESUME_RECIPES = {
     "bce": ("loss=bce", "loss.d_gate_accuracy=0.7"),
     "wgan_gp": ("loss=wgan_gp", "seed=1"),
@@ -88,21 +85,8 @@ RESUME_RECIPES = {
 def test_resume_replays_an_uninterrupted_run_exactly(
     make_cfg, tmp_path: Path, recipe: str, monkeypatch
 ) -> None:
-    from voxgan.training.callbacks import IterationCheckpoint
-
     common = (*RESUME_RECIPES[recipe], "iterations=6", "callbacks.checkpoint_every=3")
-    run(make_cfg(*common, out="full"))
-    save = IterationCheckpoint.save
-
-    def save_then_crash(self, trainer, module, periodic):
-        save(self, trainer, module, periodic)
-        raise Crash
-
-    monkeypatch.setattr(IterationCheckpoint, "save", save_then_crash)
-    with pytest.raises(Crash):
-        run(make_cfg(*common, out="part"))
-    monkeypatch.setattr(IterationCheckpoint, "save", save)
-    run(make_cfg(*common, f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}", out="resumed"))
+    full_and_resumed(make_cfg, tmp_path, monkeypatch, *common)
     full = {r["iteration"]: (r["train/d_loss"], r["train/g_loss"]) for r in _records(tmp_path / "full")}
     resumed = {r["iteration"]: (r["train/d_loss"], r["train/g_loss"]) for r in _records(tmp_path / "resumed")}
     assert sorted(resumed) == [4, 5, 6]

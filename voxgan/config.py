@@ -249,7 +249,8 @@ def validate_model(m: DictConfig | ModelConfig) -> None:
     check_value(0 <= m.ema_decay < 1, "model.ema_decay", m.ema_decay, "in [0, 1)")
     la = m.latent
     for key in ("code_dim", "encoder_channels", "width", "depth", "ae_iterations"):
-        check_value(la[key] > 0, f"model.latent.{key}", la[key], "a positive integer")
+        value = getattr(la, key)
+        check_value(value > 0, f"model.latent.{key}", value, "a positive integer")
     check_value(la.ae_lr > 0, "model.latent.ae_lr", la.ae_lr, "a positive learning rate")
     check_value(la.pos_weight > 0, "model.latent.pos_weight", la.pos_weight, "> 0 (1: unweighted)")
     check_value(la.code_noise >= 0, "model.latent.code_noise", la.code_noise, ">= 0 (0: off)")

@@ -127,7 +127,7 @@ class MemorisationProbe(Callback):
             self.val = module.as_d_input(val.grids(slice(0, n)).to(module.device).float())
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, outputs: Any, *args: Any) -> None:
-        if self.val is None or "metrics" not in outputs or "real" not in outputs:
+        if self.val is None or "metrics" not in outputs:
             return
         run_d = module.run_d(augment=False)
         real, fake, logits = outputs["real"], outputs["fake"], module.objective.logits

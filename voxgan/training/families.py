@@ -8,14 +8,13 @@ share the data, the configs, the callbacks, evaluation, export and the study app
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
-
+from voxgan.training.base import GenerativeModule
 from voxgan.training.latent_module import LatentGAN
 from voxgan.training.module import VoxelGAN
 
-FAMILIES: dict[str, type[pl.LightningModule]] = {"latentgan": LatentGAN}
+FAMILIES: dict[str, type[GenerativeModule]] = {"latentgan": LatentGAN}
 
 
-def module_class(model_name: str) -> type[pl.LightningModule]:
+def module_class(model_name: str) -> type[GenerativeModule]:
     """The LightningModule that trains ``model.name`` (the 3D-GAN's for every voxel architecture)."""
     return FAMILIES.get(model_name, VoxelGAN)

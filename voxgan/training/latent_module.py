@@ -17,13 +17,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
 from voxgan.metrics.iou import OCCUPANCY_THRESHOLD
 from voxgan.models.autoencoder import LatentGenerator, VoxelEncoder, mlp
-from voxgan.sampling import Sampler, draw_prior
+from voxgan.training.base import GenerativeModule
 from voxgan.training.ema import update_average
 from voxgan.training.losses import Stats, build_objective
 from voxgan.training.module import RunD, grad_norm
@@ -38,7 +37,7 @@ def batch_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (inter / union.clamp(min=1)).mean()
 
 
-class LatentGAN(pl.LightningModule):
+class LatentGAN(GenerativeModule):
     """A latent GAN: voxel autoencoder (stage 1), then G and D on the autoencoder's codes (stage 2)."""
 
     def __init__(
@@ -54,7 +53,6 @@ class LatentGAN(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
-        self.automatic_optimization = False
         latent = model["latent"]
         self.objective = build_objective(loss)
         self.encoder = VoxelEncoder(resolution, latent["code_dim"], latent["encoder_channels"])
@@ -66,9 +64,6 @@ class LatentGAN(pl.LightningModule):
         self.g_ema = copy.deepcopy(self.generator).requires_grad_(False) if model["ema_decay"] > 0 else None
         self.register_buffer("fixed_z", self.sample_z(num_samples, torch.Generator().manual_seed(seed)))
         self.register_buffer("codes", torch.zeros(0, latent["code_dim"]))  # standardised, after stage 1
-        self.iteration = 0
-        self.batches_seen = 0
-        self.d_skipped = 0
 
     @property
     def ae_iterations(self) -> int:
@@ -210,35 +205,10 @@ class LatentGAN(pl.LightningModule):
             outputs["metrics"]["iteration"] = self.iteration
         return outputs
 
-    def instance_noise_std(self) -> float:
-        """The std of the noise on D's (standardised code) inputs, annealed as in the 3D-GAN."""
-        loss = self.hparams.loss
-        until = loss["instance_noise_until"] or self.hparams.iterations
-        return loss["instance_noise"] * max(0.0, 1.0 - self.iteration / until)
-
-    def _seed_batch(self) -> None:
-        rank = self.global_rank
-        torch.manual_seed((self.hparams.seed * 1_000_003 + rank * 7_919 + self.batches_seen) % 2**63)
-
     # ---------------------------------------------------------------------------------- sampling
-    def sample_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw n latent vectors of G from the prior (on ``generator``'s device, else on the module's)."""
-        model = self.hparams.model
-        return draw_prior(model["prior"], n, model["latent_dim"], generator, self.device)
-
     def sampling_network(self, use_ema: bool = True) -> LatentGenerator:
         """z -> occupancy through G's codes and the decoder (G's moving average when kept and ``use_ema``)."""
         return self.g_ema if use_ema and self.g_ema is not None else self.generator
-
-    def sampler(self, use_ema: bool = True) -> Sampler:
-        """The Sampler of this model: z -> G's codes -> decoder."""
-        model = self.hparams.model
-        network = self.sampling_network(use_ema)
-        return Sampler(network, model["prior"], model["latent_dim"], self.hparams.resolution)
-
-    def generate(self, z: torch.Tensor, use_ema: bool = True) -> torch.Tensor:
-        """Occupancy probabilities (N, 1, R, R, R) for latent vectors z, in eval mode."""
-        return self.sampler(use_ema).generate(z)
 
     @torch.no_grad()
     def encode(self, grids: torch.Tensor) -> torch.Tensor:
@@ -265,23 +235,10 @@ class LatentGAN(pl.LightningModule):
         return self.decode(torch.cat([self.encode(part) for part in grids.split(64)]))
 
     # ------------------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["voxgan"] = {
-            "iteration": self.iteration,
-            "batches_seen": self.batches_seen,
-            "d_skipped": self.d_skipped,
-        }
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         codes = checkpoint["state_dict"].get("codes")
         if codes is not None:  # the bank's size is known only from the checkpoint
             self.codes = torch.empty_like(codes)
             if len(codes):
                 self.generator.decoder.requires_grad_(False)
-        state = checkpoint["voxgan"]
-        self.iteration = state["iteration"]
-        self.batches_seen = state["batches_seen"]
-        self.d_skipped = state["d_skipped"]
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is not None and hasattr(datamodule, "start_at"):
-            datamodule.start_at(self.batches_seen)
+        super().on_load_checkpoint(checkpoint)

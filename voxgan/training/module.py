@@ -23,14 +23,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 
 from voxgan.augment import AdaptiveProbability, Augmentation
 from voxgan.config import AugmentConfig, LossConfig, ModelConfig, schema_defaults
 from voxgan.models import build_discriminator, build_generator, resolve_d_norm
-from voxgan.sampling import Sampler, draw_prior
+from voxgan.training.base import GenerativeModule
 from voxgan.training.ema import standing_statistics, update_average
 from voxgan.training.losses import Stats, build_objective, mode_seeking_term
 
@@ -95,10 +94,8 @@ def grad_norm(params: list[nn.Parameter], loss_scale: float | torch.Tensor = 1.0
     return torch.stack(grads).norm() / loss_scale if grads else torch.zeros(())
 
 
-class VoxelGAN(pl.LightningModule):
+class VoxelGAN(GenerativeModule):
     """A voxel GAN: generator, discriminator/critic, objective and the alternating loop."""
-
-    sampling_ready = True  # samples are G's from the first iteration (the latent GAN's wait for its codes)
 
     def __init__(
         self,
@@ -113,7 +110,6 @@ class VoxelGAN(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
-        self.automatic_optimization = False
         self.objective = build_objective(loss)
         self.generator = build_generator(model["name"], model["latent_dim"], resolution, model["g_channels"])
         d_norm = resolve_d_norm(model["d_norm"], model["name"], self.objective.default_d_norm)
@@ -131,9 +127,6 @@ class VoxelGAN(pl.LightningModule):
         if augment["ada_target"] is not None:
             ada = (augment["ada_target"], augment["ada_interval"], augment["ada_speed"])
             self.ada = AdaptiveProbability(*ada)
-        self.iteration = 0  # generator iterations done
-        self.batches_seen = 0  # batches done (D steps taken or skipped)
-        self.d_skipped = 0  # D steps the gate skipped
         self._window: dict[str, Any] = {"d_skipped": 0, "batches": 0, "start": time.perf_counter()}
         self.channels_last = False  # set by configure_model, on the device (see channels_last_pays)
         # Plain attributes, not submodules: G and D are stored once in checkpoints.
@@ -248,20 +241,9 @@ class VoxelGAN(pl.LightningModule):
         augmentation = self.augmentation if augment else None
         return RunD(self._d_forward, self.instance_noise_std(), augmentation, self.aug_p)
 
-    def instance_noise_std(self) -> float:
-        """The std of the noise on D's inputs now: linear from ``instance_noise`` to 0 at
-        ``instance_noise_until`` (a fixed horizon, for runs stopped by a time budget), else at the end."""
-        loss = self.hparams.loss
-        until = loss["instance_noise_until"] or self.hparams.iterations
-        return loss["instance_noise"] * max(0.0, 1.0 - self.iteration / until)
-
     def as_d_input(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` in the memory layout D runs in."""
         return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
-
-    def _seed_batch(self) -> None:
-        rank = self.global_rank
-        torch.manual_seed((self.hparams.seed * 1_000_003 + rank * 7_919 + self.batches_seen) % 2**63)
 
     def _loss_scale(self) -> torch.Tensor | float:
         """The factor 16-mixed multiplies the losses by before backward (1 without a gradient scaler)."""
@@ -292,17 +274,6 @@ class VoxelGAN(pl.LightningModule):
         return metrics
 
     # ---------------------------------------------------------------------------------- sampling
-    def sample_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw n latent vectors from the prior (on ``generator``'s device, else on the module's)."""
-        model = self.hparams.model
-        return draw_prior(model["prior"], n, model["latent_dim"], generator, self.device)
-
-    def sampler(self, use_ema: bool = True) -> Sampler:
-        """The Sampler of this model: the moving average of G when kept and ``use_ema``, else G."""
-        model = self.hparams.model
-        network = self.sampling_network(use_ema)
-        return Sampler(network, model["prior"], model["latent_dim"], self.hparams.resolution)
-
     def sampling_network(self, use_ema: bool = True) -> nn.Module:
         """The generator samples come from: the moving average when kept and ``use_ema``, else G (the
         average's BatchNorm statistics measured for its weights, once per iteration it is used at)."""
@@ -313,28 +284,10 @@ class VoxelGAN(pl.LightningModule):
             self._ema_stats_at = self.iteration
         return self.g_ema
 
-    def generate(self, z: torch.Tensor, use_ema: bool = True) -> torch.Tensor:
-        """Occupancy probabilities (N, 1, R, R, R) for latent vectors z, in eval mode."""
-        return self.sampler(use_ema).generate(z)
-
     # ------------------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["voxgan"] = {
-            "iteration": self.iteration,
-            "batches_seen": self.batches_seen,
-            "d_skipped": self.d_skipped,
-        }
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         upgrade_checkpoint(checkpoint, {"aug_p": self.aug_p, "ada_signal": self.ada_signal})
-        state = checkpoint["voxgan"]
-        self.iteration = state["iteration"]
-        self.batches_seen = state["batches_seen"]
-        self.d_skipped = state["d_skipped"]
-        # Restored before the trainer builds its data iterator, so the stream starts at the right batch.
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is not None and hasattr(datamodule, "start_at"):
-            datamodule.start_at(self.batches_seen)
+        super().on_load_checkpoint(checkpoint)
 
     def on_train_start(self) -> None:
         self._window["start"] = time.perf_counter()
