@@ -12,6 +12,7 @@ from voxgan.render import (
     BACKGROUND,
     grid_to_mesh,
     hstack_frames,
+    occupancy_mask,
     render_grid,
     render_voxels,
     save_gif,
@@ -198,6 +199,27 @@ def test_grid_to_mesh_axes_and_full_extent():
     assert corner.centroid[0] > 0.3 and corner.centroid[1] < -0.3 and corner.centroid[2] < -0.3
     with pytest.raises(ValueError, match="no occupied voxel"):
         grid_to_mesh(np.zeros((8, 8, 8)))
+
+
+def test_grid_to_mesh_encloses_voxels_exactly_at_the_threshold():
+    """Occupied means ``>= threshold`` for the mesh as for images and metrics: a grid whose maximum is
+    the threshold (bf16 sigmoid outputs of exactly 0.5) meshes every such voxel instead of raising."""
+    resolution = 8
+    grid = np.zeros((resolution,) * 3, dtype=np.float32)
+    grid[2:5, 3:5, 3:6] = 0.5
+    grid[6, 6, 1] = 0.5
+    centres = (np.argwhere(occupancy_mask(grid, 0.5)) + 0.5 - resolution / 2) / resolution
+    for values in (grid, torch.from_numpy(grid).to(torch.bfloat16)[None]):
+        mesh = grid_to_mesh(values, threshold=0.5)
+        assert mesh.is_watertight and len(mesh.split(only_watertight=False)) == 2
+        assert np.all(mesh.bounds[0] <= centres.min(axis=0) + 1e-3)
+        assert np.all(mesh.bounds[1] >= centres.max(axis=0) - 1e-3)
+        assert render_voxels(values, size=32).std() > 0  # the picture shows the same voxels
+    # Just below the threshold nothing is occupied, for the mesh as for the picture.
+    below = np.nextafter(grid, np.float32(0))
+    assert not occupancy_mask(below, 0.5).any()
+    with pytest.raises(ValueError, match="no occupied voxel"):
+        grid_to_mesh(below, threshold=0.5)
 
 
 @pytest.mark.parametrize("file_format", ["obj", "ply", "glb", "stl"])

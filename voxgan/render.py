@@ -43,6 +43,8 @@ def _to_numpy(array: Any) -> np.ndarray:
     """A numpy view of a numpy array, a sequence, or a torch tensor on any device."""
     if hasattr(array, "detach"):
         array = array.detach().cpu()
+        if str(array.dtype) == "torch.bfloat16":  # numpy has no bfloat16; float32 holds every bf16 value
+            array = array.float()
     return np.asarray(array)
 
 
@@ -354,14 +356,25 @@ def save_gif(frames: Sequence[Image.Image], path: str | os.PathLike, duration_ms
         optimize=False, disposal=1))
 
 
+# How far above the level grid_to_mesh lifts occupied values that sit at (or just above) it.
+LEVEL_LIFT = 1e-3
+
+
 def grid_to_mesh(grid: np.ndarray, threshold: float = 0.5, smooth: int = 0) -> trimesh.Trimesh:
     """Closed marching-cubes surface of the occupancy at ``threshold``, the whole grid spanning
     [-0.5, 0.5]^3 in grid axes (x, y up, z front); ``smooth`` Taubin iterations keep the volume."""
     values = single_grid(grid)
     level = 0.5 if values.dtype == bool else threshold
-    values = values.astype(np.float32)
-    if not (values >= level).any():
+    occupied = occupancy_mask(values, level)
+    if not occupied.any():
         raise ValueError(f"grid_to_mesh: the grid has no occupied voxel (value >= {level}); nothing to mesh")
+    values = values.astype(np.float32)
+    # Marching cubes puts the surface where values cross the level, so a voxel exactly at the level
+    # (bf16 sigmoid outputs of 0.5) would get none although it is occupied. Lifting occupied values
+    # just above the level encloses exactly the voxels occupancy_mask counts (as a voxel a hair above
+    # the level is enclosed today) and changes no other value.
+    lift = np.float32(level) + np.float32(LEVEL_LIFT * max(1.0, abs(level)))
+    values = np.where(occupied, np.maximum(values, lift), values)
     # One empty voxel all around closes the surface where the shape touches the grid's border.
     padded = np.pad(values, 1, constant_values=0.0 if level > 0 else level - 1.0)
     # "ascent": values grow into the shape, which orients the faces outwards (positive volume).
