@@ -72,20 +72,47 @@ def _data_line(data: dict[str, Any]) -> str:
     return line
 
 
+# The distance each evaluation metric is computed on, by suffix or name (voxgan.metrics); "none": no distance.
+IOU_DISTANCE = "1 - IoU of grids thresholded at 0.5"
+SURFACE_DISTANCES = {
+    "_cd": "Chamfer (squared, both ways) of 2048 surface points in a [-1, 1] box",
+    "_emd": "Earth Mover's of surface points (256 of the 2048 matched exactly)",
+}
+NAMED_DISTANCES = {
+    "mmd": IOU_DISTANCE,
+    "cov": IOU_DISTANCE,
+    "1nna": IOU_DISTANCE,
+    "1nna_gap": IOU_DISTANCE,
+    "nn_iou_mean": "IoU with the nearest training shape",
+    "nn_iou_gt_0.9": "IoU with the nearest training shape",
+    "frechet": "Frechet of classifier features",
+}
+
+
+def metric_distance(name: str) -> str:
+    """The distance the evaluation metric ``name`` is computed on (a ``*_sd`` row: its metric's)."""
+    base = name.removesuffix("_sd")
+    for suffix, distance in SURFACE_DISTANCES.items():
+        if base.endswith(suffix):
+            return distance
+    return NAMED_DISTANCES.get(base, "none")
+
+
 def _evaluation_lines(evaluation: dict[str, Any] | None) -> list[str]:
     if not evaluation:
         return ["## Evaluation", "", "The training run recorded no evaluation.", ""]
-    rows = [f"| {name} | {value:.4g} |" for name, value in evaluation["metrics"].items()]
+    metrics = evaluation["metrics"]
+    rows = [f"| {name} | {value:.4g} | {metric_distance(name)} |" for name, value in metrics.items()]
     return [
         "## Evaluation",
         "",
         f"The run's last evaluation of these weights (iteration {evaluation['iteration']}): "
         f"{evaluation['samples']} samples of a fixed z against as many shapes of the val split, "
-        "distance 1 - IoU. MMD (lower is better), COV (higher), 1-NNA (0.5 is ideal); "
+        "each row on the distance it names. MMD (lower is better), COV (higher), 1-NNA (0.5 is ideal); "
         "nn_iou_* compare samples with training shapes.",
         "",
-        "| metric | value |",
-        "|---|---|",
+        "| metric | value | distance |",
+        "|---|---|---|",
         *rows,
         "",
     ]
