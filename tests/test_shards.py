@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -102,6 +103,22 @@ def damaged(dataset: tuple[Path, dict], tmp_path: Path) -> Path:
     for path in root.iterdir():
         (copy / path.name).write_bytes(path.read_bytes())
     return copy
+
+
+@pytest.mark.parametrize("size", [0, 1, (1 << 20) - 1, 1 << 20, (3 << 20) + 5])
+def test_file_sha256_reads_in_chunks_without_file_digest(
+    tmp_path: Path, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.10 (which pyproject declares) has no hashlib.file_digest: the digest must not need it,
+    and must be the same hex where it exists (manifests written either way agree)."""
+    path = tmp_path / "bytes.bin"
+    path.write_bytes(np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes())
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+    if hasattr(hashlib, "file_digest"):
+        with open(path, "rb") as file:
+            assert hashlib.file_digest(file, "sha256").hexdigest() == expected
+    monkeypatch.delattr(hashlib, "file_digest", raising=False)
+    assert file_sha256(path) == expected
 
 
 def test_loading_failures_name_the_path_and_what_to_do(damaged: Path, tmp_path: Path) -> None:
