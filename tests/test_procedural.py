@@ -1,9 +1,16 @@
 """The embedded procedural shape library: determinism, canonical placement, connectivity, variety."""
 
+import hashlib
+import re
+import warnings
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
+from voxgan.data.datamodule import synthetic_set
 from voxgan.data.grid import fit_extent
 from voxgan.data.procedural import CATEGORIES, describe, make_shape, make_shapes
 
@@ -140,3 +147,41 @@ def test_too_coarse_resolution_and_negative_seed_are_refused():
         make_shapes("chair", [], 7)
     with pytest.raises(ValueError, match="seed -1"):
         make_shape("chair", -1, 32)
+
+
+@pytest.mark.parametrize("damage", ["overwritten", "truncated", "no-digest"])
+def test_a_damaged_procedural_cache_is_rebuilt_with_a_warning(tmp_path: Path, damage: str) -> None:
+    """The cache (data.cache_dir, VOXGAN_CACHE) is checked against the sha256 stored beside it: bytes
+    changed after the .npy header, a cut file, or a file without its digest are rebuilt, not trained on."""
+    cache = tmp_path / "cache"
+    fresh = synthetic_set(["chair"], 16, 0, 3, None).packed
+    assert torch.equal(synthetic_set(["chair"], 16, 0, 3, str(cache)).packed, fresh)
+    [path] = cache.glob("*.npy")
+    digest = path.with_name(path.name + ".sha256")
+    assert digest.read_text().strip() == hashlib.sha256(path.read_bytes()).hexdigest()
+    data = path.read_bytes()
+    with open(path, "rb") as file:
+        np.lib.format.read_magic(file)
+        np.lib.format.read_array_header_1_0(file)
+        header = file.tell()
+    if damage == "truncated":
+        path.write_bytes(data[: header + 10])
+    else:  # every grid fully occupied: the header (shape, dtype) still reads as valid
+        path.write_bytes(data[:header] + b"\xff" * (len(data) - header))
+    if damage == "no-digest":
+        digest.unlink()
+    with pytest.warns(UserWarning, match=rf"procedural cache {re.escape(str(path))} .*: rebuilding it"):
+        again = synthetic_set(["chair"], 16, 0, 3, str(cache))
+    assert torch.equal(again.packed, fresh)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rebuilt on disk: the next run reads it silently
+        assert torch.equal(synthetic_set(["chair"], 16, 0, 3, str(cache)).packed, fresh)
+    assert path.read_bytes() == data
+
+
+def test_an_unwritable_procedural_cache_warns_and_trains_on(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with pytest.warns(UserWarning, match=rf"cannot write the procedural cache .*{blocked.name}"):
+        packed = synthetic_set(["chair"], 16, 0, 2, str(blocked / "cache")).packed
+    assert torch.equal(packed, synthetic_set(["chair"], 16, 0, 2, None).packed)

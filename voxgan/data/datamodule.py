@@ -9,6 +9,9 @@ same guarantee.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +24,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from voxgan import augment as augmentations
 from voxgan.data.grid import pack_grids, unpack_bits
-from voxgan.io import atomic_write
+from voxgan.io import atomic_write, error_summary
 
 if TYPE_CHECKING:
     from voxgan.data.shards import ShardRows
@@ -150,12 +153,70 @@ def _cached_procedural(
     if cache_dir:
         version = getattr(lib, "LIBRARY_VERSION", 1)
         path = Path(cache_dir) / f"procedural-v{version}-{category}-{resolution}-{first_seed}-{count}.npy"
-        if path.exists():
-            return np.load(path)
+        cached = read_cache(path, (count, resolution**3 // 8))
+        if cached is not None:
+            return cached
     packed = pack_grids(lib.make_shapes(category, range(first_seed, first_seed + count), resolution))
     if path is not None:
-        atomic_write(path, lambda file: np.save(file, packed))
+        write_cache(path, packed)
     return packed
+
+
+def cache_digest_path(path: Path) -> Path:
+    """Where the sha256 of the cached array ``path`` is kept: ``<name>.npy.sha256`` beside it."""
+    return path.with_name(path.name + ".sha256")
+
+
+def read_cache(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """The packed rows cached at ``path`` when their bytes match the sha256 stored beside them and they
+    hold uint8 ``shape``; None when there is no cache, or (with a warning naming the file) when it is
+    damaged, cut short or has no digest: the caller then rebuilds it."""
+    if not path.exists():
+        return None
+    digest = cache_digest_path(path)
+    try:
+        recorded = digest.read_text().strip() if digest.exists() else None
+        data = path.read_bytes()
+    except OSError as error:
+        problem = f"cannot be read ({error_summary(error)})"
+    else:
+        if recorded is None:
+            problem = f"has no {digest.name} beside it (written before caches were checked)"
+        elif hashlib.sha256(data).hexdigest() != recorded:
+            problem = (
+                f"does not match the sha256 in {digest.name}: changed or cut short since it was written"
+            )
+        else:
+            try:
+                packed = np.load(io.BytesIO(data))
+            except (OSError, ValueError, EOFError) as error:
+                problem = f"is not a readable .npy array ({error_summary(error)})"
+            else:
+                if packed.dtype == np.uint8 and packed.shape == shape:
+                    return packed
+                problem = f"holds {packed.dtype} {packed.shape} where uint8 {shape} was expected"
+    warnings.warn(f"procedural cache {path} {problem}: rebuilding it", stacklevel=2)
+    return None
+
+
+def write_cache(path: Path, packed: np.ndarray) -> None:
+    """Cache ``packed`` at ``path`` with its sha256 beside it, both atomically; a cache that cannot be
+    written is warned about and skipped (the shapes are made again next time)."""
+    buffer = io.BytesIO()
+    np.save(buffer, packed)
+    data = buffer.getvalue()
+    try:
+        # The array first: content is a function of the file name, so a crash between the two writes
+        # leaves an array that matches an earlier digest, or one without a digest (rebuilt next time).
+        atomic_write(path, lambda file: file.write(data))
+        hexdigest = hashlib.sha256(data).hexdigest()
+        atomic_write(cache_digest_path(path), lambda file: file.write(hexdigest), mode="w")
+    except OSError as error:
+        warnings.warn(
+            f"cannot write the procedural cache {path} ({error_summary(error)}); going on without it: "
+            "point data.cache_dir (or VOXGAN_CACHE) at a writable folder to keep the shapes",
+            stacklevel=2,
+        )
 
 
 def prepared_set(root: str, split: str, categories: list[str], in_memory: bool = True) -> PackedSet:
