@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from voxgan.data.shards import (
     shard_file,
     unpack_rows,
     verify_dataset,
+    write_manifest,
 )
 
 RESOLUTION = 16
@@ -186,11 +188,50 @@ def test_changed_bytes_inside_a_shard_fail_its_checksum(damaged: Path) -> None:
     assert len(load_split(damaged, "train")) > 0  # the other splits still load
 
 
+def swap_categories(manifest: dict) -> None:
+    """chair <-> table on every item: the grids stay, their labels change."""
+    swap = {"chair": "table", "table": "chair"}
+    for shard in manifest["shards"]:
+        for item in shard["items"]:
+            item["category"] = swap.get(item["category"], item["category"])
+
+
+def swap_splits(manifest: dict) -> None:
+    """train <-> val on every shard and its items: training would read the val shards."""
+    swap = {"train": "val", "val": "train"}
+    for shard in manifest["shards"]:
+        shard["split"] = swap.get(shard["split"], shard["split"])
+        for item in shard["items"]:
+            item["split"] = swap.get(item["split"], item["split"])
+
+
+@pytest.mark.parametrize("edit", [swap_categories, swap_splits], ids=["categories", "splits"])
+def test_changed_labels_or_splits_fail_the_manifest_checksum(damaged: Path, edit) -> None:
+    path = damaged / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest, indent=1))
+    message = (
+        rf"{re.escape(str(path))} does not match the checksum recorded in it: its labels, splits or shard "
+        r"list changed after prepare wrote it; rerun python -m voxgan\.data\.prepare with the same settings"
+    )
+    for call in (
+        lambda: load_split(damaged, "train", ["chair"]),
+        lambda: ShardStream(damaged, "train", batch_size=2),
+        lambda: verify_dataset(damaged),
+        lambda: dataset_info(damaged),
+    ):
+        with pytest.raises(DatasetError, match=message) as caught:
+            call()
+        assert "\n" not in str(caught.value)
+
+
 def edit_manifest(root: Path, edit) -> None:
-    """Apply ``edit`` to the manifest's record of the first train shard."""
+    """Apply ``edit`` to the manifest's record of the first train shard, and record the edited manifest's
+    checksum (as a writer that meant it would): what is left to find is the disagreement itself."""
     manifest = read_manifest(root)
     edit(next(shard for shard in manifest["shards"] if shard["file"] == shard_file("train", 0)))
-    (root / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(root, {k: v for k, v in manifest.items() if k not in ("format", "version")})
 
 
 @pytest.mark.parametrize(
@@ -221,8 +262,11 @@ def test_an_inconsistent_manifest_is_an_error_naming_it(damaged: Path, edit, pro
 
 
 def test_a_manifest_from_before_checksums_still_loads_and_checks_rows(damaged: Path, dataset) -> None:
+    """A manifest of an earlier version (no shard checksums, no checksum of its labels and splits) loads;
+    verify says what it could not check and to rerun prepare."""
     root, _ = dataset
     manifest = read_manifest(damaged)
+    del manifest["manifest_sha256"]
     for shard in manifest["shards"]:
         del shard["sha256"]
     (damaged / "manifest.json").write_text(json.dumps(manifest))
@@ -230,6 +274,8 @@ def test_a_manifest_from_before_checksums_still_loads_and_checks_rows(damaged: P
         assert np.array_equal(load_split(damaged, split).packed, load_split(root, split).packed)
     report = verify_dataset(damaged)
     assert len(report.unchecked) == report.shards and "no checksum" in report.line()
+    assert not report.labels_checked and "labels and splits were not checked" in report.line()
+    assert verify_dataset(root).labels_checked and "not checked" not in verify_dataset(root).line()
     np.save(damaged / shard_file("train", 0), np.zeros((2, RESOLUTION**3 // 8), dtype=np.uint8))
     with pytest.raises(DatasetError, match=r"train-00000\.npy holds .* lists 7 rows"):
         load_split(damaged, "train")

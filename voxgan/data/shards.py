@@ -2,9 +2,10 @@
 
 A dataset folder (written by ``python -m voxgan.data.prepare``) holds ``<split>-<nnnnn>.npy``
 shards, each a ``(n, R^3 / 8)`` uint8 array of ``pack_grids`` rows, and ``manifest.json``: the
-resolution, the category names (label i is ``categories[i]``) and, per shard, the sha256 of its file
-and one record per row (category, shape id, source file, split, and the rotation where the source
-has one).
+resolution, the category names (label i is ``categories[i]``), per shard the sha256 of its file and
+one record per row (category, shape id, source file, split, and the rotation where the source has
+one), and ``manifest_sha256``, the checksum of all of that: a label or split changed after prepare
+wrote it fails every read with one line saying to rerun prepare.
 
 Every reader checks a shard against the manifest before using it: present, a readable array of the
 listed number of rows, and (where the manifest records one; manifests written before checksums do
@@ -37,6 +38,8 @@ FORMAT = "voxgan-shards"
 VERSION = 1
 SPLITS = ("train", "val", "test")
 PREPARE_HINT = "run python -m voxgan.data.prepare source=... root=... out={root} to prepare it"
+# The manifest's own checksum (of its labels, splits and shard list); manifests of earlier versions lack it.
+MANIFEST_CHECKSUM = "manifest_sha256"
 REPAIR_HINT = "rerun python -m voxgan.data.prepare with the same settings (out={root}) to rewrite it"
 
 
@@ -87,9 +90,23 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def manifest_sha256(manifest: dict) -> str:
+    """Hex sha256 of everything a manifest records but this checksum itself: resolution, categories
+    (label order), and per shard its file, split, checksum and item records (category, shape id...)."""
+    body = {key: value for key, value in manifest.items() if key != MANIFEST_CHECKSUM}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def sealed_manifest(manifest: dict) -> dict:
+    """``manifest`` with its format header and its checksum, as :func:`write_manifest` writes it."""
+    body = {"format": FORMAT, "version": VERSION, **manifest}
+    body.pop(MANIFEST_CHECKSUM, None)
+    return {**body, MANIFEST_CHECKSUM: manifest_sha256(body)}
+
+
 def write_manifest(root: str | os.PathLike, manifest: dict) -> Path:
-    """Write a dataset's manifest, atomically: readers see the old one or the new one."""
-    text = json.dumps({"format": FORMAT, "version": VERSION, **manifest}, indent=1)
+    """Write a dataset's manifest with its checksum, atomically: readers see the old one or the new one."""
+    text = json.dumps(sealed_manifest(manifest), indent=1)
     return atomic_write(Path(root) / MANIFEST, lambda f: f.write(text), mode="w")
 
 
@@ -113,6 +130,12 @@ def read_manifest(root: str | os.PathLike) -> dict:
     problem = _manifest_problem(manifest)
     if problem:
         raise DatasetError(f"{path} is inconsistent: {problem}; {REPAIR_HINT.format(root=root)}")
+    recorded = manifest.get(MANIFEST_CHECKSUM)  # None: written before labels and splits had a checksum
+    if recorded is not None and recorded != manifest_sha256(manifest):
+        raise DatasetError(
+            f"{path} does not match the checksum recorded in it: its labels, splits or shard list changed "
+            f"after prepare wrote it; {REPAIR_HINT.format(root=root)} (the shards are kept)"
+        )
     return manifest
 
 
@@ -167,6 +190,7 @@ class Verification:
     shards: int  # shards whose rows (and checksum, where recorded) match the manifest
     grids: int
     unchecked: list[str]  # shards of a manifest from before checksums: their rows checked, not their bytes
+    labels_checked: bool = True  # False: a manifest from before its labels and splits had a checksum
 
     def line(self) -> str:
         """One line for the command line."""
@@ -174,8 +198,12 @@ class Verification:
         if self.unchecked:
             text += (
                 f"; {len(self.unchecked)} shards have no checksum (prepared before checksums were recorded), "
-                "so only their row counts were checked: rerun prepare to record them"
+                "so only their row counts were checked"
             )
+        if not self.labels_checked:
+            text += "; the manifest has no checksum of its own, so its labels and splits were not checked"
+        if self.unchecked or not self.labels_checked:
+            text += ": rerun prepare to record them"
         return text
 
 
@@ -201,6 +229,7 @@ def verify_dataset(root: str | os.PathLike) -> Verification:
         len(manifest["shards"]),
         sum(len(shard["items"]) for shard in manifest["shards"]),
         [shard["file"] for shard in manifest["shards"] if "sha256" not in shard],
+        MANIFEST_CHECKSUM in manifest,
     )
 
 
