@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +191,83 @@ def test_rerun_rewrites_missing_empty_and_damaged_shards(tmp_path: Path) -> None
     for split, packed in before.items():
         assert np.array_equal(load_split(out, split).packed, packed)
     assert prepare(cfg).repaired == []
+
+
+def swap(manifest_or_record: dict, key: str, pair: tuple[str, str]) -> None:
+    """Exchange the two values of ``key`` on every item (and on every shard, for the split)."""
+    other = {pair[0]: pair[1], pair[1]: pair[0]}
+    shards = manifest_or_record.get("shards", [manifest_or_record])
+    for shard in shards:
+        if key in shard:
+            shard[key] = other.get(shard[key], shard[key])
+        for item in shard["items"]:
+            item[key] = other.get(item[key], item[key])
+
+
+def test_rerun_repairs_changed_labels_and_splits_and_says_what_it_repaired(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    for seed, category in enumerate(("chair", "mug")):
+        (raw / category).mkdir(parents=True)
+        np.save(raw / category / "grids.npy", blobs(12, 16, seed))
+    cfg = quick(source="arrays", root=str(raw), out=str(tmp_path / "out"), resolution=16, shard_size=4)
+    prepare(cfg)
+    out = Path(cfg.out)
+    before = {split: load_split(out, split, ["chair"]).packed for split in ("train", "val", "test")}
+    manifest = json.loads((out / "manifest.json").read_text())
+    swap(manifest, "category", ("chair", "mug"))
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    sidecar = out / shard_file("train", 0).replace(".npy", ".json")
+    record = json.loads(sidecar.read_text())
+    swap(record, "category", ("chair", "mug"))
+    sidecar.write_text(json.dumps(record))
+
+    again = prepare(cfg)
+    reasons = {r["file"]: r["reason"] for r in again.repaired}
+    assert set(reasons) == {"manifest.json", shard_file("train", 0)}
+    assert "the category of 24 items" in reasons["manifest.json"]
+    assert "categories or splits" in reasons[shard_file("train", 0)]
+    assert again.shards_written == 1
+    assert "manifest.json: " in again.table()
+    assert verify_dataset(out).labels_checked
+    for split, packed in before.items():
+        assert np.array_equal(load_split(out, split, ["chair"]).packed, packed)
+
+    swap(manifest := json.loads((out / "manifest.json").read_text()), "split", ("train", "val"))
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    reasons = {r["file"]: r["reason"] for r in prepare(cfg).repaired}
+    shards = sum(shard["split"] in ("train", "val") for shard in manifest["shards"])
+    assert set(reasons) == {"manifest.json"} and f"the split of {shards} shards" in reasons["manifest.json"]
+    assert prepare(cfg).repaired == []
+    for split, packed in before.items():
+        assert np.array_equal(load_split(out, split, ["chair"]).packed, packed)
+
+
+def test_rerun_removes_the_temporary_files_of_a_killed_run(tmp_path: Path) -> None:
+    raw = tmp_path / "raw" / "blob"
+    raw.mkdir(parents=True)
+    np.save(raw / "grids.npy", blobs(8, 16, 0))
+    cfg = quick(source="arrays", root=str(raw.parent), out=str(tmp_path / "out"), resolution=16, shard_size=4)
+    prepare(cfg)
+    out = Path(cfg.out)
+    # Names as voxgan.io.atomic_write makes them, left by a run killed with -9 an hour ago.
+    stale = [out / ".manifest.json.k2j4h1x0.tmp", out / ".train-00000.json.a8b7c6d5.tmp",
+             out / ".train-00001.npy.zz09_qpa.tmp", out / ".summary.json.0hfy3b2n.tmp"]
+    kept = [out / "notes.txt", out / ".keep", out / "draft.tmp"]
+    hour_ago = time.time() - 3600
+    for path in stale + kept:
+        path.write_bytes(b"partial")
+        os.utime(path, (hour_ago, hour_ago))
+    # A writer still at work (modified after this run started) is left alone.
+    live = out / ".summary.json.l1v3w0rk.tmp"
+    live.write_bytes(b"being written")
+    os.utime(live, (time.time() + 3600, time.time() + 3600))
+
+    summary = prepare(cfg)
+    assert not any(path.exists() for path in stale)
+    assert all(path.exists() for path in [*kept, live])
+    assert sorted(summary.swept) == sorted(path.name for path in stale)
+    assert "removed 4 temporary file(s) left by an interrupted run" in summary.table()
+    assert prepare(cfg).swept == []
 
 
 def test_splits_are_deterministic_by_shape_id() -> None:

@@ -18,7 +18,9 @@ Files directly in ``root`` take the root folder's name as their category. A ``tr
 ``val`` folder on a file's path is its dataset's own split and is kept; ``val`` is carved from
 ``train``, and ``test`` from the rest where the source has no split, by a hash of the shape id.
 Shards whose inputs and settings are unchanged are kept on a rerun, once checked against the
-sha256 recorded when they were written; missing or damaged ones are written again.
+sha256 recorded when they were written and their records against their inputs; missing or damaged
+ones are written again, and so is a manifest whose labels or splits no longer match its checksum
+(the summary says what was repaired). A rerun also removes the temporary files a killed run left.
 ``verify=true`` checks every shard of the dataset at ``out`` and prepares nothing.
 """
 
@@ -51,9 +53,12 @@ from voxgan.data.formats import (
 )
 from voxgan.data.grid import RESOLUTIONS, pack_grids
 from voxgan.data.shards import (
+    MANIFEST,
+    MANIFEST_CHECKSUM,
     SPLITS,
     DatasetError,
     file_sha256,
+    manifest_sha256,
     shard_file,
     shard_problem,
     verify_dataset,
@@ -85,6 +90,8 @@ SUMMARY = "summary.json"
 PIPELINE_VERSION = 1
 SHARD_BYTES = 4 << 20  # an automatic shard holds at most this much packed data
 MIN_SHARDS = 16  # ...and a split is cut into at least this many shards, so every core gets work
+# A temporary file of voxgan.io.atomic_write (mkstemp's ".<name>.<random>.tmp") in the output folder.
+TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
 
 
 @dataclass
@@ -115,6 +122,7 @@ class PrepareSummary:
     shards_written: int = 0
     shards_reused: int = 0
     repaired: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}: damaged, rewritten
+    swept: list[str] = field(default_factory=list)  # temporary files of an interrupted run, removed
     grids: dict[str, dict[str, int]] = field(default_factory=dict)  # category -> split -> grids
     shapes: dict[str, dict[str, int]] = field(default_factory=dict)  # category -> split -> shape ids
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}
@@ -131,9 +139,13 @@ class PrepareSummary:
         for category in self.categories:
             cells = [f"{self.grids[category].get(s, 0)} / {self.shapes[category].get(s, 0)}" for s in SPLITS]
             lines.append(f"{category:<16}" + "".join(f"{cell:>14}" for cell in cells))
-        if self.repaired:
-            lines.append(f"rewrote {len(self.repaired)} shard(s) an earlier run had finished:")
-            lines += [f"  {r['file']} {r['reason']}" for r in self.repaired]
+        shards = [r for r in self.repaired if r["file"] != MANIFEST]
+        if shards:
+            lines.append(f"rewrote {len(shards)} shard(s) an earlier run had finished:")
+            lines += [f"  {r['file']} {r['reason']}" for r in shards]
+        lines += [f"rewrote {r['file']}: {r['reason']}" for r in self.repaired if r["file"] == MANIFEST]
+        if self.swept:
+            lines.append(f"removed {len(self.swept)} temporary file(s) left by an interrupted run")
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} file(s):")
             lines += [f"  {s['file']}: {s['reason']}" for s in self.skipped]
@@ -142,9 +154,10 @@ class PrepareSummary:
 
 def prepare(cfg: PrepareConfig) -> PrepareSummary:
     """Read every file of ``cfg.root`` that ``cfg`` selects and write the shard dataset ``cfg.out``."""
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     check_config(cfg)
     root, out = Path(cfg.root), Path(cfg.out)
+    swept = sweep_temporary_files(out, started_at)
     items, skipped = discover(cfg)
     categories = _category_order(cfg, items)
     jobs = plan_shards(cfg, items)
@@ -159,12 +172,15 @@ def prepare(cfg: PrepareConfig) -> PrepareSummary:
     fresh = _run_jobs([job for job in jobs if job.file not in done], cfg.workers, cfg.progress)
     results = sorted(reused + fresh, key=lambda r: r["file"])
     summary = _summarise(cfg, categories, items, skipped, results, fresh)
-    summary.repaired = repaired
+    manifest = _manifest(cfg, categories, results)
+    problem = manifest_repair(out / MANIFEST, manifest)
+    summary.repaired = repaired + ([{"file": MANIFEST, "reason": problem}] if problem else [])
+    summary.swept = swept
     summary.seconds = time.perf_counter() - started
     atomic_write(out / SUMMARY, lambda f: f.write(json.dumps(asdict(summary), indent=1)), mode="w")
     if not any(r["items"] for r in results):
         raise PrepareError(f"no file under {root} could be read; the reasons are in {out / SUMMARY}")
-    write_manifest(out, _manifest(cfg, categories, results))
+    write_manifest(out, manifest)
     _remove_stale(out, {job.file for job in jobs})
     return summary
 
@@ -298,12 +314,92 @@ def _finished(job: ShardJob) -> tuple[dict | None, str | None]:
         return None, None
     if not isinstance(result, dict) or result.get("fingerprint") != job.fingerprint:
         return None, None
+    if not _records_match_plan(result, job):
+        return None, (
+            f"{_sidecar(job).name} lists categories or splits that its inputs do not give "
+            "(changed after it was written)"
+        )
     path = Path(job.out) / job.file
     problem = shard_problem(path, len(result.get("items", [])), job.resolution, result.get("sha256"))
     if problem:
         return None, problem
     # A shard of a version that recorded no checksum: its rows were checked, its bytes are taken as they are.
     return {**result, "sha256": result.get("sha256") or file_sha256(path)}, None
+
+
+def _records_match_plan(result: dict, job: ShardJob) -> bool:
+    """Whether a shard's record lists the job's split and, in order, a subset of the records of the
+    items it was planned from (files found unreadable are left out): labels and splits are those of
+    the inputs, so a record changed after it was written is not reused."""
+    items = result.get("items")
+    if result.get("split") != job.split or not isinstance(items, list):
+        return False
+    planned = iter(json.dumps(item.record(), sort_keys=True) for item in job.items)
+    return all(
+        isinstance(record, dict) and json.dumps(record, sort_keys=True) in planned for record in items
+    )
+
+
+def manifest_repair(path: Path, manifest: dict) -> str | None:
+    """What was wrong with the manifest at ``path`` that ``manifest`` (about to be written) repairs: None
+    when there is none, it is unreadable as JSON, or it matches the checksum recorded in it (then any
+    difference is a change of inputs or settings, not damage)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(old, dict) or MANIFEST_CHECKSUM not in old:
+        return None
+    if old[MANIFEST_CHECKSUM] == manifest_sha256(old):
+        return None
+    return f"it did not match its checksum: {_manifest_changes(old, manifest)}; written again from the shards"
+
+
+def _manifest_changes(old: dict, new: dict) -> str:
+    """What differs between an edited manifest and the one its shards' records give, in a few words."""
+    def index(manifest: dict) -> tuple[dict, dict]:
+        splits, categories = {}, {}
+        for shard in manifest.get("shards") or []:
+            if not isinstance(shard, dict):
+                continue
+            splits[shard.get("file")] = shard.get("split")
+            for row, item in enumerate(shard.get("items") or []):
+                if isinstance(item, dict):
+                    categories[(shard.get("file"), row)] = item.get("category")
+        return splits, categories
+
+    (old_splits, old_categories), (new_splits, new_categories) = index(old), index(new)
+    changes = []
+    labels = sum(old_categories.get(key) != category for key, category in new_categories.items())
+    if labels:
+        changes.append(f"the category of {labels} items")
+    splits = sum(old_splits.get(file) != split for file, split in new_splits.items())
+    if splits:
+        changes.append(f"the split of {splits} shards")
+    if old.get("categories") != new.get("categories"):
+        changes.append("the category order (labels)")
+    if not changes:
+        return "its contents changed after prepare wrote it"
+    return f"{' and '.join(changes)} differed from the shards' records"
+
+
+def sweep_temporary_files(out: Path, started_at: float) -> list[str]:
+    """Remove the temporary files (``.<name>.<random>.tmp``, as voxgan.io.atomic_write names them) that
+    a killed run of prepare left in ``out``: those last modified before this run started. A writer still
+    at work keeps touching its file, so only dead writers' files go. Returns the names removed."""
+    swept = []
+    if not out.is_dir():
+        return swept
+    for path in out.iterdir():
+        if not TEMPORARY.match(path.name):
+            continue
+        try:
+            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < started_at:
+                path.unlink()
+                swept.append(path.name)
+        except FileNotFoundError:  # renamed into place or removed meanwhile
+            continue
+    return sorted(swept)
 
 
 def _by_file(items: list[Item]) -> list[tuple[str, list[Item]]]:
