@@ -187,6 +187,9 @@ class TrainConfig:
     iterations: int = 2000  # generator iterations (Lightning's global_step counts optimizer steps)
     seed: int = 0
     ckpt_path: str | None = None  # resume from this checkpoint
+    # true: resume ckpt_path with other data, seed, loss or prior on purpose (a fine-tune; without it such a
+    # resume is refused, naming the keys). The architecture must still be the checkpoint's.
+    finetune: bool = False
     optimized_metric: str | None = None  # the metric train.py returns to a sweeper (hparams_search)
     experiment: Any = None
     hparams_search: Any = None

@@ -3,9 +3,15 @@ probe, fixed-z sample grids, checkpoints, sample-quality evaluations, and an ite
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import signal
+import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,7 @@ from voxgan.io import append_jsonl, atomic_write
 from voxgan.models.layers import batch_norms
 from voxgan.training.losses import Stats
 from voxgan.training.module import RunD, VoxelGAN
+from voxgan.training.run_folder import write_error
 
 log = logging.getLogger(__name__)
 
@@ -211,30 +218,128 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     Lightning's own writer stages the file in the system's temporary folder; where that is another
     filesystem (``/tmp`` on tmpfs) the final move is a copy, and a crash or a full disk during it
-    truncates the previous checkpoint.
+    truncates the previous checkpoint. A full disk or a read-only folder ends the run with one line
+    naming the device or folder and the file (``RunFolderError``); the previous checkpoint is kept.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        atomic_write(path, lambda file: torch.save(checkpoint, file))
+        path = Path(path)
+
+        def write(file: Any) -> None:
+            try:
+                torch.save(checkpoint, file)
+            except OSError:
+                raise
+            except Exception as error:  # torch's zip writer reports a full disk as "unexpected pos"
+                if disk_full(file):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from error
+                raise
+
+        try:
+            atomic_write(path, write)
+        except OSError as error:
+            last = path.with_name("last.ckpt")
+            kept = f"; {last} is kept: resume from it with ckpt_path={last}" if last.is_file() else ""
+            failure = write_error(error, path, kept)
+            if failure is None:
+                raise
+            raise failure from error
+
+
+def disk_full(file: Any, margin: int = 1 << 20) -> bool:
+    """Whether the filesystem holding the open ``file`` has less than ``margin`` bytes left."""
+    try:
+        stats = os.fstatvfs(file.fileno())
+    except (OSError, AttributeError, ValueError):
+        return False
+    return stats.f_bavail * stats.f_frsize < margin
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGINT or SIGTERM after saving ``last.ckpt``; ``exit_code`` is 128 + the signal."""
+
+    def __init__(self, signum: int, iteration: int, checkpoint: Path) -> None:
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"interrupted by {name} at iteration {iteration}: saved {checkpoint}; resume with "
+            f"ckpt_path={checkpoint}"
+        )
+        self.exit_code = 128 + signum
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class IterationCheckpoint(EveryIterations):
-    """Saves ``iter_NNNNNNN.ckpt`` and refreshes ``last.ckpt`` every ``every`` iterations and at the end.
+    """Saves ``iter_NNNNNNN.ckpt`` and refreshes ``last.ckpt`` every ``every`` iterations and at the end;
+    on SIGINT or SIGTERM (while ``catching_signals``) saves ``last.ckpt`` at the end of the batch and
+    stops the run with ``Interrupted``. A second signal stops at once.
 
     With ``AtomicCheckpointIO`` each file is written through a temporary name beside it and a rename,
     so a crash never leaves a half-written checkpoint; ``FiniteLossGuard`` checks the losses for
-    NaN/inf before anything is saved.
+    NaN/inf before anything is saved. A checkpoint between the batches of an iteration (the critic
+    steps of ``n_critic`` > 1) resumes exactly too: the module counts batches, not only iterations.
     """
 
     def __init__(self, dirpath: str | Path, every: int) -> None:
         super().__init__(every)
         self.dir = Path(dirpath)
+        self.received: int | None = None  # the stop signal received, if any
+        self._saved_batch = -1  # batches_seen at the last save
+        self._previous: dict[int, Any] = {}  # the handlers in place before ``catching_signals``
+
+    @contextmanager
+    def catching_signals(self) -> Iterator[None]:
+        """Within: SIGINT and SIGTERM ask for a checkpoint and a stop at the end of the current batch."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        self.received = None
+        self._previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+        self._install()
+        try:
+            yield
+        finally:
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+            self._previous = {}
+
+    def _install(self) -> None:
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt  # asked twice: stop now, losing the work since the last checkpoint
+        self.received = signum
+        print(
+            f"\n{signal.Signals(signum).name} received: saving a checkpoint at the end of this batch, then "
+            "stopping (send it again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def on_train_start(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
+        super().on_train_start(trainer, module)
+        if self._previous and threading.current_thread() is threading.main_thread():
+            self._install()  # Lightning put its own SIGTERM handler in place when fit began
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, *args: Any) -> None:
+        super().on_train_batch_end(trainer, module, *args)
+        stop = self.received is not None
+        if trainer.world_size > 1:  # every process stops at the same batch, whichever got the signal
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
+            if self._saved_batch != module.batches_seen:
+                self.save(trainer, module, periodic=False)
+            raise Interrupted(self.received or signal.SIGTERM, module.iteration, self.dir / "last.ckpt")
 
     def fire(self, trainer: pl.Trainer, module: VoxelGAN, periodic: bool) -> None:
         self.save(trainer, module, periodic)
 
     def save(self, trainer: pl.Trainer, module: VoxelGAN, periodic: bool) -> None:
         self._last = module.iteration
+        self._saved_batch = module.batches_seen
         if periodic:
             trainer.save_checkpoint(self.dir / f"iter_{module.iteration:07d}.ckpt", weights_only=False)
         trainer.save_checkpoint(self.dir / "last.ckpt", weights_only=False)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +18,13 @@ from voxgan.config import ConfigError, validate
 from voxgan.data.datamodule import VoxelDataModule
 from voxgan.data.formats.base import VoxelFileError
 from voxgan.data.shards import DatasetError
+from voxgan.io import atomic_write
 from voxgan.models.classifier import ClassifierError
 from voxgan.training.callbacks import (
     AtomicCheckpointIO,
     EvaluationCallback,
     FiniteLossGuard,
+    Interrupted,
     IterationCheckpoint,
     IterationLogger,
     IterationProgressBar,
@@ -31,6 +35,14 @@ from voxgan.training.callbacks import (
 from voxgan.training.checkpoint import CheckpointError, read_checkpoint
 from voxgan.training.families import module_class
 from voxgan.training.loggers import build_loggers, trim_logs
+from voxgan.training.module import upgrade_checkpoint
+from voxgan.training.run_folder import (
+    RunFolderError,
+    RunLock,
+    check_run_folder,
+    sweep_temp_files,
+    write_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +54,8 @@ USER_ERRORS = (
     VoxelFileError,
     ClassifierError,
     NonFiniteLossError,
+    RunFolderError,
+    Interrupted,
 )
 
 
@@ -134,59 +148,211 @@ def build_trainer(cfg: DictConfig, output_dir: Path, loggers: list) -> pl.Traine
     )
 
 
-def check_resume(path: str | None, iterations: int) -> int:
-    """Fail before any folder or run is made if ``ckpt_path`` is missing, not a voxgan checkpoint, or
-    already at ``iterations`` (the run would train on one iteration past it). Returns the iteration
-    it resumes from (0 for a fresh run)."""
-    if path is None:
-        return 0
-    state = read_checkpoint(path, key="ckpt_path")
+def check_resume(cfg: DictConfig) -> dict | None:
+    """Fail before any folder or run is made if ``ckpt_path`` is missing, not a voxgan checkpoint, already
+    at ``iterations`` (the run would train on one iteration past it), or trained with other settings than
+    ``cfg`` (``check_settings``). Returns the checkpoint's contents (None for a fresh run)."""
+    if cfg.ckpt_path is None:
+        if cfg.finetune:
+            raise ConfigError("finetune=true needs ckpt_path=<the checkpoint to fine-tune>; or drop finetune")
+        return None
+    state = read_checkpoint(cfg.ckpt_path, key="ckpt_path")
     reached = state["voxgan"]["iteration"]
-    if reached >= iterations:
+    if reached >= cfg.iterations:
         raise ConfigError(
-            f"iterations={iterations} is invalid: the checkpoint is already at iteration {reached}; "
+            f"iterations={cfg.iterations} is invalid: the checkpoint is already at iteration {reached}; "
             "set iterations above it to train on"
         )
-    return reached
+    check_settings(cfg, state)
+    return state
 
 
-def check_run_folder(output_dir: Path, ckpt_path: str | None) -> None:
-    """A run owns its folder: a fresh run may not start where another one left checkpoints."""
-    checkpoints = output_dir / "checkpoints"
-    if ckpt_path is None and checkpoints.is_dir() and any(checkpoints.glob("*.ckpt")):
+# What defines a run: a resume with other values is refused unless finetune=true says it is meant.
+RUN_SETTINGS = ("data.source", "data.root", "data.categories", "seed", "loss.name", "model.prior")
+# What shapes the weights: no resume, fine-tune or not, can load them into another architecture.
+ARCHITECTURE = (
+    "model.name", "model.latent_dim", "model.g_channels", "model.d_channels", "model.minibatch_std",
+    "model.latent.code_dim", "model.latent.encoder_channels", "model.latent.width", "model.latent.depth",
+    "data.resolution",
+)
+
+
+def stored_settings(state: dict) -> dict[str, Any]:
+    """The checkpoint's values of ``RUN_SETTINGS`` and ``ARCHITECTURE`` (those it records)."""
+    hparams = upgrade_checkpoint({"hyper_parameters": dict(state.get("hyper_parameters") or {})}, {})
+    hparams = hparams["hyper_parameters"]
+    data = dict(state.get("datamodule_hyper_parameters") or {})
+    top = {"seed": hparams.get("seed"), "loss.name": hparams["loss"].get("name"),
+           "data.resolution": hparams.get("resolution")}
+    model = hparams["model"]
+    found = {}
+    for key in (*RUN_SETTINGS, *ARCHITECTURE):
+        group, _, rest = key.partition(".")
+        if key in top:
+            found[key] = top[key]
+        elif group == "model":
+            value = model
+            for part in rest.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            found[key] = value
+        elif group == "data" and rest in data:
+            found[key] = data[rest]
+    return {key: value for key, value in found.items() if value is not None or key == "data.root"}
+
+
+def _same(key: str, old: Any, new: Any, source: str) -> bool:
+    if key == "data.root":  # a folder: compared as one, and only where the data come from it
+        if source != "shards":
+            return True
+        return old is not None and new is not None and os.path.abspath(os.path.expanduser(old)) == (
+            os.path.abspath(os.path.expanduser(new))
+        )
+    return old == new
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(_show, value)) + "]"
+    return "null" if value is None else str(value)
+
+
+def check_settings(cfg: DictConfig, state: dict) -> None:
+    """Refuse a resume whose settings differ from the checkpoint's in what defines the run, naming each key
+    (old -> new): always for the architecture (its weights would not load), else unless ``finetune``."""
+    stored = stored_settings(state)
+    now = OmegaConf.to_container(cfg, resolve=True)
+    changed: dict[str, str] = {}
+    for key, old in stored.items():
+        new = OmegaConf.select(OmegaConf.create(now), key)
+        new = OmegaConf.to_container(new) if OmegaConf.is_config(new) else new
+        if not _same(key, old, new, cfg.data.source):
+            changed[key] = f"{key} {_show(old)} -> {_show(new)}"
+    architecture = [text for key, text in changed.items() if key in ARCHITECTURE]
+    if architecture:
+        even = ", even with finetune=true" if cfg.finetune else ""
         raise ConfigError(
-            f"{output_dir} already holds the checkpoints of another run; resume that run with "
-            f"ckpt_path={checkpoints / 'last.ckpt'}, or start this one in another folder (hydra.run.dir=...)"
+            f"ckpt_path={cfg.ckpt_path} holds another architecture than these settings build "
+            f"({', '.join(architecture)}): its weights cannot be loaded{even}; resume with the checkpoint's "
+            "values of those keys"
+        )
+    if changed and not cfg.finetune:
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} was trained with other settings ({', '.join(changed.values())}); "
+            "resume with the checkpoint's values, or pass finetune=true to train it on with these ones on "
+            "purpose"
+        )
+    if changed:
+        log.info("finetune=true: training %s on with %s", cfg.ckpt_path, ", ".join(changed.values()))
+
+
+def check_weights_fit(module: pl.LightningModule, state: dict, ckpt_path: str) -> None:
+    """Refuse a checkpoint whose weights do not fit ``module`` (an architecture difference that no compared
+    setting names, e.g. the EMA kept or not), in one line, instead of load_state_dict's traceback."""
+    copies = ("_g_forward.", "_d_forward.")  # G and D stored twice by earlier versions
+    stored = {k: v for k, v in state.get("state_dict", {}).items() if not k.startswith(copies)}
+    own = module.state_dict()
+    problems = [
+        f"{key} {tuple(stored[key].shape)} -> {tuple(tensor.shape)}"
+        for key, tensor in own.items()
+        if key in stored and tuple(stored[key].shape) != tuple(tensor.shape)
+    ]
+    problems += [f"{key} missing" for key, _ in module.named_parameters() if key not in stored]
+    problems += [f"{key} not in this model" for key in stored if key not in own]
+    if problems:
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: its weights do not fit the model these settings build "
+            f"({', '.join(problems[:3])}{more}); resume with the checkpoint's model settings"
         )
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train one model; return the last logged metrics (what a sweeper optimises)."""
+def run(cfg: DictConfig, on_claimed: Callable[[Path, bool], None] | None = None) -> dict[str, Any]:
+    """Train one model; return the last logged metrics (what a sweeper optimises).
+
+    Everything is checked before anything is written: the settings, the checkpoint and whether it fits
+    them, the dataset, then the run folder, claimed with a lock (``voxgan.training.run_folder``). Then
+    ``on_claimed(output_dir, main_process)`` (the command line writes Hydra's record and log there).
+    """
     validate(cfg, known_categories(cfg))
-    resumed_at = check_resume(cfg.ckpt_path, cfg.iterations)
+    state = check_resume(cfg)
     datamodule = build_datamodule(cfg)
     datamodule.setup()  # a missing or damaged dataset fails here, before the run folder is made
-    output_dir = Path(cfg.paths.output_dir)
-    check_run_folder(output_dir, cfg.ckpt_path)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.ckpt_path is not None and rank_zero_only.rank == 0:
-        for path in trim_logs(output_dir, resumed_at):  # what a killed run logged past its checkpoint
-            log.info("%s: dropped the records past iteration %d (logged again now)", path, resumed_at)
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
-
     module = build_module(cfg)
+    resumed_at = 0
+    if state is not None:
+        check_weights_fit(module, state, cfg.ckpt_path)
+        resumed_at = state["voxgan"]["iteration"]
+        del state  # its weights load again in fit: not held twice while training
+
+    output_dir = Path(cfg.paths.output_dir)
+    main_process = rank_zero_only.rank == 0
+    lock = RunLock(output_dir)
+    made = not output_dir.exists()
+    if main_process:  # the other processes of a DDP run write into the folder their rank 0 claimed
+        lock.acquire()
+    try:
+        if main_process:
+            check_run_folder(output_dir, cfg.ckpt_path)
+    except BaseException:
+        lock.release()
+        if made:
+            _remove_if_empty(output_dir)
+        raise
+    try:
+        return _train(cfg, module, datamodule, output_dir, lock, resumed_at, on_claimed)
+    except OSError as error:  # a write the disk or the folder refused: one line
+        failure = write_error(error, error.filename or output_dir)
+        if failure is None:
+            raise
+        raise failure from error
+    finally:
+        lock.release()
+
+
+def _train(
+    cfg: DictConfig,
+    module: pl.LightningModule,
+    datamodule: VoxelDataModule,
+    output_dir: Path,
+    lock: RunLock,
+    resumed_at: int,
+    on_claimed: Callable[[Path, bool], None] | None,
+) -> dict[str, Any]:
+    """The claimed folder's part of ``run``: sweep, record, config, loggers, fit."""
+    main_process = rank_zero_only.rank == 0
+    if main_process:
+        for path in sweep_temp_files(output_dir, lock.created()):
+            log.info("%s: removed, left by a save that was killed", path)
+    if on_claimed is not None:
+        on_claimed(output_dir, main_process)
+    if cfg.ckpt_path is not None and main_process:
+        for path in trim_logs(output_dir, resumed_at):  # what a killed run logged past its checkpoint
+            log.info("%s: dropped the records past iteration %d (logged again now)", path, resumed_at)
+    if main_process:
+        config = OmegaConf.to_yaml(cfg, resolve=True)
+        atomic_write(output_dir / "config.yaml", lambda file: file.write(config), mode="w")
+
     loggers = build_loggers(cfg, output_dir, OmegaConf.to_container(cfg, resolve=True))
     trainer = build_trainer(cfg, output_dir, loggers)
+    checkpoints = next(c for c in trainer.callbacks if isinstance(c, IterationCheckpoint))
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        with checkpoints.catching_signals():
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     finally:
         _finish_wandb()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     log.info("finished %d iterations in %s", module.iteration, output_dir)
     return metrics
 
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove a folder this run made and left empty (a refused run leaves nothing behind)."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 def _finish_wandb() -> None:
     """Close the W&B run so the next job of a multirun starts a separate one."""
