@@ -252,7 +252,7 @@ def test_rerun_removes_the_temporary_files_of_a_killed_run(tmp_path: Path) -> No
     # Names as voxgan.io.atomic_write makes them, left by a run killed with -9 an hour ago.
     stale = [out / ".manifest.json.k2j4h1x0.tmp", out / ".train-00000.json.a8b7c6d5.tmp",
              out / ".train-00001.npy.zz09_qpa.tmp", out / ".summary.json.0hfy3b2n.tmp"]
-    kept = [out / "notes.txt", out / ".keep", out / "draft.tmp"]
+    kept = [out / "notes.txt", out / ".keep", out / "draft.tmp", out / ".notes.txt.a1b2c3d4.tmp"]
     hour_ago = time.time() - 3600
     for path in stale + kept:
         path.write_bytes(b"partial")

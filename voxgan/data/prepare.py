@@ -90,8 +90,10 @@ SUMMARY = "summary.json"
 PIPELINE_VERSION = 1
 SHARD_BYTES = 4 << 20  # an automatic shard holds at most this much packed data
 MIN_SHARDS = 16  # ...and a split is cut into at least this many shards, so every core gets work
-# A temporary file of voxgan.io.atomic_write (mkstemp's ".<name>.<random>.tmp") in the output folder.
-TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
+# A temporary file of voxgan.io.atomic_write (mkstemp's ".<name>.<random>.tmp") of a file prepare writes.
+TEMPORARY = re.compile(
+    rf"^\.(manifest\.json|summary\.json|({'|'.join(SPLITS)})-\d{{5}}\.(npy|json))\.[A-Za-z0-9_]+\.tmp$"
+)
 
 
 @dataclass
