@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig
 
 from voxgan.apps import command_line, register_schema
+from voxgan.cleanup import check_share
 from voxgan.device import resolve_device
 from voxgan.evaluation import DEFAULT_METRICS, evaluate_checkpoint, report_markdown, write_report
 
@@ -33,6 +34,8 @@ class EvaluateConfig:
     seed: int = 0  # seed of the fixed z (and of the reference subset where the reference is larger than n)
     repeats: int = 1  # z sets to average (seeds seed, seed+1...): each metric's mean, its std as <metric>_sd
     device: str = "auto"
+    clean: bool = True  # also score the samples cleaned up to their largest piece (metrics_clean)
+    clean_share: float = 1.0  # with clean: pieces of at least this share of the largest are kept too
     out: str | None = None  # where evaluation.md/.json go; null: this app's run folder
 
 
@@ -41,9 +44,10 @@ register_schema("evaluate", EvaluateConfig)
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Score the checkpoint, print the table and write evaluation.md/.json; errors raised."""
+    check_share(cfg.clean_share)
     report = evaluate_checkpoint(
         cfg.ckpt, cfg.n, cfg.ref, cfg.split, list(cfg.ref_categories), cfg.classifier, list(cfg.metrics),
-        cfg.seed, str(resolve_device(cfg.device)), cfg.repeats,
+        cfg.seed, str(resolve_device(cfg.device)), cfg.repeats, cfg.clean_share if cfg.clean else None,
     )
     markdown, _ = write_report(report, Path(cfg.out or HydraConfig.get().runtime.output_dir))
     print(report_markdown(report))

@@ -2,13 +2,16 @@
 
 Training (fixed-z grids, evaluation), exported generators and every study app sample through a
 ``Sampler``; each model family says which network turns z into a grid (the 3D-GAN: G or its moving
-average) and the Sampler does the rest: prior draws, eval mode, chunks, float32 output.
+average) and the Sampler does the rest: prior draws, eval mode, chunks, float32 output, and when
+asked the clean-up of each sample to its largest piece (``voxgan.cleanup``).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from voxgan.cleanup import check_share, keep_largest_piece
 
 PRIORS = ("normal", "uniform")
 
@@ -35,13 +38,31 @@ def draw_prior(
 
 
 class Sampler:
-    """z (N, latent_dim) -> occupancy probabilities (N, 1, R, R, R) through ``network``, in eval mode."""
+    """z (N, latent_dim) -> occupancy probabilities (N, 1, R, R, R) through ``network``, in eval mode.
 
-    def __init__(self, network: nn.Module, prior: str, latent_dim: int, resolution: int, chunk: int = 64):
+    ``clean``: None gives the network's output as it is; a share in (0, 1] keeps each sample's largest
+    26-connected piece and the pieces of at least that share of its size (``voxgan.cleanup``)."""
+
+    def __init__(
+        self, network: nn.Module, prior: str, latent_dim: int, resolution: int, chunk: int = 64,
+        clean: float | None = None,
+    ):
         if prior not in PRIORS:
             raise ValueError(f"prior={prior!r} is not one of {PRIORS}")
         self.network, self.prior, self.latent_dim, self.resolution = network, prior, latent_dim, resolution
         self.chunk = chunk
+        self.clean = clean
+
+    @property
+    def clean(self) -> float | None:
+        """The clean-up of samples: None (off) or the smallest share of the largest piece kept."""
+        return self._clean
+
+    @clean.setter
+    def clean(self, share: float | None) -> None:
+        if share is not None:
+            check_share(share)
+        self._clean = share
 
     @property
     def device(self) -> torch.device:
@@ -55,14 +76,14 @@ class Sampler:
     @torch.no_grad()
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """Occupancy probabilities (N, 1, R, R, R) in float32, for z in chunks, the network in eval mode
-        (its train/eval mode is restored after)."""
+        (its train/eval mode is restored after), cleaned up when ``clean`` is set."""
         was_training = self.network.training
         self.network.eval()
         try:
-            out = torch.cat([self.network(part.to(self.device)) for part in z.split(self.chunk)])
+            out = torch.cat([self.network(part.to(self.device)) for part in z.split(self.chunk)]).float()
         finally:
             self.network.train(was_training)
-        return out.float()
+        return out if self.clean is None else keep_largest_piece(out, self.clean)
 
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
         """n shapes whose z come from a CPU generator seeded with ``seed``: the same z on every device."""

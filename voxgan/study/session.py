@@ -61,6 +61,8 @@ class StudyConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     use_ema: bool = True  # sample from G's moving average where the run kept one
+    clean: bool = True  # keep each sample's largest 26-connected piece (real objects are one piece)
+    clean_share: float = 1.0  # with clean: also keep pieces of at least this share of the largest
     classifier: str | None = None  # classifier.ckpt: labels samples with categories
     mean_samples: int = 512  # mean:<category>: generated samples the classifier labels
     attr_shapes: int = 16  # attr:...: matching procedural shapes inverted and averaged
@@ -120,6 +122,7 @@ class Study:
             self._codes = None
             self.iteration = int(generator.config.get("training", {}).get("iterations") or 0)
             self.categories = list(info.categories)
+        self.sampler.clean = cfg.clean_share if cfg.clean else None
         self.resolution, self.prior = self.sampler.resolution, self.sampler.prior
         self.latent_dim = self.sampler.latent_dim
         self.classifier = Classifier(cfg.classifier, self.resolution, self.device) if cfg.classifier else None
@@ -232,6 +235,8 @@ def check_config(cfg: DictConfig) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ValueError(f"{', '.join(missing)} not set: pass {' '.join(f'{k}=<value>' for k in missing)}")
+    check_value(0 < cfg.clean_share <= 1, "clean_share", cfg.clean_share,
+                "in (0, 1]: the smallest piece kept, as a share of each sample's largest (1: it alone)")
     inversion = cfg.inversion
     check_value(inversion.loss in RECONSTRUCTION_LOSSES, "inversion.loss", inversion.loss,
                 f"one of {', '.join(RECONSTRUCTION_LOSSES)}")
