@@ -220,10 +220,10 @@ def check_settings(cfg: DictConfig, state: dict) -> None:
     """Refuse a resume whose settings differ from the checkpoint's in what defines the run, naming each key
     (old -> new): always for the architecture (its weights would not load), else unless ``finetune``."""
     stored = stored_settings(state)
-    now = OmegaConf.to_container(cfg, resolve=True)
+    now = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     changed: dict[str, str] = {}
     for key, old in stored.items():
-        new = OmegaConf.select(OmegaConf.create(now), key)
+        new = OmegaConf.select(now, key)
         new = OmegaConf.to_container(new) if OmegaConf.is_config(new) else new
         if not _same(key, old, new, cfg.data.source):
             changed[key] = f"{key} {_show(old)} -> {_show(new)}"
