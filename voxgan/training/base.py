@@ -1,5 +1,6 @@
 """What every model family's LightningModule shares: the iteration counters a checkpoint carries, the
-per-batch seed that makes a resume exact, the annealed instance noise, and sampling through a Sampler.
+per-batch seed that makes a resume exact, the annealed instance noise, the finite-loss flags every
+process agrees on, and sampling through a Sampler.
 
 A family subclasses ``GenerativeModule``, saves its hyperparameters (``model``, ``loss``, ``resolution``,
 ``iterations``, ``seed``...), builds its networks and says which network samples come from
@@ -8,13 +9,59 @@ A family subclasses ``GenerativeModule``, saves its hyperparameters (``model``, 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from voxgan.sampling import Sampler, draw_prior
+
+_MASK32 = 2**32 - 1
+
+
+def _mix32(x: int) -> int:
+    """A bijection of 32-bit integers that scatters neighbours (C. Wellons' lowbias32 finaliser)."""
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & _MASK32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & _MASK32
+    return x ^ (x >> 16)
+
+
+@functools.lru_cache(maxsize=64)
+def _run_key(seed: int) -> tuple[int, int]:
+    """Two 32-bit words of the run seed (any integer), well mixed."""
+    low, high = np.random.SeedSequence(seed % 2**64).generate_state(2, np.uint32)
+    return int(low), int(high)
+
+
+def batch_seed(seed: int, rank: int, world_size: int, batch: int) -> int:
+    """The seed of batch ``batch`` (from 0) of process ``rank`` of ``world_size`` in run ``seed``.
+
+    Distinct for every (rank, batch) of a run, by construction: torch's CPU generator reads only the
+    seed's low 32 bits, so these are a bijection (keyed by the run seed) of ``batch * world_size + rank``,
+    which no two pairs share while the run's batches over all processes stay below 2**32; the high
+    bits (which CUDA's generator reads too) come from the run seed alone. A hash of all three into 32
+    bits would instead give some two pairs one seed once a run draws about 77,000 batches (the
+    birthday bound)."""
+    low, high = _run_key(seed)
+    index = (batch * world_size + rank + low) & _MASK32
+    return (high >> 1) << 32 | _mix32(index)
+
+
+def finite_on_every_process(finite: torch.Tensor) -> torch.Tensor:
+    """``finite`` (bool flags, the same shape on every process) AND-ed over the processes of a
+    distributed run, in one collective: a NaN on one process stops every process at the same check
+    (the others would otherwise wait for it at their next collective). Unchanged in a single process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return finite
+    flags = finite.to(torch.int32)
+    dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+    return flags.bool()
 
 
 class GenerativeModule(pl.LightningModule):
@@ -29,10 +76,15 @@ class GenerativeModule(pl.LightningModule):
         self.batches_seen = 0  # batches done (D steps taken or skipped)
         self.d_skipped = 0  # D steps the gate skipped
 
+    @property
+    def d_steps(self) -> int:
+        """D steps taken (batches whose step the gate did not skip): the clock of lazy penalties."""
+        return self.batches_seen - self.d_skipped
+
     def _seed_batch(self) -> None:
-        """Seed every random draw of this batch from (run seed, process rank, batch index)."""
-        rank = self.global_rank
-        torch.manual_seed((self.hparams.seed * 1_000_003 + rank * 7_919 + self.batches_seen) % 2**63)
+        """Seed every random draw of this batch from (run seed, process rank, batch index): ``batch_seed``."""
+        world_size = self._trainer.world_size if self._trainer is not None else 1
+        torch.manual_seed(batch_seed(self.hparams.seed, self.global_rank, world_size, self.batches_seen))
 
     def instance_noise_std(self) -> float:
         """The std of the noise on D's inputs now: linear from ``instance_noise`` to 0 at
