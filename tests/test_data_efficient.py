@@ -10,7 +10,7 @@ from torch import nn
 from voxgan.config import ConfigError
 from voxgan.training.callbacks import memorisation_stats
 from voxgan.training.losses import mode_seeking_term
-from voxgan.training.module import RunD
+from voxgan.training.module import RunD, VoxelGAN
 from voxgan.training.train import build_datamodule, build_module, build_trainer, run
 
 
@@ -199,3 +199,113 @@ def test_mode_seeking_joins_g_loss_with_its_weight(make_cfg, tmp_path: Path) -> 
     assert seeking["train/d_loss"] == pytest.approx(plain["train/d_loss"], rel=1e-6)
     expected = plain["train/g_loss"] + 0.5 * seeking["train/g_mode_seeking"]
     assert seeking["train/g_loss"] == pytest.approx(expected, rel=1e-4)
+
+
+def _train_recording_batches(cfg, out: Path) -> tuple[VoxelGAN, list[dict]]:
+    """Train cfg; for every batch, whether D stepped, D's step count before it, and how many times R1
+    was computed in it."""
+    from voxgan.training.losses import BCEObjective
+
+    datamodule, module = build_datamodule(cfg), build_module(cfg)
+    r1 = BCEObjective.r1_penalty
+    calls = {"r1": 0}
+
+    def counted_r1(d, real):
+        calls["r1"] += 1
+        return r1(d, real)
+
+    batches = []
+    step = module.training_step
+
+    def recording_step(batch, batch_idx):
+        skipped, d_steps, before = module.d_skipped, module.batches_seen - module.d_skipped, calls["r1"]
+        outputs = step(batch, batch_idx)
+        stepped = module.d_skipped == skipped
+        batches.append({"stepped": stepped, "d_step": d_steps, "r1": calls["r1"] - before})
+        return outputs
+
+    module.training_step = recording_step
+    mp = pytest.MonkeyPatch()
+    mp.setattr(BCEObjective, "r1_penalty", staticmethod(counted_r1))
+    try:
+        build_trainer(cfg, out, []).fit(module, datamodule=datamodule)
+    finally:
+        mp.undo()
+    return module, batches
+
+
+def test_lazy_r1_is_computed_every_k_d_steps_and_only_when_d_steps(make_cfg, tmp_path: Path) -> None:
+    # A gate at 0.51 closes as soon as D beats chance: D skips some batches and steps on others.
+    cfg = make_cfg(
+        "loss.d_gate_accuracy=0.51", "loss.d_lr=0.01", "loss.r1_gamma=1", "loss.r1_every=2", "iterations=16"
+    )
+    module, batches = _train_recording_batches(cfg, tmp_path / "run")
+    stepped = [b for b in batches if b["stepped"]]
+    assert 0 < len(stepped) < len(batches)  # the gate acted
+    assert [b["d_step"] for b in stepped] == list(range(len(stepped)))
+    assert all(b["r1"] == 0 for b in batches if not b["stepped"])  # a skipped batch computes no R1
+    assert [b["r1"] for b in stepped] == [int(b["d_step"] % 2 == 0) for b in stepped]  # steps 0, 2, 4...
+    assert module.d_steps == len(stepped)
+
+
+def test_r1_joins_d_loss_and_moves_d(make_cfg, tmp_path: Path) -> None:
+    """Same seed with and without R1: D's first loss differs by gamma/2 x k x R1, and so does D's step."""
+    common = ("iterations=1", "loss.r1_every=2")
+    run(make_cfg(*common, out="plain"))
+    run(make_cfg(*common, "loss.r1_gamma=100", out="r1"))
+    plain, r1 = _records(tmp_path / "plain")[0], _records(tmp_path / "r1")[0]
+    assert "train/r1_penalty" not in plain and r1["train/r1_penalty"] > 0
+    expected = plain["train/d_loss"] + 0.5 * 100 * 2 * r1["train/r1_penalty"]
+    assert r1["train/d_loss"] == pytest.approx(expected, rel=1e-5)
+    d_weights = [
+        {k: v for k, v in torch.load(tmp_path / out / "checkpoints" / "last.ckpt", weights_only=True)[
+            "state_dict"].items() if k.startswith("discriminator.") and v.is_floating_point() and "running" not in k}
+        for out in ("plain", "r1")
+    ]
+    assert any(not torch.equal(v, d_weights[1][k]) for k, v in d_weights[0].items())
+
+
+def test_instance_noise_reaches_reals_and_fakes_alike(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg("iterations=1", "callbacks.log_every=100", "loss.instance_noise=0.5")
+    datamodule, module = build_datamodule(cfg), build_module(cfg)
+    reals, fakes, seen = [], [], []
+    module.generator.register_forward_hook(lambda _m, _a, out: fakes.append(out.detach()))
+    module.discriminator.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach()))
+    step = module.training_step
+
+    def recording_step(batch, batch_idx):
+        reals.append(batch[0].float())
+        return step(batch, batch_idx)
+
+    module.training_step = recording_step
+    build_trainer(cfg, tmp_path / "run", []).fit(module, datamodule=datamodule)
+    (real,), (fake,) = reals, fakes
+    d_real, d_fake, g_fake = seen  # D step: reals then fakes; G step: fakes
+    for noised, clean in ((d_real, real), (d_fake, fake), (g_fake, fake)):
+        assert (noised - clean).std().item() == pytest.approx(0.5, rel=0.05)  # the std at iteration 0
+
+
+def test_a_resume_with_augmentation_already_adapted_is_exact(make_cfg, tmp_path: Path, monkeypatch) -> None:
+    """ADA moved p away from its start before the cut (a step of 2/8 either way from 0.5, never clamped)
+    and holds a half-gathered signal there (interval 2, cut at 3); lazy R1 under the gate counts D steps
+    across it."""
+    from tests.resume import full_and_resumed
+
+    common = (
+        "augment=ada", "augment.p=0.5", "augment.ada_interval=2", "augment.ada_speed=8",
+        "loss.d_lr=0.01", "loss.d_gate_accuracy=0.7", "loss.r1_gamma=1", "loss.r1_every=2",
+        "iterations=6", "callbacks.checkpoint_every=3",
+    )
+    full_and_resumed(make_cfg, tmp_path, monkeypatch, *common)
+    cut = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert cut["voxgan"]["iteration"] == 3 and cut["state_dict"]["aug_p"] in (0.25, 0.75)
+    assert cut["state_dict"]["ada_signal"][1] > 0  # the signal of the interval under way
+    full, resumed = _records(tmp_path / "full"), _records(tmp_path / "resumed")
+    assert [r["iteration"] for r in resumed] == [4, 5, 6]
+    keys = ("train/d_loss", "train/g_loss", "train/aug_p")
+    assert [[r[k] for k in keys] for r in resumed] == [[r[k] for k in keys] for r in full[3:]]
+    end_full = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)
+    end_resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert end_full["voxgan"] == end_resumed["voxgan"]
+    for key, value in end_full["state_dict"].items():
+        assert torch.equal(value, end_resumed["state_dict"][key]), key

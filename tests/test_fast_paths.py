@@ -235,3 +235,25 @@ def test_logged_grad_norms_under_16_mixed_are_of_the_unscaled_loss(make_cfg, mon
     fp16 = _grad_norms(make_cfg(*common, "trainer.precision=16-mixed", out="fp16"))
     for (d32, g32), (d16, g16) in zip(fp32, fp16, strict=True):
         assert d16 == pytest.approx(d32, rel=0.05) and g16 == pytest.approx(g32, rel=0.05)
+
+
+@pytest.mark.parametrize("gate, reductions", [("null", 2), ("0.8", 4)])
+def test_d_accuracy_is_reduced_over_processes_only_for_the_gate_or_the_log(
+    make_cfg, tmp_path: Path, gate: str, reductions: int
+) -> None:
+    """Under DDP each reduction is a barrier and a host sync: without a gate, only logged iterations
+    (here 2 of 4) average D's accuracy over the processes; with one, every batch must."""
+    from voxgan.training.train import build_trainer
+
+    cfg = make_cfg(f"loss.d_gate_accuracy={gate}", "iterations=4", "callbacks.log_every=2")
+    datamodule, module = build_datamodule(cfg), build_module(cfg)
+    trainer = build_trainer(cfg, tmp_path / "run", [])
+    reduce, reduced = trainer.strategy.reduce, []
+
+    def counted(tensor, *args, **kwargs):
+        reduced.append(tensor)
+        return reduce(tensor, *args, **kwargs)
+
+    trainer.strategy.reduce = counted
+    trainer.fit(module, datamodule=datamodule)
+    assert module.iteration == 4 and len(reduced) == reductions

@@ -198,3 +198,32 @@ def test_a_new_objective_trains_from_its_class_alone(make_cfg, tmp_path, monkeyp
     assert all(math.isfinite(r["train/g_loss"]) for r in records)
     with pytest.raises(ConfigError, match=r"augment\.ada_target"):  # it reports no ADA signal
         run(make_cfg("loss.name=hinge", "augment=ada", out="ada"))
+
+
+def test_the_gate_reads_d_accuracy_on_reals_and_fakes_together() -> None:
+    # D calls every grid real: right on all reals, wrong on all fakes, so its accuracy is 0.5 and
+    # the paper's gate (0.8) lets it step; an accuracy on reals alone (1.0) would close the gate.
+    real, fake = torch.ones(8, 1, 2, 2, 2), torch.zeros(8, 1, 2, 2, 2)
+    says_real = Linear(torch.zeros(8), b=4.0)
+    _, stats = bce(d_gate_accuracy=0.8).d_loss(says_real, real, fake)
+    assert (stats["d_acc_real"], stats["d_acc_fake"], stats["d_acc"]) == (1.0, 0.0, 0.5)
+    assert bce(d_gate_accuracy=0.8).update_d(stats)
+    _, stats = bce(d_gate_accuracy=0.8).d_loss(Linear(torch.zeros(8), b=-4.0), real, fake)  # all fake
+    assert stats["d_acc"] == 0.5 and bce(d_gate_accuracy=0.8).update_d(stats)
+
+
+def test_only_a_gated_objective_needs_d_accuracy_alike_on_every_process() -> None:
+    assert bce(d_gate_accuracy=0.8).gated and not bce(d_gate_accuracy=None).gated and not wgan().gated
+
+
+def test_lazy_r1_is_due_every_k_d_steps_and_is_the_scaled_term_of_d_loss() -> None:
+    objective = bce(d_gate_accuracy=None, r1_gamma=2.0, r1_every=4)
+    assert [step for step in range(12) if objective.penalty_due(step)] == [0, 4, 8]
+    assert not any(bce(r1_gamma=0.0).penalty_due(step) for step in range(4))
+    d = Quadratic(8)
+    real, fake = torch.rand(4, 1, 2, 2, 2), torch.rand(4, 1, 2, 2, 2)
+    term, stats = objective.lazy_penalty(d, real)
+    assert torch.isclose(term, 0.5 * 2.0 * 4 * BCEObjective.r1_penalty(d, real))
+    plain, _ = objective.d_loss(d, real, fake)
+    regularised, _ = objective.d_loss(d, real, fake, regularize=True)
+    assert torch.isclose(regularised, plain + term) and torch.equal(stats["r1_penalty"], term.detach() / 4)

@@ -44,14 +44,27 @@ class Objective:
         """Whether D's loss differentiates D's input gradient (a penalty): torch.compile cannot, there."""
         return False
 
-    def penalty_due(self, batch: int) -> bool:
-        """Whether batch ``batch`` (from 0) computes the objective's lazy penalty (``regularize``)."""
+    @property
+    def gated(self) -> bool:
+        """Whether ``update_d`` reads D's accuracy to decide (so every process must see the same one)."""
         return False
+
+    def penalty_due(self, d_step: int) -> bool:
+        """Whether D step ``d_step`` (from 0; counting the steps D takes, not the batches the gate skips)
+        adds the objective's lazy penalty (``lazy_penalty``)."""
+        return False
+
+    def lazy_penalty(self, d: Callable, real: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+        """The lazy penalty's term of D's loss on a batch of reals (scaled for the steps between two)."""
+        raise NotImplementedError(f"{type(self).__name__} has no lazy penalty")
 
     def d_loss(
         self, d: Callable, real: torch.Tensor, fake: torch.Tensor, regularize: bool = False
     ) -> tuple[torch.Tensor, Stats]:
-        """D's loss on a batch of reals and (detached) fakes; ``regularize``: a lazy-penalty batch."""
+        """D's loss on a batch of reals and (detached) fakes; ``regularize``: plus the lazy penalty.
+
+        Training adds the lazy penalty itself, once the gate has said that D steps (it is not worth its
+        double backward otherwise); ``regularize`` composes the two for a caller that knows it will."""
         raise NotImplementedError
 
     def g_loss(self, d: Callable, fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
@@ -87,7 +100,8 @@ class BCEObjective(Objective):
 
     ``d_gate_accuracy``: D is only updated while its accuracy on the current batch is below this
     threshold (the paper's 0.8), because D otherwise overpowers G; ``None`` disables gating.
-    ``r1_gamma`` > 0 adds R1 on reals every ``r1_every`` batches (lazy, scaled up to match).
+    ``r1_gamma`` > 0 adds R1 on reals every ``r1_every`` D steps (lazy, scaled up to match): batches
+    whose step the gate skips neither count nor compute it.
     """
 
     default_d_norm: ClassVar[str] = "batch"
@@ -104,8 +118,17 @@ class BCEObjective(Objective):
     def double_backward(self) -> bool:
         return self.r1_gamma > 0
 
-    def penalty_due(self, batch: int) -> bool:
-        return self.r1_gamma > 0 and batch % self.r1_every == 0
+    @property
+    def gated(self) -> bool:
+        return self.d_gate_accuracy is not None
+
+    def penalty_due(self, d_step: int) -> bool:
+        return self.r1_gamma > 0 and d_step % self.r1_every == 0
+
+    def lazy_penalty(self, d: Callable, real: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+        """``r1_every`` x gamma/2 x R1 on ``real`` (the reals D's loss saw), and R1 itself as a statistic."""
+        penalty = self.r1_penalty(d, real)
+        return 0.5 * self.r1_gamma * self.r1_every * penalty, {"r1_penalty": penalty.detach()}
 
     def d_loss(
         self, d: Callable, real: torch.Tensor, fake: torch.Tensor, regularize: bool = False
@@ -125,9 +148,9 @@ class BCEObjective(Objective):
             "d_real_sign": torch.sign(real_logits.detach().float()).mean(),
         }
         if regularize and self.r1_gamma > 0:
-            penalty = self.r1_penalty(d, real)
-            loss = loss + 0.5 * self.r1_gamma * self.r1_every * penalty
-            stats["r1_penalty"] = penalty.detach()
+            term, penalty_stats = self.lazy_penalty(d, real)
+            loss = loss + term
+            stats.update(penalty_stats)
         return loss, stats
 
     @staticmethod

@@ -5,7 +5,8 @@ generator *iteration*, the unit of every schedule in voxgan (Lightning's ``globa
 optimizer steps instead, and a skipped D update takes none). A batch reads as the algorithm:
 
     fake = G(z)
-    D phase: D's loss on (reals, fakes), the objective's penalty when due; step unless the gate says no
+    D phase: D's loss on (reals, fakes); step unless the gate says no, plus the objective's lazy
+             penalty when a step is due one (every k D steps taken)
     G phase (every n_critic-th batch): G's loss through D; step; the moving average of G follows
 
 Everything D is shown goes through one path, ``RunD``: instance noise on the batch, then the
@@ -191,18 +192,25 @@ class VoxelGAN(GenerativeModule):
     def d_phase(
         self, run_d: RunD, real: torch.Tensor, fake: torch.Tensor, logging: bool
     ) -> tuple[torch.Tensor, Stats]:
-        """D's loss on the batch (with the objective's penalty when it is due), and D's step unless the
-        gate skips it. The paper's gate reads D's accuracy on the host (one sync per batch, only when
-        gating): under the gate D skips 60-70% of its steps, whose backward would cost more."""
+        """D's loss on the batch, and D's step unless the gate skips it; a step that the objective's lazy
+        penalty is due at (counted in D steps) adds it first, so a skipped batch never computes it. The
+        paper's gate reads D's accuracy on the host (one sync per batch, only when gating): under the
+        gate D skips 60-70% of its steps, whose backward would cost more."""
         opt_d = self.optimizers()[1]
-        due = self.objective.penalty_due(self.batches_seen)
-        d_loss, stats = self.objective.d_loss(run_d, run_d.noised(real), run_d.noised(fake), regularize=due)
+        real = run_d.noised(real)
+        d_loss, stats = self.objective.d_loss(run_d, real, run_d.noised(fake))
         if self.ada is not None:
             self.ada.observe(self.ada_signal, stats["d_real_sign"])
-        if "d_acc" in stats:  # every process must take the same gating decision in DDP
+        if "d_acc" in stats and (self.objective.gated or logging):
+            # Every process must take the same gating decision in DDP (and logs the mean over them);
+            # without a gate the collective (a barrier and a host sync) is left to logged batches.
             stats["d_acc"] = self.trainer.strategy.reduce(stats["d_acc"], reduce_op="mean")
         gate = self.objective.update_d(stats)
         if gate is None or bool(gate):
+            if self.objective.penalty_due(self.d_steps):
+                penalty, penalty_stats = self.objective.lazy_penalty(run_d, real)
+                d_loss = d_loss + penalty
+                stats.update(penalty_stats)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             if logging:
