@@ -1,5 +1,6 @@
 """G's moving average: warm-up, and BatchNorm statistics measured for the average's own weights."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -61,3 +62,47 @@ def test_the_average_samples_with_batchnorm_statistics_of_its_own_weights(make_c
     norm = next(m for m in g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
     assert torch.equal(norm.running_var, before)
     assert module.sampling_network(use_ema=False) is module.generator
+
+
+def test_standing_statistics_draw_z_on_the_cpu_whatever_the_device(make_cfg) -> None:
+    """A CUDA generator draws other numbers than a CPU one from the same seed, so an export sampled on a
+    GPU would get other BatchNorm statistics than on a CPU: the draws come from a seeded CPU generator
+    and only then move to the device ("meta" stands for a device other than the CPU here)."""
+    from voxgan.training.ema import STANDING_STATS_SEED, standing_statistics
+
+    module = _ema_module(make_cfg)
+    generators, inputs = [], []
+
+    def sample_z(n: int, generator: torch.Generator) -> torch.Tensor:
+        generators.append(generator.device)
+        return module.sample_z(n, generator)
+
+    class Recorder(nn.Module):
+        """A network with a BatchNorm (so that statistics are measured) that records its inputs."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = nn.BatchNorm1d(4)
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            inputs.append(z)
+            return z
+
+    standing_statistics(Recorder(), sample_z, torch.device("meta"), batches=2, batch_size=3)
+    assert generators == [torch.device("cpu")] * 2 and [z.device.type for z in inputs] == ["meta"] * 2
+    # the draws of a CPU run: the CPU generator seeded with STANDING_STATS_SEED
+    inputs.clear()
+    standing_statistics(Recorder(), module.sample_z, torch.device("cpu"), batches=2, batch_size=3)
+    draws = torch.Generator().manual_seed(STANDING_STATS_SEED)
+    assert all(torch.equal(z, module.sample_z(3, draws)) for z in inputs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_average_gets_the_same_batchnorm_statistics_on_cuda_as_on_the_cpu(make_cfg) -> None:
+    module = _ema_module(make_cfg)
+    module.sampling_network(use_ema=True)
+    cpu = {k: v.clone() for k, v in module.g_ema.state_dict().items() if "running" in k}
+    module._ema_stats_at = None
+    module.to("cuda").sampling_network(use_ema=True)
+    gpu = {k: v.cpu() for k, v in module.g_ema.state_dict().items() if "running" in k}
+    assert all(torch.allclose(v, gpu[k], rtol=1e-3, atol=1e-5) for k, v in cpu.items())

@@ -32,7 +32,10 @@ def standing_statistics(
     batch_size: int = 64,
 ) -> None:
     """Measure ``g``'s BatchNorm statistics for its own weights: a fixed set of prior draws through it in
-    train mode, averaged (the average's weights are not those G's running statistics were measured with)."""
+    train mode, averaged (the average's weights are not those G's running statistics were measured with).
+
+    The draws come from a seeded CPU generator and are then moved to ``device``: the same z, so the same
+    statistics, wherever the model runs (a CUDA generator draws other numbers from the same seed)."""
     norms = [m for m in batch_norms(g) if m.track_running_stats]
     if not norms:
         return
@@ -42,9 +45,9 @@ def standing_statistics(
         m.momentum = None  # a cumulative average over the draws
     was_training = g.training
     g.train()
-    draws = torch.Generator(device=device).manual_seed(STANDING_STATS_SEED)
+    draws = torch.Generator().manual_seed(STANDING_STATS_SEED)
     for _ in range(batches):
-        g(sample_z(batch_size, draws))
+        g(sample_z(batch_size, draws).to(device))
     g.train(was_training)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
