@@ -239,3 +239,27 @@ def test_evaluate_app_prints_iou_and_surface_metrics_side_by_side(make_cfg, tmp_
     metrics = json.loads((out / "evaluation.json").read_text())["metrics"]
     assert SURFACE_KEYS | {"mmd", "cov", "1nna", "1nna_gap"} == set(metrics)
     assert 0 <= metrics["cov_emd"] <= 1 and 0 <= metrics["surface_empty_gen"] <= 4
+
+
+def test_the_torch_chamfer_kernel_runs_in_true_fp32_even_where_training_allows_tf32(monkeypatch) -> None:
+    """Training sets float32 matmuls to TF32 on CUDA ("high"), which keeps 10 bits of mantissa: enough to
+    change nearest neighbours. The kernel's products are taken in IEEE fp32, and the setting restored."""
+    seen = []
+    pairs = surface_module._chamfer_pairs
+
+    def recording(x, y):
+        seen.append(torch.backends.cuda.matmul.fp32_precision)  # what CUDA's float32 matmuls follow
+        return pairs(x, y)
+
+    monkeypatch.setattr(surface_module, "_chamfer_pairs", recording)
+    saved = torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.fp32_precision
+    torch.set_float32_matmul_precision("high")
+    try:
+        cloud = torch.rand(3, 64, 3)
+        distances = chamfer_matrix(cloud, cloud.clone(), kernel="torch")
+        assert torch.equal(distances.diagonal(), torch.zeros(3))
+        assert seen and all(s == "ieee" for s in seen)
+        assert torch.backends.cuda.matmul.fp32_precision == "tf32"  # restored after the call
+    finally:
+        torch.set_float32_matmul_precision(saved[0])
+        torch.backends.cuda.matmul.fp32_precision = saved[1]

@@ -35,6 +35,7 @@ from scipy.spatial.distance import cdist
 from voxgan.metrics.distribution import coverage, equal_size_indices, mmd, one_nna
 from voxgan.metrics.iou import GridSet, occupancy_rows
 from voxgan.render import grid_to_mesh
+from voxgan.training.losses import ieee_fp32
 
 SURFACE_POINTS = 2048
 EMD_POINTS = 256
@@ -83,7 +84,7 @@ def chamfer_matrix(
     over both directions. ``b=None`` compares ``a`` with itself, computing each pair once. Kernels:
     ``"kdtree"`` (the CPU default) queries one scipy k-d tree per cloud on ``workers`` threads (default:
     torch's thread count); ``"torch"`` (the default elsewhere) takes batched products on ``device``
-    (default: where ``a`` is), in batches of bounded memory. Returns float32 ``(N, M)`` on ``device``.
+    (default: where ``a`` is), in batches of bounded memory, in true fp32 (never TF32). Returns float32 ``(N, M)`` on ``device``.
     """
     symmetric = b is None
     device = torch.device(device) if device is not None else torch.as_tensor(a).device
@@ -98,7 +99,9 @@ def chamfer_matrix(
     rows, cols = rows.to(device), cols.to(device)
     batch = max(1, CHUNK_BYTES // (first.shape[1] * second.shape[1] * 4))
     distances = torch.zeros((len(first), len(second)), dtype=torch.float32, device=device)
-    with torch.autocast(device_type=device.type, enabled=False):
+    # True fp32: TF32 (what training enables on CUDA) keeps 10 bits of mantissa, enough to change
+    # nearest neighbours and to give a cloud a nonzero distance to its own copy.
+    with torch.autocast(device_type=device.type, enabled=False), ieee_fp32():
         for start in range(0, len(rows), batch):
             i, j = rows[start : start + batch], cols[start : start + batch]
             distances[i, j] = _chamfer_pairs(first[i], second[j]).float()
