@@ -35,7 +35,7 @@ class EvaluateConfig:
     repeats: int = 1  # z sets to average (seeds seed, seed+1...): each metric's mean, its std as <metric>_sd
     device: str = "auto"
     clean: bool = True  # also score the samples cleaned up to their largest piece (metrics_clean)
-    clean_share: float = 1.0  # with clean: pieces of at least this share of the largest are kept too
+    clean_share: float = 0.1  # with clean: pieces of at least this share of the largest are kept too
     out: str | None = None  # where evaluation.md/.json go; null: this app's run folder
 
 

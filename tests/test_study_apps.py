@@ -311,13 +311,14 @@ def test_a_bad_value_ends_the_app_with_one_message(tmp_path: Path) -> None:
 
 def test_generate_cleans_samples_to_their_largest_piece_by_default(tiny_checkpoint: Path,
                                                                   tmp_path: Path) -> None:
-    """The tiny model's samples are fragmented; the default keeps one piece each, clean=false keeps all."""
+    """The tiny model's samples are fragmented; clean keeps one piece each (clean_share=1), clean=false all."""
     from voxgan.metrics.fragments import fragment_stats
 
     pieces = {}
     for clean in ("true", "false"):
         out = tmp_path / clean
-        cfg = app_cfg("generate", tiny_checkpoint, out, "n=12", "format=none", f"clean={clean}")
+        cfg = app_cfg("generate", tiny_checkpoint, out, "n=12", "format=none", f"clean={clean}",
+                      "clean_share=1.0")
         run_app("generate", cfg)
         grids = np.load(out / "samples.npz")["grids"].astype(bool)
         pieces[clean] = fragment_stats(grids.reshape(-1, *grids.shape[-3:]))[0]

@@ -3,9 +3,11 @@
 A GAN sample often carries loose voxels around its body (3D-GAN chairs: 4-5 pieces per sample against
 1.1-1.2 for real chairs), which every picture, mesh and viewer page shows at once while the IoU
 metrics barely register them. Real objects are one piece: the study apps keep each sample's largest
-piece by default (``clean=true``), and ``clean_share`` also keeps every piece at least that share of
-the largest (0.25: an armrest cut off by one voxel stays). Pieces are those of
-``voxgan.metrics.fragments`` (26-connected voxels at or above the occupancy threshold).
+piece by default (``clean=true``), with every piece of at least ``clean_share`` of its size (default
+0.1: a swivel base or a leg cut off by one empty voxel stays, specks go). On the shipped
+``real_chair32`` model that gives 1.08 pieces per sample (raw: 4.3; clean_share=1: 1.0) with MMD / COV /
+1-NNA unchanged within their z-set noise. Pieces are those of ``voxgan.metrics.fragments``
+(26-connected voxels at or above the occupancy threshold).
 
 Probabilities outside the kept pieces are set to 0, so thresholding, marching cubes and the viewer
 all see the same kept pieces; probabilities below the threshold are left as they are.

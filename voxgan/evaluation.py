@@ -202,7 +202,7 @@ def evaluate_checkpoint(
     ckpt: str | os.PathLike, num_samples: int = 200, ref: str | None = None, split: str = "val",
     ref_categories: list[str] | None = None, classifier: str | None = None,
     metrics: list[str] | tuple[str, ...] = DEFAULT_METRICS, seed: int = 0, device: str = "cpu",
-    repeats: int = 1, clean: float | None = 1.0,
+    repeats: int = 1, clean: float | None = 0.1,
 ) -> dict[str, Any]:
     """Score a checkpoint's samples against its run's val split, or split ``split`` of the prepared ``ref``.
 
