@@ -7,7 +7,7 @@ Writes ``model.safetensors`` (G only), ``config.json``, ``README.md`` (model car
 ``voxgan.export.VoxelGenerator.from_pretrained(<folder or user/name>)`` loads them.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
@@ -28,6 +28,9 @@ class ExportConfig:
     push_to_hub: str | None = None  # user/name of a Hub model repository
     private: bool | None = None
     device: str = "auto"
+    dtype: str = "float32"  # float32 | float16: how the weights are stored (they load back as float32)
+    evaluation: str | None = None  # experiments/evaluate.py's evaluation.json of this checkpoint
+    commands: dict[str, str] = field(default_factory=dict)  # how it was made: {train: ..., evaluate: ...}
 
 
 register_schema("export", ExportConfig)
@@ -35,7 +38,10 @@ register_schema("export", ExportConfig)
 
 def run(cfg: DictConfig) -> Path:
     """Export the checkpoint's generator (and push it when asked), printing what it wrote; errors raised."""
-    folder = export_generator(cfg.ckpt, cfg.out, cfg.samples_png, resolve_device(cfg.device), cfg.push_to_hub)
+    folder = export_generator(
+        cfg.ckpt, cfg.out, cfg.samples_png, resolve_device(cfg.device), cfg.push_to_hub, cfg.dtype,
+        cfg.evaluation, dict(cfg.commands),
+    )
     for path in sorted(folder.iterdir()):
         print(f"wrote {path} ({path.stat().st_size / 1e3:.1f} kB)")
     print(f"weights: {folder / WEIGHTS_FILE}, {(folder / WEIGHTS_FILE).stat().st_size / 1e6:.2f} MB")

@@ -10,8 +10,11 @@ from voxgan.export.generator import (
     load_generator,
 )
 from voxgan.export.hub import push_folder
+from voxgan.export.pretrained import shipped_folder, shipped_names
 
 __all__ = [
+    "shipped_folder",
+    "shipped_names",
     "CARD_FILE",
     "CONFIG_FILE",
     "SAMPLES_FILE",

@@ -40,7 +40,8 @@ def model_card(config: dict[str, Any], folder: Path, repo_id: str | None = None)
                        ("weights", "weights"), ("checkpoint", "checkpoint"), ("voxgan_version", "voxgan")):
         if training.get(key) is not None:
             lines.append(f"| {label} | {training[key]} |")
-    lines += ["", *_evaluation_lines(config.get("evaluation"))]
+    lines += ["", *_terms_lines(training.get("data") or {}), *_command_lines(config.get("commands") or {})]
+    lines += _evaluation_lines(config.get("evaluation"))
     lines += [
         "## Use",
         "",
@@ -98,21 +99,57 @@ def metric_distance(name: str) -> str:
     return NAMED_DISTANCES.get(base, "none")
 
 
+# Terms of the data a model was trained on, by the source it was prepared from (voxgan.data.prepare).
+RESEARCH_ONLY = ("non-commercial research only: the shapes come from {name}, whose terms allow research use "
+                 "and forbid commercial use; weights trained on them are offered under the same terms")
+DATA_TERMS = {
+    "synthetic": "none beyond voxgan's licence (MIT): the shapes are voxgan's own procedural shapes",
+    "volumetric": RESEARCH_ONLY.format(name="3D ShapeNets / Princeton ModelNet"),
+    "modelnet": RESEARCH_ONLY.format(name="Princeton ModelNet"),
+    "shapenet": RESEARCH_ONLY.format(name="ShapeNet"),
+}
+
+
+def _terms_lines(data: dict[str, Any]) -> list[str]:
+    source = data.get("source")
+    if source == "shards":
+        source = (data.get("prepared_from") or {}).get("source")
+    terms = DATA_TERMS.get(str(source), "those of the training data: check them before any use")
+    return ["## Terms of use", "", f"Data terms: {terms}.", ""]
+
+
+def _command_lines(commands: dict[str, str]) -> list[str]:
+    if not commands:
+        return []
+    lines = ["## How it was made", ""]
+    for step, command in commands.items():
+        lines += [f"{step}:", "", "```bash", command, "```", ""]
+    return lines
+
+
+def _metric_rows(metrics: dict[str, float]) -> list[str]:
+    rows = [f"| {name} | {value:.4g} | {metric_distance(name)} |" for name, value in metrics.items()]
+    return ["| metric | value | distance |", "|---|---|---|", *rows]
+
+
 def _evaluation_lines(evaluation: dict[str, Any] | None) -> list[str]:
     if not evaluation:
         return ["## Evaluation", "", "The training run recorded no evaluation.", ""]
-    metrics = evaluation["metrics"]
-    rows = [f"| {name} | {value:.4g} | {metric_distance(name)} |" for name, value in metrics.items()]
-    return [
-        "## Evaluation",
-        "",
-        f"The run's last evaluation of these weights (iteration {evaluation['iteration']}): "
-        f"{evaluation['samples']} samples of a fixed z against as many shapes of the val split, "
-        "each row on the distance it names. MMD (lower is better), COV (higher), 1-NNA (0.5 is ideal); "
-        "nn_iou_* compare samples with training shapes.",
-        "",
-        "| metric | value | distance |",
-        "|---|---|---|",
-        *rows,
-        "",
-    ]
+    scale = ("MMD (lower is better), COV (higher), 1-NNA (0.5 is ideal); nn_iou_* compare samples with "
+             "training shapes; pieces_* count 26-connected pieces per shape.")
+    if "z_seeds" in evaluation:  # a report of experiments/evaluate.py
+        seeds = evaluation["z_seeds"]
+        intro = (f"experiments/evaluate.py on these weights (iteration {evaluation['iteration']}): "
+                 f"{evaluation['samples']} samples of each of {len(seeds)} fixed z sets against as many "
+                 f"shapes of {evaluation.get('reference', 'the val split')}; each metric the mean over the "
+                 f"sets (*_sd: their standard deviation), on the distance its row names. {scale}")
+    else:
+        intro = (f"The run's last evaluation of these weights (iteration {evaluation['iteration']}): "
+                 f"{evaluation['samples']} samples of a fixed z against as many shapes of the val split, "
+                 f"each row on the distance it names. {scale}")
+    lines = ["## Evaluation", "", intro, "", *_metric_rows(evaluation["metrics"]), ""]
+    if evaluation.get("metrics_clean"):
+        share = evaluation["clean_share"]
+        lines += [f"The same samples cleaned up to their largest piece (clean_share={share}), as the study "
+                  "apps show them by default:", "", *_metric_rows(evaluation["metrics_clean"]), ""]
+    return lines

@@ -9,6 +9,7 @@ the functions that read training checkpoints. Samples come from a ``voxgan.sampl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from dataclasses import dataclass
@@ -37,9 +38,12 @@ from voxgan.export.folder import (
     check_destination,
 )
 from voxgan.export.hub import HUB_ID, download, push_folder
+from voxgan.export.pretrained import shipped_folder, shipped_names
 from voxgan.io import atomic_write, error_summary, read_jsonl
 from voxgan.models import LATENT_GAN, build_generator
 from voxgan.sampling import Sampler
+
+WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # how save_pretrained stores weights
 
 
 @dataclass(frozen=True)
@@ -112,15 +116,21 @@ class VoxelGenerator(nn.Module):
         token: str | None = None,
         revision: str | None = None,
     ) -> VoxelGenerator:
-        """Load an export folder, or download one from the Hugging Face Hub (``user/name``)."""
+        """Load an export folder, a generator shipped with voxgan by its short name (``chairplane``,
+        see ``shipped_names()``), or download one from the Hugging Face Hub (``user/name``)."""
         folder = Path(path_or_hub_id)
         if not folder.exists():
-            if not HUB_ID.fullmatch(str(path_or_hub_id)):
+            shipped = shipped_folder(str(path_or_hub_id))
+            if shipped is not None:
+                folder = shipped
+            elif HUB_ID.fullmatch(str(path_or_hub_id)):
+                folder = download(str(path_or_hub_id), token, revision)
+            else:
+                shipped = ", ".join(shipped_names()) or "none in this install"
                 raise ExportError(
-                    f"{path_or_hub_id} does not exist; pass an export folder "
-                    "(written by experiments/export.py) or a hub id user/name"
+                    f"{path_or_hub_id} does not exist; pass an export folder (written by "
+                    f"experiments/export.py), a shipped model ({shipped}) or a hub id user/name"
                 )
-            folder = download(str(path_or_hub_id), token, revision)
         return cls._from_folder(folder, map_location)
 
     @classmethod
@@ -142,6 +152,7 @@ class VoxelGenerator(nn.Module):
         check_config(config, config_path)
         generator = cls(config)
         weights_path = folder / WEIGHTS_FILE
+        check_digest(weights_path, config.get("weights_sha256"), config_path)
         try:
             tensors = load_file(weights_path, device=str(torch.device(map_location)))
             generator.net.load_state_dict(tensors)
@@ -154,16 +165,27 @@ class VoxelGenerator(nn.Module):
 
     # ------------------------------------------------------------------------------------- saving
     def save_pretrained(
-        self, save_directory: str | Path, samples_png: bool = True, repo_id: str | None = None
+        self, save_directory: str | Path, samples_png: bool = True, repo_id: str | None = None,
+        dtype: str = "float32",
     ) -> Path:
         """Write the export folder: weights, config.json, ``samples.png`` when asked, and the model card
-        (whose loading example names ``repo_id`` when given). Refuses a non-empty folder that is not an
-        earlier export; each file is replaced atomically."""
+        (whose loading example names ``repo_id`` when given). ``dtype="float16"`` stores the floating
+        weights in half the space (they load back into float32). Refuses a non-empty folder that is not
+        an earlier export; each file is replaced atomically."""
+        if dtype not in WEIGHT_DTYPES:
+            raise ExportError(f"dtype={dtype!r}: weights are stored as one of {sorted(WEIGHT_DTYPES)}")
         folder = Path(save_directory)
         check_destination(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {name: t.detach().cpu().contiguous() for name, t in self.net.state_dict().items()}
+        stored = WEIGHT_DTYPES[dtype]
+        tensors = {
+            name: (t.detach().to(stored) if t.is_floating_point() else t.detach()).cpu().contiguous()
+            for name, t in self.net.state_dict().items()
+        }
+        self.net.load_state_dict(tensors)  # G now holds what is stored: samples.png shows those weights
         payload = safetensors_bytes(tensors, metadata={"format": "pt"})
+        self.config["weights_dtype"] = dtype
+        self.config["weights_sha256"] = hashlib.sha256(payload).hexdigest()  # checked on every load
         atomic_write(folder / WEIGHTS_FILE, lambda f: f.write(payload))
         text = json.dumps(self.config, indent=2) + "\n"
         atomic_write(folder / CONFIG_FILE, lambda f: f.write(text), "w")
@@ -187,17 +209,61 @@ class VoxelGenerator(nn.Module):
             return push_folder(folder, repo_id, token, private)
 
 
+def check_digest(weights_path: Path, expected: str | None, config_path: Path) -> None:
+    """Raise ExportError when the weights file's SHA-256 differs from the one config.json records
+    (exports written before digests were recorded carry none and are read as they are)."""
+    if expected is None:
+        return
+    digest = hashlib.sha256()
+    with open(weights_path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        raise ExportError(
+            f"{weights_path} does not match the digest recorded in {config_path} (the file is damaged or "
+            "was replaced): export the generator again, or download it again"
+        )
+
+
 def export_generator(
     ckpt_path: str | Path,
     out_dir: str | Path,
     samples_png: bool = True,
     map_location: str | torch.device = "cpu",
     repo_id: str | None = None,
+    dtype: str = "float32",
+    evaluation: str | Path | None = None,
+    commands: dict[str, str] | None = None,
 ) -> Path:
-    """Export the generator of a training checkpoint into ``out_dir``; returns the folder."""
+    """Export the generator of a training checkpoint into ``out_dir``; returns the folder.
+
+    ``evaluation``: an ``evaluation.json`` of ``experiments/evaluate.py`` on this checkpoint, recorded
+    in config.json and the card instead of the run's last in-training evaluation; ``commands``: how
+    the model was made and measured (e.g. ``{"train": ..., "evaluate": ...}``), recorded likewise."""
     check_destination(Path(out_dir))
     generator = VoxelGenerator.from_checkpoint(ckpt_path, map_location)
-    return generator.save_pretrained(out_dir, samples_png, repo_id)
+    if evaluation is not None:
+        generator.config["evaluation"] = _evaluation_record(Path(evaluation), generator.config)
+    if commands:
+        generator.config["commands"] = {str(k): str(v) for k, v in commands.items()}
+    return generator.save_pretrained(out_dir, samples_png, repo_id, dtype)
+
+
+def _evaluation_record(path: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """The parts of an evaluate.py report that describe the exported weights; refuses another iteration's."""
+    try:
+        report = json.loads(path.read_text())
+        metrics = dict(report["metrics"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ExportError(f"evaluation={path} is not an evaluation.json of experiments/evaluate.py "
+                          f"({error_summary(error)})") from error
+    iterations = config["training"]["iterations"]
+    if report.get("iteration") != iterations:
+        raise ExportError(f"evaluation={path} scores iteration {report.get('iteration')}, but the checkpoint "
+                          f"is at iteration {iterations}: evaluate this checkpoint")
+    keys = ("iteration", "samples", "reference", "reference_categories", "z_seeds", "clean_share",
+            "metrics_clean", "ceilings")
+    return {"metrics": metrics, **{k: report[k] for k in keys if k in report}}
 
 
 def is_checkpoint(spec: str | Path) -> bool:

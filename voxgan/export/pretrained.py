@@ -1,0 +1,54 @@
+"""Generators shipped with voxgan: short names that resolve offline to export folders in the package.
+
+``VoxelGenerator.from_pretrained("chairplane")`` and ``ckpt=chairplane`` in every app load
+``voxgan/pretrained/chairplane/``, an ordinary export folder (weights, config.json, model card,
+samples.png) whose card says what it was trained on, how, and how it scores. A path that exists
+wins over a shipped name of the same spelling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from voxgan.export.folder import CONFIG_FILE
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+# A check of each shipped model: the digest of its samples of these seeds, recorded by
+# `python -m voxgan.export.record` into CHECKSUM_FILE and compared by tests/test_pretrained.py.
+CHECKSUM_FILE = "checksums.json"
+REFERENCE_SEEDS = (0, 1, 2, 3)
+MIN_MARGIN = 1e-4
+
+
+def shipped_names() -> list[str]:
+    """The short names of the generators shipped with this version of voxgan."""
+    if not SHIPPED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / CONFIG_FILE).is_file())
+
+
+def shipped_folder(name: str) -> Path | None:
+    """The export folder of a shipped generator's short name, or None when no model has that name."""
+    if name in shipped_names():
+        return SHIPPED_DIR / name
+    return None
+
+
+def samples_digest(generator: torch.nn.Module, seeds: tuple[int, ...] = REFERENCE_SEEDS) -> tuple[str, float]:
+    """SHA-256 of the shipped model's samples of ``seeds`` (raw, thresholded at 0.5, bit-packed), and the
+    nearest any of their probabilities comes to the threshold (a margin that keeps the digest stable
+    across CPUs whose float rounding differs in the last bits)."""
+    probs = torch.cat([generator.sample(1, seed) for seed in seeds])
+    bits = np.packbits((probs >= 0.5).cpu().numpy().ravel())
+    return hashlib.sha256(bits.tobytes()).hexdigest(), float((probs - 0.5).abs().min())
+
+
+def read_checksums() -> dict[str, dict[str, str]]:
+    """The recorded digests of the shipped models' samples (``CHECKSUM_FILE``), by short name."""
+    path = SHIPPED_DIR / CHECKSUM_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
