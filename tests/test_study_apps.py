@@ -311,7 +311,7 @@ def test_a_bad_value_ends_the_app_with_one_message(tmp_path: Path) -> None:
 
 def test_generate_cleans_samples_to_their_largest_piece_by_default(tiny_checkpoint: Path,
                                                                   tmp_path: Path) -> None:
-    """The tiny model's samples are fragmented: clean keeps one piece each (clean_share=1), clean=false all."""
+    """The tiny model's samples are fragmented: clean keeps one piece each (share 1), clean=false all."""
     from voxgan.metrics.fragments import fragment_stats
 
     pieces = {}
