@@ -1,0 +1,44 @@
+"""The notebook tour runs top to bottom in a real Jupyter kernel on the shipped models, and is kept in git
+without outputs."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+from nbclient import NotebookClient
+from PIL import Image
+
+from tests.conftest import REPO
+
+NOTEBOOK = REPO / "notebooks" / "tour.ipynb"
+
+
+def test_the_notebook_is_stored_without_outputs() -> None:
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(notebook)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+@pytest.mark.slow
+def test_the_notebook_tour_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copy(NOTEBOOK, tmp_path / NOTEBOOK.name)  # its outputs go to tmp_path, not the clone
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
+    notebook = nbformat.read(tmp_path / NOTEBOOK.name, as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()  # raises on any failing cell
+    images = [Image.open(io.BytesIO(base64.b64decode(output["data"]["image/png"])))
+              for cell in notebook.cells if cell.cell_type == "code"
+              for output in cell.outputs if "image/png" in output.get("data", {})]
+    assert len(images) >= 7  # samples raw and clean, two interpolations, inversions, arithmetic, t-SNE
+    assert all(np.asarray(image).std() > 5 for image in images)  # none blank
+    assert (tmp_path / "tour_outputs" / "chairs.html").stat().st_size > 1e6  # the 3D page, plotly inside
