@@ -16,15 +16,25 @@ from omegaconf import MISSING, DictConfig
 
 from voxgan.apps import command_line, register_schema
 from voxgan.cleanup import check_share
+from voxgan.data.datamodule import VoxelDataModule, prepared_set
+from voxgan.data.shards import dataset_info
 from voxgan.device import resolve_device
-from voxgan.evaluation import DEFAULT_METRICS, evaluate_checkpoint, report_markdown, write_report
+from voxgan.evaluation import (
+    DEFAULT_METRICS,
+    evaluate_checkpoint,
+    evaluate_sampler,
+    report_markdown,
+    write_report,
+)
+from voxgan.export import is_checkpoint, load_generator
+from voxgan.io import error_summary
 
 
 @dataclass
 class EvaluateConfig:
     """Keys of conf/evaluate.yaml."""
 
-    ckpt: str = MISSING
+    ckpt: str = MISSING  # a training checkpoint, an export folder, a shipped model's name or a hub id
     ref: str | None = None  # a prepared dataset folder; null: the run's own val split
     split: str = "val"  # split of ref
     ref_categories: list[str] = field(default_factory=list)  # categories of ref to use; []: all
@@ -45,14 +55,49 @@ register_schema("evaluate", EvaluateConfig)
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Score the checkpoint, print the table and write evaluation.md/.json; errors raised."""
     check_share(cfg.clean_share)
-    report = evaluate_checkpoint(
-        cfg.ckpt, cfg.n, cfg.ref, cfg.split, list(cfg.ref_categories), cfg.classifier, list(cfg.metrics),
-        cfg.seed, str(resolve_device(cfg.device)), cfg.repeats, cfg.clean_share if cfg.clean else None,
-    )
+    clean = cfg.clean_share if cfg.clean else None
+    if is_checkpoint(cfg.ckpt):
+        report = evaluate_checkpoint(
+            cfg.ckpt, cfg.n, cfg.ref, cfg.split, list(cfg.ref_categories), cfg.classifier, list(cfg.metrics),
+            cfg.seed, str(resolve_device(cfg.device)), cfg.repeats, clean,
+        )
+    else:
+        report = evaluate_export(cfg, clean)
     markdown, _ = write_report(report, Path(cfg.out or HydraConfig.get().runtime.output_dir))
     print(report_markdown(report))
     print(f"written to {markdown} and {markdown.with_suffix('.json')}")
     return report
+
+
+def evaluate_export(cfg: DictConfig, clean: float | None) -> dict[str, Any]:
+    """Score an exported generator (a folder, a shipped model's name, a hub id): against split ``split`` of
+    ``ref`` when given (memorisation against ref's train split), else against the val split of the data
+    its config.json records (procedural data is rebuilt; a prepared dataset must still be where it was)."""
+    device = resolve_device(cfg.device)
+    generator, info = load_generator(cfg.ckpt, device)
+    training = generator.config.get("training") or {}
+    categories = list(cfg.ref_categories)
+    if cfg.ref:
+        reference = prepared_set(cfg.ref, cfg.split, categories)
+        has_train = dataset_info(cfg.ref)["shapes"].get("train")
+        train = prepared_set(cfg.ref, "train", categories) if has_train else None
+        name = f"{cfg.ref}:{cfg.split}"
+    else:
+        settings = training.get("data_settings")
+        if settings is None:
+            raise ValueError(f"ckpt={cfg.ckpt} is an export that does not record its training data: pass "
+                             "ref=<prepared dataset> to score it against")
+        data = VoxelDataModule(**settings)
+        try:
+            data.setup()
+        except (OSError, ValueError) as error:
+            raise ValueError(f"ckpt={cfg.ckpt} was trained on {settings.get('root')}, which cannot be read "
+                             f"here ({error_summary(error)}): pass ref=<prepared dataset>") from error
+        reference, train, name = data.val_set, data.train_set, "the val split of its training data"
+    return evaluate_sampler(
+        generator.sampler, reference, train, str(cfg.ckpt), int(training.get("iterations") or 0), name, cfg.n,
+        cfg.classifier, list(cfg.metrics), cfg.seed, str(device), cfg.repeats, clean,
+    )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")

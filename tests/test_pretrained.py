@@ -89,3 +89,27 @@ def test_weights_missing_a_tensor_do_not_load(tiny_checkpoint: Path, tmp_path: P
     config.pop("weights_sha256")  # an export of before digests: only strict loading can catch this
     (folder / "config.json").write_text(json.dumps(config))
     assert "does not hold this config's generator" in one_line_error(VoxelGenerator.from_pretrained, folder)
+
+
+def test_evaluate_scores_an_export_as_it_scores_its_checkpoint(tiny_checkpoint: Path,  # noqa: F811
+                                                               tmp_path: Path) -> None:
+    """The export records its data settings: evaluate.py rebuilds the same val split and, the weights
+    being the same, gives the same numbers as for the training checkpoint."""
+    from hydra import compose, initialize_config_dir
+
+    from experiments import evaluate
+    from tests.conftest import CONF
+
+    folder = export_generator(tiny_checkpoint, tmp_path / "export", samples_png=False)
+    reports = {}
+    for name, ckpt in (("checkpoint", tiny_checkpoint), ("export", folder)):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("evaluate", overrides=[f"ckpt={ckpt}", "n=6", f"out={tmp_path / name}",
+                                                 "hydra.run.dir=."], return_hydra_config=True)
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.instance().set_config(cfg)
+        reports[name] = evaluate.run(cfg)
+    assert reports["export"]["metrics"] == reports["checkpoint"]["metrics"]
+    assert reports["export"]["metrics_clean"] == reports["checkpoint"]["metrics_clean"]
+    assert reports["export"]["iteration"] == reports["checkpoint"]["iteration"]

@@ -214,26 +214,40 @@ def evaluate_checkpoint(
     (0, 1]) the same samples are also scored cleaned up to their largest piece (``metrics_clean``).
     Returns a report: settings and metrics.
     """
-    if repeats < 1:
-        raise ValueError(f"repeats={repeats}: the number of z sets to average must be at least 1")
     module, data_settings = load_checkpoint(ckpt, map_location=device)
     run_data = VoxelDataModule(**data_settings)
     run_data.setup()
     reference = prepared_set(ref, split, list(ref_categories or [])) if ref else run_data.val_set
-    resolution = run_data.hparams.resolution
-    if reference.resolution != resolution:
+    return evaluate_sampler(
+        module.sampler(use_ema=True), reference, run_data.train_set, str(ckpt), module.iteration,
+        f"{ref}:{split}" if ref else "the run's val split", num_samples, classifier, metrics, seed, device,
+        repeats, clean, module,
+    )
+
+
+def evaluate_sampler(
+    sampler: Sampler, reference: PackedSet, train: PackedSet | None, source: str, iteration: int,
+    reference_name: str, num_samples: int = 200, classifier: str | None = None,
+    metrics: list[str] | tuple[str, ...] = DEFAULT_METRICS, seed: int = 0, device: str = "cpu",
+    repeats: int = 1, clean: float | None = 0.1, module: Any = None,
+) -> dict[str, Any]:
+    """The report of :func:`evaluate_checkpoint` for any sampler (a training checkpoint's, or an exported
+    generator's): its samples against ``reference``, memorisation against ``train`` when given, the
+    ceilings of ``module`` (a latent GAN's autoencoder) when given."""
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats}: the number of z sets to average must be at least 1")
+    if reference.resolution != sampler.resolution:
         raise ValueError(
-            f"ref={ref} holds {reference.resolution}^3 grids but {ckpt} generates {resolution}^3; "
-            "prepare the reference at the model's resolution"
+            f"the reference ({reference_name}) holds {reference.resolution}^3 grids but {source} generates "
+            f"{sampler.resolution}^3; prepare the reference at the model's resolution"
         )
     loaded = load_frechet_classifier(classifier, metrics, device)
     feature_fn = None
     if "frechet" in metrics:
-        feature_fn = frechet_feature_fn(loaded, reference.categories, reference.resolution, module.device)
-    sampler = module.sampler(use_ema=True)
+        feature_fn = frechet_feature_fn(loaded, reference.categories, reference.resolution, sampler.device)
     per_set, per_set_clean = [], []
     for offset in range(repeats):
-        sets = build_sets(sampler, reference, run_data.train_set, num_samples, seed + offset, feature_fn)
+        sets = build_sets(sampler, reference, train, num_samples, seed + offset, feature_fn)
         names = runnable_metrics(list(metrics), sets)
         if clean is None:
             per_set.append(evaluate_generator(sampler, sets, names))
@@ -245,12 +259,12 @@ def evaluate_checkpoint(
     if per_set_clean:
         cleaned_report = {"clean_share": clean, "metrics_clean": mean_over_sets(per_set_clean)}
     return {
-        "checkpoint": str(ckpt),
-        "iteration": module.iteration,
+        "checkpoint": source,
+        "iteration": iteration,
         "samples": len(sets.z),
         "ceilings": ceilings(module, sets, list(metrics)),
         "z_seeds": list(range(seed, seed + repeats)),
-        "reference": f"{ref}:{split}" if ref else "the run's val split",
+        "reference": reference_name,
         "reference_categories": list(reference.categories),
         "classifier": classifier,
         "metrics": mean_over_sets(per_set),

@@ -43,6 +43,7 @@ from voxgan.io import atomic_write, error_summary, read_jsonl
 from voxgan.models import LATENT_GAN, build_generator
 from voxgan.sampling import Sampler
 
+MACHINE_DATA_KEYS = ("cache_dir", "num_workers", "in_memory")  # data settings of the machine, not the run
 WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # how save_pretrained stores weights
 
 
@@ -315,6 +316,8 @@ def _checkpoint_config(ckpt: Path, module: Any, data: dict[str, Any]) -> dict[st
                 "num_shapes": data.get("num_shapes") if data.get("source") == "synthetic" else None,
                 "prepared_from": dataset,
             },
+            # what rebuilds the run's data (its val split for experiments/evaluate.py), machine paths left out
+            "data_settings": {k: v for k, v in data.items() if k not in MACHINE_DATA_KEYS},
             "checkpoint": "/".join(ckpt.resolve().parts[-3:]),
             "voxgan_version": voxgan.__version__,
         },
