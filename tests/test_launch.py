@@ -14,13 +14,18 @@ from tests.conftest import REPO, TINY
 from tests.wandb_runs import read_group, read_summary
 
 
-def _train(tmp_path: Path, *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
+def _train(
+    tmp_path: Path, *args: str, timeout: int = 400, returncode: int = 0, pythonpath: Path | None = None
+) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "WANDB_SILENT": "true",
         "VOXGAN_CACHE": str(tmp_path / "cache"),
         "PYTHONUNBUFFERED": "1",
     }
+    if pythonpath is not None:
+        # and this checkout first: what pythonpath imports at start-up is the code under test
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), str(REPO), env.get("PYTHONPATH")]))
     cmd = [sys.executable, str(REPO / "train.py"), *args]
     # Its own process group: a hung run (a DDP rank waiting on the other) is killed whole at the
     # timeout, DDP's second process included, instead of holding the output pipes open.
@@ -35,7 +40,7 @@ def _train(tmp_path: Path, *args: str, timeout: int = 400) -> subprocess.Complet
         stdout, stderr = process.communicate()
         pytest.fail(f"train.py {' '.join(args)} ran past {timeout} s (hung?): {stderr[-3000:]}")
     result = subprocess.CompletedProcess(cmd, process.returncode, stdout, stderr)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == returncode, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
@@ -82,6 +87,15 @@ def test_default_output_folder_layout(tmp_path: Path) -> None:
         # rank never joins the other's gradient all-reduce and the run hangs
         pytest.param(("loss.d_gate_accuracy=0.6",), id="bce-gated"),
         pytest.param(("loss=wgan_gp", "loss.n_critic=2"), id="wgan_gp-n_critic-2"),
+        # ADA's p moves alike on both ranks (its signal summed over them), lazy R1 counts the D steps
+        # both take, and the mode-seeking term joins G's loss: every collective stays matched
+        pytest.param(
+            (
+                "loss.d_gate_accuracy=0.6", "augment=ada", "augment.p=0.5", "augment.ada_interval=1",
+                "augment.ada_speed=4", "loss.r1_gamma=1", "loss.r1_every=2", "loss.mode_seeking=0.1",
+            ),
+            id="bce-gated-ada-r1-mode-seeking",
+        ),
     ],
 )
 def test_ddp_two_cpu_processes(tmp_path: Path, objective: tuple[str, ...]) -> None:
@@ -107,6 +121,59 @@ def test_ddp_two_cpu_processes(tmp_path: Path, objective: tuple[str, ...]) -> No
     assert [r["iteration"] for r in records] == [1, 2, 3]  # rank 0 logs alone
     if objective and "gate" in objective[0]:
         assert 0 < state["voxgan"]["d_skipped"] < 3  # the gate acted, and not on every batch
+    if "augment=ada" in objective:
+        p = [r["train/aug_p"] for r in records]  # from 0.5 in steps of 1/4 (or clamped), logged by rank 0
+        assert all(abs(b - a) == 0.25 or b in (0.0, 1.0) for a, b in zip([0.5, *p], p))
+        assert state["state_dict"]["aug_p"] == p[-1]
+        assert any("train/r1_penalty" in r for r in records) and "train/g_mode_seeking" in records[0]
+
+
+# Injected into every process of a run through PYTHONPATH: the losses of rank 1 alone turn NaN at
+# iteration 2 (its weights stay finite, so nothing else tells the other rank).
+NAN_ON_RANK_1 = """
+import os
+if os.environ.get("LOCAL_RANK") == "1":
+    from voxgan.training import module
+
+    step = module.VoxelGAN.training_step
+
+    def poisoned(self, batch, batch_idx):
+        outputs = step(self, batch, batch_idx)
+        if outputs["iteration"] == 2:
+            outputs["losses"] = outputs["losses"] * float("nan")
+        return outputs
+
+    module.VoxelGAN.training_step = poisoned
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="FiniteLossGuard.check (voxgan/training/callbacks.py) is to AND its flags over the processes "
+    "with voxgan.training.base.finite_on_every_process; until then rank 0 dies on the collective rank 1 left",
+)
+def test_a_nan_on_one_ddp_process_stops_every_process_at_the_same_check(tmp_path: Path) -> None:
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(NAN_ON_RANK_1)
+    result = _train(
+        tmp_path,
+        *TINY,
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "iterations=4",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={tmp_path / 'ddp'}",
+        timeout=240,
+        returncode=1,
+        pythonpath=inject,
+    )
+    # both processes stop with the one-line error of iteration 2 (neither waits for the other, nor
+    # dies on the collective the other left)
+    assert result.stderr.count("a loss became NaN or infinite at iteration 2") == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
