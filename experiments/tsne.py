@@ -1,5 +1,6 @@
-"""Where does a category live? t-SNE of z, G's first block and D's features of generated samples,
-with a linear probe's accuracy in each space and the silhouette of each embedding.
+"""Where does a category live? t-SNE of z, G's first block (a latent GAN: its codes, the autoencoder's
+shape space) and D's features (where the checkpoint has a D of grids) of generated samples, with a
+linear probe's accuracy in each space and the silhouette of each embedding.
 
     python experiments/tsne.py ckpt=... n=2000 [classifier=<classifier.ckpt>] [real=val]
 """
@@ -43,10 +44,11 @@ class TsneConfig(StudyConfig):
 Labeller = Callable[[torch.Tensor, np.ndarray], np.ndarray]
 
 
-def _color_labels(study: Study, grids: torch.Tensor, d_features: np.ndarray, clusters: int | None,
+def _color_labels(study: Study, grids: torch.Tensor, space: str, features: np.ndarray, clusters: int | None,
                   seed: int) -> tuple[np.ndarray, list[str], str, Labeller]:
-    """Labels to colour by: the classifier's categories, or k-means clusters of D features without one.
-    Returns the labels, their names, a description, and the same labeller for other shapes."""
+    """Labels to colour by: the classifier's categories, or without one k-means clusters of the features
+    of ``space`` (D's where there are, else G's). Returns the labels, their names, a description, and
+    the same labeller for other shapes."""
     if study.classifier is not None:
         classifier = study.classifier
         return (classifier.predict(grids)[0], classifier.categories, "classifier's categories",
@@ -54,9 +56,9 @@ def _color_labels(study: Study, grids: torch.Tensor, d_features: np.ndarray, clu
     from sklearn.cluster import KMeans
 
     k = clusters or max(2, len(study.categories))
-    kmeans = KMeans(k, n_init=10, random_state=seed).fit(d_features)
+    kmeans = KMeans(k, n_init=10, random_state=seed).fit(features)
     names = [f"cluster {i}" for i in range(k)]
-    coloring = f"k-means ({k}) of D features, no classifier"
+    coloring = f"k-means ({k}) of {space}, no classifier"
     return kmeans.labels_, names, coloring, lambda _g, f: kmeans.predict(f)
 
 
@@ -85,31 +87,40 @@ def _tsne_figure(embeddings: dict[str, np.ndarray], labels: np.ndarray, names: l
     return figure
 
 
+@torch.no_grad()
+def _spaces(study: Study, z: torch.Tensor, grids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The spaces shapes are embedded from: z; G's first block, or for a latent GAN the standardised codes
+    G makes of z (the autoencoder's shape space); D's last block where the checkpoint has a D of grids."""
+    spaces = {"z": z}
+    code_generator = getattr(study.generator, "code_generator", None)
+    if code_generator is not None:
+        spaces["codes"] = torch.cat([code_generator(part.to(study.device)).cpu() for part in z.split(256)])
+    else:
+        spaces["G first block"] = generator_features(study.generator, z)
+    if study.has_discriminator:
+        spaces["D features"] = last_block_features(study.discriminator, grids)
+    return spaces
+
+
 def tsne_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]:
     """t-SNE of z, G's first block and D's features of n samples (and inverted real shapes), coloured by
     category; a linear probe's accuracy in each original space and the silhouette in each embedding."""
     z = study.seeded_z(range(cfg.seed, cfg.seed + cfg.n))
     grids = study.generate(z) >= 0.5
-    spaces = {
-        "z": z,
-        "G first block": generator_features(study.generator, z),
-        "D features": last_block_features(study.discriminator, grids),
-    }
-    features = {k: v.numpy().astype(np.float64) for k, v in spaces.items()}
-    labels, names, coloring, labeller = _color_labels(study, grids, features["D features"], cfg.clusters,
-                                                      cfg.seed)
+    features = {k: v.numpy().astype(np.float64) for k, v in _spaces(study, z, grids).items()}
+    colored_by = list(features)[-1]
+    labels, names, coloring, labeller = _color_labels(study, grids, colored_by, features[colored_by],
+                                                      cfg.clusters, cfg.seed)
     real_labels, real = None, None
     if cfg.real:
         real = load_real(cfg.real, study, cfg.real_n)
         inverted = study.invert(real.grids)
         real_grids = torch.from_numpy(real.grids).unsqueeze(1)
-        real_spaces = {
-            "z": inverted.z,
-            "G first block": generator_features(study.generator, inverted.z),
-            "D features": last_block_features(study.discriminator, real_grids),
-        }
+        real_spaces = _spaces(study, inverted.z, real_grids)
+        if "codes" in real_spaces and study.has_encoder:  # a known shape's code is its encoder's
+            real_spaces["codes"] = study.encode_codes(real_grids)
         real_features = {k: v.numpy().astype(np.float64) for k, v in real_spaces.items()}
-        real_labels = labeller(real_grids, real_features["D features"])
+        real_labels = labeller(real_grids, real_features[colored_by])
         features = {k: np.concatenate([v, real_features[k]]) for k, v in features.items()}
     stats, embeddings = {}, {}
     for space, x in features.items():

@@ -263,5 +263,7 @@ def test_study_apps_take_an_export_as_they_take_its_checkpoint(
         generate.run(composed("generate", ckpt, out, "n=4", "format=none"))
     grids = [np.load(tmp_path / out / "samples.npz")["grids"] for out in ("from_ckpt", "from_export")]
     assert np.array_equal(*grids) and grids[0].any()
-    with pytest.raises(ValueError, match="holds no discriminator"):
-        tsne.run(composed("tsne", exported, "tsne", "n=8"))
+    # an export holds no D: t-SNE embeds z and G's features, coloured by k-means of G's features
+    report = tsne.run(composed("tsne", exported, "tsne", "n=8", "perplexity=2"))
+    assert list(report["spaces"]) == ["z", "G first block"]
+    assert report["coloring"].startswith("k-means (2) of G first block")

@@ -125,7 +125,7 @@ def latent_checkpoint(make_cfg, tmp_path: Path) -> Path:
 def test_the_study_apps_open_a_latent_gan(latent_checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
     from hydra import compose, initialize_config_dir
 
-    from experiments import arithmetic, generate, interpolate, invert
+    from experiments import arithmetic, generate, interpolate, invert, tsne
     from tests.conftest import CONF
     from voxgan.study import session
 
@@ -142,3 +142,7 @@ def test_the_study_apps_open_a_latent_gan(latent_checkpoint: Path, tmp_path: Pat
     monkeypatch.setattr(session, "train_encoder", lambda *a, **k: pytest.fail("trained an encoder"))
     report = invert.run(cfg("invert", "target=chair:0-2", *quick))
     assert len(report["iou"]) == 3 and not (tmp_path / "invert" / "encoder.pt").exists()
+    # t-SNE in z and in the code space; real shapes' codes come from the encoder, D (of codes) is left out
+    report = tsne.run(cfg("tsne", "n=12", "perplexity=3", "real=chair:0-3", *quick))
+    assert list(report["spaces"]) == ["z", "codes"]
+    assert report["spaces"]["codes"]["dims"] == 16  # model.latent.code_dim of LATENT

@@ -139,6 +139,24 @@ class Study:
         return self.sampler.network
 
     @property
+    def has_discriminator(self) -> bool:
+        """Whether D's features of grids exist: a 3D-GAN's training checkpoint."""
+        return self._discriminator is not None
+
+    @property
+    def has_encoder(self) -> bool:
+        """Whether the model has its own encoder of grids: a latent GAN's training checkpoint."""
+        return self._codes is not None
+
+    @torch.no_grad()
+    def encode_codes(self, grids: torch.Tensor) -> torch.Tensor:
+        """A latent GAN's standardised codes of grids (N, 1, R, R, R), on the CPU: where G's outputs live."""
+        if self._codes is None:
+            raise ValueError(f"ckpt={self.cfg.ckpt} has no encoder of grids: a latent GAN's training "
+                             "checkpoint has one")
+        return torch.cat([self._codes(part.float()).cpu() for part in grids.split(64)])
+
+    @property
     def discriminator(self) -> torch.nn.Module:
         """D of the training checkpoint; a ValueError naming ``ckpt`` when it is an exported generator."""
         if self._discriminator is None and self._codes is not None:
