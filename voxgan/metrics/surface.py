@@ -84,7 +84,8 @@ def chamfer_matrix(
     over both directions. ``b=None`` compares ``a`` with itself, computing each pair once. Kernels:
     ``"kdtree"`` (the CPU default) queries one scipy k-d tree per cloud on ``workers`` threads (default:
     torch's thread count); ``"torch"`` (the default elsewhere) takes batched products on ``device``
-    (default: where ``a`` is), in batches of bounded memory, in true fp32 (never TF32). Returns float32 ``(N, M)`` on ``device``.
+    (default: where ``a`` is), in batches of bounded memory, in true fp32 (never TF32). Returns float32
+    ``(N, M)`` on ``device``.
     """
     symmetric = b is None
     device = torch.device(device) if device is not None else torch.as_tensor(a).device
