@@ -148,11 +148,6 @@ if os.environ.get("LOCAL_RANK") == "1":
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="FiniteLossGuard.check (voxgan/training/callbacks.py) is to AND its flags over the processes "
-    "with voxgan.training.base.finite_on_every_process; until then rank 0 dies on the collective rank 1 left",
-)
 def test_a_nan_on_one_ddp_process_stops_every_process_at_the_same_check(tmp_path: Path) -> None:
     inject = tmp_path / "inject"
     inject.mkdir()

@@ -32,6 +32,7 @@ from voxgan.evaluation import (
 )
 from voxgan.io import append_jsonl, atomic_write
 from voxgan.models.layers import batch_norms
+from voxgan.training.base import finite_on_every_process
 from voxgan.training.losses import Stats
 from voxgan.training.module import RunD, VoxelGAN
 from voxgan.training.run_folder import write_error
@@ -69,7 +70,8 @@ class FiniteLossGuard(Callback):
         if not self._pending:
             return
         iterations = [it for it, _ in self._pending]
-        finite = torch.isfinite(torch.stack([v for _, v in self._pending])).all(dim=1).tolist()
+        finite = torch.isfinite(torch.stack([v for _, v in self._pending])).all(dim=1)
+        finite = finite_on_every_process(finite).tolist()  # a NaN on any process stops them all together
         self._pending.clear()
         if all(finite):
             return

@@ -40,6 +40,8 @@ def batch_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class LatentGAN(GenerativeModule):
     """A latent GAN: voxel autoencoder (stage 1), then G and D on the autoencoder's codes (stage 2)."""
 
+    checkpoint_sized_buffers = ("codes",)  # the code bank's size is known only from the checkpoint
+
     def __init__(
         self,
         model: dict[str, Any],
@@ -171,10 +173,16 @@ class LatentGAN(GenerativeModule):
         with torch.set_grad_enabled(g_step):
             fake = self.generator.code_generator(z)
         run_d = RunD(self.discriminator, self.instance_noise_std())
-        due = self.objective.penalty_due(self.batches_seen)
-        d_loss, stats = self.objective.d_loss(run_d, run_d.noised(real), run_d.noised(fake.detach()), due)
+        real = run_d.noised(real)
+        d_loss, stats = self.objective.d_loss(run_d, real, run_d.noised(fake.detach()))
+        if "d_acc" in stats and (self.objective.gated or logging):  # one gate decision on every process
+            stats["d_acc"] = self.trainer.strategy.reduce(stats["d_acc"], reduce_op="mean")
         gate = self.objective.update_d(stats)
         if gate is None or bool(gate):
+            if self.objective.penalty_due(self.d_steps):  # lazy R1 every k D steps, only when D steps
+                penalty, penalty_stats = self.objective.lazy_penalty(run_d, real)
+                d_loss = d_loss + penalty
+                stats.update(penalty_stats)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             opt_d.step()

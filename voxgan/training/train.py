@@ -251,10 +251,12 @@ def check_weights_fit(module: pl.LightningModule, state: dict, ckpt_path: str) -
     copies = ("_g_forward.", "_d_forward.")  # G and D stored twice by earlier versions
     stored = {k: v for k, v in state.get("state_dict", {}).items() if not k.startswith(copies)}
     own = module.state_dict()
+    sized_by_checkpoint = set(getattr(module, "checkpoint_sized_buffers", ()))  # a latent GAN's code bank
     problems = [
         f"{key} {tuple(stored[key].shape)} -> {tuple(tensor.shape)}"
         for key, tensor in own.items()
-        if key in stored and tuple(stored[key].shape) != tuple(tensor.shape)
+        if key in stored and key not in sized_by_checkpoint
+        and tuple(stored[key].shape) != tuple(tensor.shape)
     ]
     problems += [f"{key} missing" for key, _ in module.named_parameters() if key not in stored]
     problems += [f"{key} not in this model" for key in stored if key not in own]
