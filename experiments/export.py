@@ -3,7 +3,8 @@
     python experiments/export.py ckpt=outputs/<date>/<time>/checkpoints/last.ckpt out=<folder> \
         [push_to_hub=<user/name>]
 
-Writes ``model.safetensors`` (G only), ``config.json``, ``README.md`` (model card) and ``samples.png``;
+Writes ``model.safetensors`` (G, and a latent GAN's encoder; no D), ``config.json``, ``README.md`` (model
+card) and ``samples.png``;
 ``voxgan.export.VoxelGenerator.from_pretrained(<folder or user/name>)`` loads them.
 """
 

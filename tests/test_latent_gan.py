@@ -88,7 +88,8 @@ def test_a_checkpoint_loads_as_its_family_and_samples(make_cfg, tmp_path: Path) 
     assert data["categories"] == ["chair"]
 
 
-def test_the_two_stage_generator_exports_to_one_folder_and_loads(make_cfg, tmp_path: Path) -> None:
+def test_the_two_stage_generator_exports_to_one_folder_and_loads(make_cfg, tmp_path: Path,
+                                                                 monkeypatch) -> None:
     from voxgan.export import VoxelGenerator, export_generator
 
     run(make_cfg(*LATENT, "iterations=5"))
@@ -96,11 +97,26 @@ def test_the_two_stage_generator_exports_to_one_folder_and_loads(make_cfg, tmp_p
     folder = export_generator(ckpt, tmp_path / "export")
     config = json.loads((folder / "config.json").read_text())
     assert config["architecture"] == "latentgan"
-    assert config["latent"] == {"code_dim": 16, "width": 32, "depth": 2}
+    assert config["latent"] == {"code_dim": 16, "width": 32, "depth": 2, "encoder_channels": 16}
     loaded = VoxelGenerator.from_pretrained(folder)
     z = loaded.sample_z(4, torch.Generator().manual_seed(3))
     module, _ = load_checkpoint(ckpt)
     assert torch.allclose(loaded.generate(z), module.generate(z), atol=1e-6)
+    # the encoder travels with it: a known shape's code in one pass, as from the checkpoint
+    grids = (module.generate(z) >= 0.5).float()
+    assert torch.allclose(loaded.encode(grids), module.encode(grids), atol=1e-5)
+    # so inversion through an export starts from its encoder: none is trained on generated pairs
+    from hydra import compose, initialize_config_dir
+
+    from experiments import invert
+    from tests.conftest import CONF
+    from voxgan.study import session
+
+    monkeypatch.setattr(session, "train_encoder", lambda *a, **k: pytest.fail("trained an encoder"))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("invert", overrides=[f"ckpt={folder}", f"out={tmp_path / 'invert'}", "logger=none",
+                                           "target=chair:0-1", "inversion.init=encoder", "inversion.steps=2"])
+    assert len(invert.run(cfg)["iou"]) == 2
 
 
 def test_evaluation_reports_the_autoencoders_ceilings_beside_the_samples(make_cfg, tmp_path: Path) -> None:

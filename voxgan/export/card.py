@@ -53,7 +53,8 @@ def model_card(config: dict[str, Any], folder: Path, repo_id: str | None = None)
         "",
         "## Files",
         "",
-        f"- `{WEIGHTS_FILE}`: the generator only (weights and BatchNorm statistics), {values:,} values, "
+        f"- `{WEIGHTS_FILE}`: the generator (weights and BatchNorm statistics; a latent GAN's encoder too, "
+        f"under `encoder.`), no discriminator, {values:,} values, "
         f"{megabytes:.2f} MB; safetensors, loaded without pickle",
         f"- `{CONFIG_FILE}`: architecture, latent size, prior, resolution, width, categories, "
         "and the training provenance above",

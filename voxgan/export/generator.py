@@ -41,8 +41,10 @@ from voxgan.export.hub import HUB_ID, download, push_folder
 from voxgan.export.pretrained import shipped_folder, shipped_names
 from voxgan.io import atomic_write, error_summary, read_jsonl
 from voxgan.models import LATENT_GAN, build_generator
+from voxgan.models.autoencoder import VoxelEncoder
 from voxgan.sampling import Sampler
 
+ENCODER_PREFIX = "encoder."  # a latent GAN's encoder's tensors in model.safetensors
 MACHINE_DATA_KEYS = ("cache_dir", "num_workers", "in_memory")  # data settings of the machine, not the run
 WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # how save_pretrained stores weights
 
@@ -70,6 +72,11 @@ class VoxelGenerator(nn.Module):
             config.get("latent"),
         )
         self.sampler = Sampler(self.net, config["prior"], config["latent_dim"], config["resolution"])
+        latent = config.get("latent") or {}
+        # a latent GAN's encoder of grids, when exported with it: a known shape's code in one pass
+        self.encoder: VoxelEncoder | None = None
+        if isinstance(latent.get("encoder_channels"), int):
+            self.encoder = VoxelEncoder(config["resolution"], latent["code_dim"], latent["encoder_channels"])
         self.eval()
 
     @property
@@ -93,6 +100,33 @@ class VoxelGenerator(nn.Module):
         """Occupancy probabilities of n shapes whose z come from a CPU generator seeded with ``seed``."""
         return self.sampler.sample(n, seed)
 
+    @torch.no_grad()
+    def encode(self, grids: torch.Tensor) -> torch.Tensor:
+        """A latent GAN's standardised codes of grids (N, 1, R, R, R) (where its G's outputs live), by the
+        encoder exported with it; a ValueError for a generator without one."""
+        if self.encoder is None:
+            raise ExportError("this generator was exported without an encoder (only latent GANs have one)")
+        device = next(self.encoder.parameters()).device
+        codes = torch.cat([self.encoder(part.to(device).float()) for part in grids.split(64)])
+        return (codes - self.net.code_mean) / self.net.code_std
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        """What model.safetensors holds: G's weights and buffers, and the encoder's under ``encoder.``."""
+        state = dict(self.net.state_dict())
+        if self.encoder is not None:
+            state.update({f"{ENCODER_PREFIX}{k}": v for k, v in self.encoder.state_dict().items()})
+        return state
+
+    def _load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Load ``_state``'s tensors (strictly: every key of G, and of the encoder when there is one)."""
+        prefix = ENCODER_PREFIX
+        encoder = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+        self.net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(ENCODER_PREFIX)})
+        if self.encoder is not None:
+            self.encoder.load_state_dict(encoder)
+        elif encoder:
+            raise RuntimeError(f"{len(encoder)} encoder tensors, but the config has no encoder")
+
     # ------------------------------------------------------------------------------------ loading
     @classmethod
     def from_checkpoint(
@@ -107,6 +141,8 @@ class VoxelGenerator(nn.Module):
         config = _checkpoint_config(Path(ckpt_path), module, data)
         generator = cls(config).to(map_location)
         generator.net.load_state_dict(network.state_dict())
+        if generator.encoder is not None:
+            generator.encoder.load_state_dict(module.encoder.state_dict())
         return generator.eval()
 
     @classmethod
@@ -156,7 +192,7 @@ class VoxelGenerator(nn.Module):
         check_digest(weights_path, config.get("weights_sha256"), config_path)
         try:
             tensors = load_file(weights_path, device=str(torch.device(map_location)))
-            generator.net.load_state_dict(tensors)
+            generator._load_state(tensors)
         except (SafetensorError, RuntimeError, OSError) as error:
             raise ExportError(
                 f"{weights_path} does not hold this config's generator ({error_summary(error)}); "
@@ -181,9 +217,9 @@ class VoxelGenerator(nn.Module):
         stored = WEIGHT_DTYPES[dtype]
         tensors = {
             name: (t.detach().to(stored) if t.is_floating_point() else t.detach()).cpu().contiguous()
-            for name, t in self.net.state_dict().items()
+            for name, t in self._state().items()
         }
-        self.net.load_state_dict(tensors)  # G now holds what is stored: samples.png shows those weights
+        self._load_state(tensors)  # the networks now hold what is stored: samples.png shows those weights
         payload = safetensors_bytes(tensors, metadata={"format": "pt"})
         self.config["weights_dtype"] = dtype
         self.config["weights_sha256"] = hashlib.sha256(payload).hexdigest()  # checked on every load
@@ -302,7 +338,8 @@ def _checkpoint_config(ckpt: Path, module: Any, data: dict[str, Any]) -> dict[st
         "prior": model["prior"],
         "resolution": module.hparams.resolution,
         "g_channels": model["g_channels"],
-        **({"latent": {k: model["latent"][k] for k in LATENT_KEYS}} if model["name"] == LATENT_GAN else {}),
+        **({"latent": {k: model["latent"][k] for k in (*LATENT_KEYS, "encoder_channels")}}
+           if model["name"] == LATENT_GAN else {}),
         "categories": categories,
         "training": {
             "iterations": module.iteration,

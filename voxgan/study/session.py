@@ -121,7 +121,7 @@ class Study:
         else:  # an exported generator (a folder or a hub id): the moving-average G alone, no training data
             generator, info = load_generator(cfg.ckpt, self.device)
             self.sampler, self.data = generator.sampler, {}
-            self._codes = None
+            self._codes = generator.encode if generator.encoder is not None else None  # a latent GAN's
             self.iteration = int(generator.config.get("training", {}).get("iterations") or 0)
             self.categories = list(info.categories)
         self.sampler.clean = cfg.clean_share if cfg.clean else None
