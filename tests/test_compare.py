@@ -170,6 +170,7 @@ def test_group_curves_average_runs_interpolated_onto_a_common_grid(tmp_path: Pat
     assert [ln.get_xdata()[0] for ln in wall_axes.get_lines()[1:]] == [250]  # the --at-wall-s marker
 
 
+@pytest.mark.slow  # subprocess runs of the apps: ~20-100 s each on one thread
 def test_compare_sweep_app_writes_group_csv_and_png_and_no_groups_leaves_them_out(tmp_path: Path) -> None:
     sweep = _sweep(tmp_path)
     result = run_app(tmp_path, "experiments/compare_sweep.py", str(sweep), "--at-wall-s", "205")
@@ -189,6 +190,7 @@ def test_compare_sweep_app_writes_group_csv_and_png_and_no_groups_leaves_them_ou
     assert SEED_WARNING not in result.stdout
 
 
+@pytest.mark.slow  # subprocess runs of the apps: ~20-100 s each on one thread
 def test_compare_sweep_app_groups_by_default_only_when_a_recipe_repeats(tmp_path: Path) -> None:
     sweep = _sweep(tmp_path)
     single, repeated = tmp_path / "single", tmp_path / "repeated"
@@ -239,6 +241,7 @@ def test_recipes_table_only_tabulates_existing_runs_by_recipe(tmp_path: Path) ->
     assert (out / "comparison-groups.png").read_bytes()[:8] == PNG
 
 
+@pytest.mark.slow  # subprocess runs of the apps: ~20-100 s each on one thread
 def test_recipes_scores_last_checkpoints_on_several_z_sets(tmp_path: Path) -> None:
     out = tmp_path / "recipes"
     tiny = tiny_jobs(eval_every=20)

@@ -143,6 +143,7 @@ def test_evaluate_checkpoint_averages_z_sets(make_cfg, tmp_path: Path) -> None:
         evaluate_checkpoint(ckpt, num_samples=4, repeats=0)
 
 
+@pytest.mark.slow  # subprocess runs of the apps: ~20-100 s each on one thread
 def test_evaluate_app_writes_the_table_and_names_a_bad_checkpoint(make_cfg, tmp_path: Path) -> None:
     run(make_cfg("callbacks.eval_every=0", "iterations=2"))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"

@@ -87,6 +87,7 @@ def test_a_folder_in_use_by_a_live_run_is_refused_and_a_dead_runs_lock_is_taken_
     ).exists()  # released at the end
 
 
+@pytest.mark.slow  # subprocess runs of the apps: ~20-100 s each on one thread
 def test_a_refused_run_leaves_the_other_runs_record_and_a_bad_value_leaves_no_folder(
     make_cfg, tmp_path: Path
 ) -> None:
