@@ -3,6 +3,7 @@ appends, and one-line summaries of the errors raised while reading damaged files
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -101,3 +102,12 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (``hashlib.file_digest`` is Python 3.11+ only)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()

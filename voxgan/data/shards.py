@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from voxgan.io import atomic_write, error_summary
+from voxgan.io import atomic_write, error_summary, file_sha256
 
 MANIFEST = "manifest.json"
 FORMAT = "voxgan-shards"
@@ -79,15 +79,6 @@ def shard_file(split: str, index: int) -> str:
 def write_shard(path: str | os.PathLike, packed: np.ndarray) -> Path:
     """Write packed rows as a shard, atomically."""
     return atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(packed, dtype=np.uint8)))
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes, read in chunks (``hashlib.file_digest`` is Python 3.11+ only)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def manifest_sha256(manifest: dict) -> str:

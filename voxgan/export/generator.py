@@ -39,7 +39,7 @@ from voxgan.export.folder import (
 )
 from voxgan.export.hub import HUB_ID, download, push_folder
 from voxgan.export.pretrained import shipped_folder, shipped_names
-from voxgan.io import atomic_write, error_summary, read_jsonl
+from voxgan.io import atomic_write, error_summary, file_sha256, read_jsonl
 from voxgan.models import LATENT_GAN, build_generator
 from voxgan.models.autoencoder import VoxelEncoder
 from voxgan.sampling import Sampler
@@ -121,7 +121,7 @@ class VoxelGenerator(nn.Module):
         """Load ``_state``'s tensors (strictly: every key of G, and of the encoder when there is one)."""
         prefix = ENCODER_PREFIX
         encoder = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
-        self.net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(ENCODER_PREFIX)})
+        self.net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(prefix)})
         if self.encoder is not None:
             self.encoder.load_state_dict(encoder)
         elif encoder:
@@ -249,13 +249,7 @@ class VoxelGenerator(nn.Module):
 def check_digest(weights_path: Path, expected: str | None, config_path: Path) -> None:
     """Raise ExportError when the weights file's SHA-256 differs from the one config.json records
     (exports written before digests were recorded carry none and are read as they are)."""
-    if expected is None:
-        return
-    digest = hashlib.sha256()
-    with open(weights_path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != expected:
+    if expected is not None and file_sha256(weights_path) != expected:
         raise ExportError(
             f"{weights_path} does not match the digest recorded in {config_path} (the file is damaged or "
             "was replaced): export the generator again, or download it again"
