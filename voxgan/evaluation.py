@@ -165,21 +165,14 @@ def reusing_reference_features(feature_fn: FeatureFn, reference: torch.Tensor) -
     return lambda grids: reference_features if grids is reference else feature_fn(grids)
 
 
+def generated_grids(sampler: Sampler, sets: EvaluationSets) -> torch.Tensor:
+    """The samples of the fixed z as bool grids (n, R, R, R), thresholded at 0.5."""
+    return sampler.generate(sets.z)[:, 0] >= OCCUPANCY_THRESHOLD
+
+
 def evaluate_generator(sampler: Sampler, sets: EvaluationSets, metrics: list[str]) -> dict[str, float]:
     """Generate from the fixed z, threshold at 0.5 and compute the named metrics (plus ``1nna_gap``)."""
-    generated = sampler.generate(sets.z)[:, 0] >= OCCUPANCY_THRESHOLD
-    return score_grids(generated, sets, metrics, sampler.device)
-
-
-def evaluate_both_ways(
-    sampler: Sampler, sets: EvaluationSets, metrics: list[str], clean: float
-) -> tuple[dict[str, float], dict[str, float]]:
-    """The named metrics of the samples as generated, and of the same samples cleaned up to their largest
-    piece (and pieces of at least ``clean`` times its size; ``voxgan.cleanup``)."""
-    generated = sampler.generate(sets.z)[:, 0] >= OCCUPANCY_THRESHOLD
-    cleaned = keep_largest_piece(generated, clean)
-    return (score_grids(generated, sets, metrics, sampler.device),
-            score_grids(cleaned, sets, metrics, sampler.device))
+    return score_grids(generated_grids(sampler, sets), sets, metrics, sampler.device)
 
 
 def score_grids(
@@ -249,12 +242,11 @@ def evaluate_sampler(
     for offset in range(repeats):
         sets = build_sets(sampler, reference, train, num_samples, seed + offset, feature_fn)
         names = runnable_metrics(list(metrics), sets)
-        if clean is None:
-            per_set.append(evaluate_generator(sampler, sets, names))
-        else:
-            raw, cleaned = evaluate_both_ways(sampler, sets, names, clean)
-            per_set.append(raw)
-            per_set_clean.append(cleaned)
+        generated = generated_grids(sampler, sets)  # once: scored as generated, and cleaned up
+        per_set.append(score_grids(generated, sets, names, sampler.device))
+        if clean is not None:
+            cleaned = keep_largest_piece(generated, clean)  # pieces of at least ``clean`` of the largest
+            per_set_clean.append(score_grids(cleaned, sets, names, sampler.device))
     cleaned_report = {}
     if per_set_clean:
         cleaned_report = {"clean_share": clean, "metrics_clean": mean_over_sets(per_set_clean)}
