@@ -74,7 +74,7 @@ def evaluate_export(cfg: DictConfig, clean: float | None) -> dict[str, Any]:
     ``ref`` when given (memorisation against ref's train split), else against the val split of the data
     its config.json records (procedural data is rebuilt; a prepared dataset must still be where it was)."""
     device = resolve_device(cfg.device)
-    generator, info = load_generator(cfg.ckpt, device)
+    generator, _ = load_generator(cfg.ckpt, device)
     training = generator.config.get("training") or {}
     categories = list(cfg.ref_categories)
     if cfg.ref:

@@ -118,7 +118,7 @@ def tsne_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]:
         real_grids = torch.from_numpy(real.grids).unsqueeze(1)
         real_spaces = _spaces(study, inverted.z, real_grids)
         if "codes" in real_spaces and study.has_encoder:  # a known shape's code is its encoder's
-            real_spaces["codes"] = study.encode_codes(real_grids)
+            real_spaces["codes"] = study.encode_codes(real_grids).cpu()
         real_features = {k: v.numpy().astype(np.float64) for k, v in real_spaces.items()}
         real_labels = labeller(real_grids, real_features[colored_by])
         features = {k: np.concatenate([v, real_features[k]]) for k, v in features.items()}

@@ -145,16 +145,17 @@ class Study:
 
     @property
     def has_encoder(self) -> bool:
-        """Whether the model has its own encoder of grids: a latent GAN's training checkpoint."""
+        """Whether the model has its own encoder of grids: a latent GAN (its checkpoint, or its export)."""
         return self._codes is not None
 
     @torch.no_grad()
     def encode_codes(self, grids: torch.Tensor) -> torch.Tensor:
-        """A latent GAN's standardised codes of grids (N, 1, R, R, R), on the CPU: where G's outputs live."""
+        """A latent GAN's standardised codes of grids (N, 1, R, R, R), where G's outputs live (on the
+        model's device)."""
         if self._codes is None:
-            raise ValueError(f"ckpt={self.cfg.ckpt} has no encoder of grids: a latent GAN's training "
-                             "checkpoint has one")
-        return torch.cat([self._codes(part.float()).cpu() for part in grids.split(64)])
+            raise ValueError(f"ckpt={self.cfg.ckpt} has no encoder of grids: a latent GAN's checkpoint "
+                             "or export has one")
+        return torch.cat([self._codes(part.float()) for part in grids.split(64)])
 
     @property
     def discriminator(self) -> torch.nn.Module:
@@ -209,7 +210,7 @@ class Study:
         codes are nearest (an MLP fit); a 3D-GAN's encoder, trained on generated pairs, gives z directly."""
         if self._codes is None:
             return encode(self.encoder(), targets)
-        codes = torch.cat([self._codes(part) for part in targets.split(64)])
+        codes = self.encode_codes(targets)
         z0 = self.sampler.sample_z(len(codes), torch.Generator().manual_seed(self.cfg.seed))
         return fit_z_to_codes(self.generator.code_generator, codes, z0, self.prior,
                               prior_weight=self.settings.prior_weight).cpu()

@@ -248,8 +248,8 @@ def check_settings(cfg: DictConfig, state: dict) -> None:
 def check_weights_fit(module: pl.LightningModule, state: dict, ckpt_path: str) -> None:
     """Refuse a checkpoint whose weights do not fit ``module`` (an architecture difference that no compared
     setting names, e.g. the EMA kept or not), in one line, instead of load_state_dict's traceback."""
-    copies = ("_g_forward.", "_d_forward.")  # G and D stored twice by earlier versions
-    stored = {k: v for k, v in state.get("state_dict", {}).items() if not k.startswith(copies)}
+    # compared in today's layout (earlier versions stored G and D twice)
+    stored = upgrade_checkpoint({"state_dict": dict(state.get("state_dict", {}))}, {})["state_dict"]
     own = module.state_dict()
     sized_by_checkpoint = set(getattr(module, "checkpoint_sized_buffers", ()))  # a latent GAN's code bank
     problems = [
