@@ -189,12 +189,17 @@ def test_mode_seeking_term_has_the_known_value_and_spreads_samples() -> None:
     assert spread() > before * 1.5
 
 
+def _first_records_without_and_with(make_cfg, tmp_path: Path, common: tuple[str, ...], term: str):
+    """The first logged record of a one-iteration run of ``common``, and of the same run plus ``term``."""
+    run(make_cfg(*common, out="without"))
+    run(make_cfg(*common, term, out="with"))
+    return _records(tmp_path / "without")[0], _records(tmp_path / "with")[0]
+
+
 def test_mode_seeking_joins_g_loss_with_its_weight(make_cfg, tmp_path: Path) -> None:
     """Same seed with and without the term: D's first step and G's first loss are the same but for it."""
     common = ("iterations=1", "loss.instance_noise=0")
-    run(make_cfg(*common, out="plain"))
-    run(make_cfg(*common, "loss.mode_seeking=0.5", out="seeking"))
-    plain, seeking = _records(tmp_path / "plain")[0], _records(tmp_path / "seeking")[0]
+    plain, seeking = _first_records_without_and_with(make_cfg, tmp_path, common, "loss.mode_seeking=0.5")
     assert "train/g_mode_seeking" not in plain and seeking["train/g_mode_seeking"] > 0
     assert seeking["train/d_loss"] == pytest.approx(plain["train/d_loss"], rel=1e-6)
     expected = plain["train/g_loss"] + 0.5 * seeking["train/g_mode_seeking"]
@@ -251,15 +256,13 @@ def test_lazy_r1_is_computed_every_k_d_steps_and_only_when_d_steps(make_cfg, tmp
 def test_r1_joins_d_loss_and_moves_d(make_cfg, tmp_path: Path) -> None:
     """Same seed with and without R1: D's first loss differs by gamma/2 x k x R1, and so does D's step."""
     common = ("iterations=1", "loss.r1_every=2")
-    run(make_cfg(*common, out="plain"))
-    run(make_cfg(*common, "loss.r1_gamma=100", out="r1"))
-    plain, r1 = _records(tmp_path / "plain")[0], _records(tmp_path / "r1")[0]
+    plain, r1 = _first_records_without_and_with(make_cfg, tmp_path, common, "loss.r1_gamma=100")
     assert "train/r1_penalty" not in plain and r1["train/r1_penalty"] > 0
     expected = plain["train/d_loss"] + 0.5 * 100 * 2 * r1["train/r1_penalty"]
     assert r1["train/d_loss"] == pytest.approx(expected, rel=1e-5)
     plain_d, r1_d = (
         torch.load(tmp_path / out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-        for out in ("plain", "r1")
+        for out in ("without", "with")
     )
     weights = [  # parameters, not BatchNorm's statistics (which R1's own forward moves)
         k for k, v in plain_d.items()
