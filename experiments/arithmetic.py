@@ -42,6 +42,7 @@ class ArithmeticConfig(StudyConfig):
     b: str | None = None
     c: str | None = None
     d: str | None = None
+    space: str = "z"  # z | code: combine a latent GAN's codes (real operands by its encoder, not inverted)
     format: str = "obj"
     smooth: int = 0
 
@@ -55,16 +56,16 @@ def arithmetic_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, An
     unset = sorted(name for name in coefficients if cfg[name] is None)
     if unset:
         raise ValueError(f"expr={cfg.expr!r} uses {unset} but they are not set: pass e.g. {unset[0]}=seed:3")
-    operands = resolve_operands({name: cfg[name] for name in sorted(coefficients)}, study)
-    result = combine(coefficients, {name: op.z for name, op in operands.items()})
-    z = torch.stack([*(op.z for op in operands.values()), result])
-    probs = study.generate(z)
+    operands = resolve_operands({name: cfg[name] for name in sorted(coefficients)}, study, cfg.space)
+    result = combine(coefficients, {name: op.vector(cfg.space) for name, op in operands.items()})
+    vectors = torch.stack([*(op.vector(cfg.space) for op in operands.values()), result])
+    probs = study.render(vectors, cfg.space)
     grids = binary_grids(probs)
     labels = [f"{name} = {op.spec}" for name, op in operands.items()] + [f"{cfg.expr}"]
     colors = study.colors(probs >= 0.5) or [DEFAULT_COLOR] * len(operands) + [RESULT_COLOR]
     sheet = render_grid(grids, ncols=len(grids), labels=labels, colors=colors)
     png = save_png(sheet, study.out / "arithmetic.png")
-    save_npz(study.out / "arithmetic.npz", z=z.numpy(), grids=grids, names=np.asarray([*operands, "result"]))
+    save_npz(study.out / "arithmetic.npz", **{cfg.space: vectors.numpy()}, grids=grids, names=np.asarray([*operands, "result"]))
     save_shapes(grids[-1:], study.out / "shapes", ["result"], cfg.format, cfg.smooth)
     if cfg.format == "html":  # the operands and the result, side by side
         write_viewer(study.out / "arithmetic.html", [list(probs[:, 0].numpy())], [labels], title=cfg.expr,
@@ -73,8 +74,9 @@ def arithmetic_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, An
     run.shapes("result", grids[-1:], [cfg.expr])
     predicted = study.labels(probs[-1:] >= 0.5, [""])[0]
     ious = {name: op.iou for name, op in operands.items() if op.iou is not None}
-    run.summary({"expr": cfg.expr, "result_label": predicted})
-    return {"png": png, "coefficients": coefficients, "result_label": predicted, "inversion_iou": ious,
+    run.summary({"expr": cfg.expr, "space": cfg.space, "result_label": predicted})
+    return {"png": png, "coefficients": coefficients, "space": cfg.space, "result_label": predicted,
+            "inversion_iou": ious,
             "result_occupancy": float(grids[-1].mean())}
 
 

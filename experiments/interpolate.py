@@ -1,10 +1,12 @@
 """Walk the latent space from shape a to shape b: a strip PNG, an animated GIF and meshes of the frames.
 
     python experiments/interpolate.py ckpt=... a=seed:3 b=airplane:7 steps=10 [method=slerp|lerp] \
-        [classifier=<classifier.ckpt>]
+        [space=z|code] [classifier=<classifier.ckpt>]
 
 Endpoints are seeds, procedural shapes or files (inverted first); see ``voxgan.study.specs`` for every form.
-With a classifier each frame is labelled and coloured by its predicted category.
+With a latent GAN, ``space=code`` walks its code space instead of z: real endpoints are the encoder's codes
+(no inversion), and every frame is the decoder's shape of a code between them. With a classifier each frame
+is labelled and coloured by its predicted category.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ class InterpolateConfig(StudyConfig):
     a: str = "seed:0"
     b: str = "seed:1"
     steps: int = 10
-    method: str | None = None  # slerp | lerp; null: slerp for a normal prior, lerp for a uniform one
+    # slerp | lerp; null: in z, slerp for a normal prior, lerp for a uniform one; in codes, lerp
+    method: str | None = None
+    space: str = "z"  # z | code: a latent GAN's code space (real endpoints by its encoder)
     format: str = "obj"
     smooth: int = 0
     frame_ms: int = 200
@@ -52,29 +56,31 @@ def _frames(grids: np.ndarray, labels: list[str], colors: list | None) -> list[I
 
 def interpolate_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]:
     """Frames from a to b: one strip PNG, an animated GIF, meshes; labelled by the classifier if given."""
-    operands = resolve_operands({"a": cfg.a, "b": cfg.b}, study)
-    method = cfg.method or default_method(study.prior)
-    path = interpolate(operands["a"].z, operands["b"].z, cfg.steps, method)
-    probs = study.generate(path)
+    operands = resolve_operands({"a": cfg.a, "b": cfg.b}, study, cfg.space)
+    method = cfg.method or ("lerp" if cfg.space == "code" else default_method(study.prior))
+    path = interpolate(operands["a"].vector(cfg.space), operands["b"].vector(cfg.space), cfg.steps, method)
+    probs = study.render(path, cfg.space)
     grids = binary_grids(probs)
     t = np.linspace(0, 1, cfg.steps)
     labels = study.labels(probs >= 0.5, [f"t={x:.2f}" for x in t])
     frames = _frames(grids, labels, study.colors(probs >= 0.5))
     strip = save_png(hstack_frames(frames), study.out / "interpolation.png")
     gif = save_gif(frames, study.out / "interpolation.gif", duration_ms=cfg.frame_ms)
-    save_npz(study.out / "interpolation.npz", z=path.numpy(), grids=grids, t=t)
+    save_npz(study.out / "interpolation.npz", **{cfg.space: path.numpy()}, grids=grids, t=t)
     names = [f"frame_{i:03d}" for i in range(len(grids))]
     save_shapes(grids, study.out / "shapes", names, cfg.format, cfg.smooth)
     if cfg.format == "html":  # one shape, a slider over the frames
-        title = f"{cfg.a} -> {cfg.b} ({method})"
+        title = f"{cfg.a} -> {cfg.b} ({method}{', codes' if cfg.space == 'code' else ''})"
         write_viewer(study.out / "interpolation.html", [[p] for p in probs[:, 0].numpy()],
                      [[label] for label in labels], [f"t={x:.2f}" for x in t], title=title, smooth=cfg.smooth)
-    run.image("interpolation", strip, f"{cfg.a} -> {cfg.b} ({method})")
+    run.image("interpolation", strip, f"{cfg.a} -> {cfg.b} ({method}, {cfg.space})")
     run.animation("animation", gif)
     run.shapes("frames", grids[[0, len(grids) // 2, -1]], [labels[0], labels[len(grids) // 2], labels[-1]])
     ious = {name: op.iou for name, op in operands.items() if op.iou is not None}
-    run.summary({"method": method, "steps": cfg.steps, **{f"inversion_iou_{k}": v for k, v in ious.items()}})
-    return {"strip": strip, "gif": gif, "method": method, "labels": labels, "inversion_iou": ious}
+    run.summary({"method": method, "space": cfg.space, "steps": cfg.steps,
+                 **{f"inversion_iou_{k}": v for k, v in ious.items()}})
+    return {"strip": strip, "gif": gif, "method": method, "space": cfg.space, "labels": labels,
+            "inversion_iou": ious}
 
 
 register_schema("interpolate", InterpolateConfig)

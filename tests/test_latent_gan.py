@@ -162,3 +162,48 @@ def test_the_study_apps_open_a_latent_gan(latent_checkpoint: Path, tmp_path: Pat
     report = tsne.run(cfg("tsne", "n=12", "perplexity=3", "real=chair:0-3", *quick))
     assert list(report["spaces"]) == ["z", "codes"]
     assert report["spaces"]["codes"]["dims"] == 16  # model.latent.code_dim of LATENT
+
+
+def test_code_space_walks_and_sums_the_encoders_codes_without_inversion(latent_checkpoint: Path, tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    import numpy as np
+    from hydra import compose, initialize_config_dir
+
+    from experiments import arithmetic, interpolate
+    from tests.conftest import CONF
+    from voxgan.data.procedural import make_shapes
+    from voxgan.study import session
+
+    def cfg(app: str, *overrides: str):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            common = [f"ckpt={latent_checkpoint}", f"out={tmp_path / app}", "device=cpu", "logger=none",
+                      "space=code", "clean=false", "format=none"]
+            return compose(app, overrides=[*common, *overrides])
+
+    monkeypatch.setattr(session.Study, "invert", lambda *a, **k: pytest.fail("a real shape was inverted"))
+    module, _ = load_checkpoint(latent_checkpoint)
+    module.eval()
+    grids = torch.from_numpy(make_shapes("chair", [0], 16)).unsqueeze(1).float()
+    airplane = torch.from_numpy(make_shapes("airplane", [3], 16)).unsqueeze(1).float()
+    chair_code, airplane_code = module.encode(grids)[0], module.encode(airplane)[0]
+
+    report = interpolate.run(cfg("interpolate", "a=chair:0", "b=airplane:3", "steps=3"))
+    saved = np.load(tmp_path / "interpolate" / "interpolation.npz")
+    assert report["space"] == "code" and report["method"] == "lerp" and "z" not in saved
+    codes = torch.from_numpy(saved["code"])
+    torch.testing.assert_close(codes[0], chair_code)
+    torch.testing.assert_close(codes[1], (chair_code + airplane_code) / 2)
+    # every frame is the decoder's shape of its code; the endpoints' IoU is their reconstruction's
+    expected = (module.decode(codes) >= 0.5).numpy()[:, 0]
+    assert (saved["grids"].astype(bool) == expected).all()
+    recon = expected[0] & grids[0, 0].bool().numpy()
+    assert report["inversion_iou"]["a"] == pytest.approx(recon.sum() / (expected[0] | grids[0, 0].bool().numpy()).sum())
+
+    # a seed's code is G's code of its z: arithmetic on codes
+    arithmetic.run(cfg("arithmetic", "expr=a - b + c", "a=chair:0", "b=airplane:3", "c=seed:2"))
+    saved = np.load(tmp_path / "arithmetic" / "arithmetic.npz")
+    z2 = module.sampler(True).sample_z(1, torch.Generator().manual_seed(2))
+    seed_code = module.sampling_network(True).code_generator(z2)[0].detach()
+    codes = torch.from_numpy(saved["code"])
+    torch.testing.assert_close(codes[2], seed_code)
+    torch.testing.assert_close(codes[3], chair_code - airplane_code + seed_code)

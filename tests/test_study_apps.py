@@ -206,6 +206,7 @@ def test_arithmetic_errors_name_the_problem(tiny_checkpoint: Path, tmp_path: Pat
     [
         ("generate", "format=fbx", "format='fbx' is invalid"),
         ("interpolate", "method=cubic", "method='cubic' is invalid"),
+        ("arithmetic", "space=codes", "space='codes' is invalid"),
         ("invert", "inversion.loss=l2", "inversion.loss='l2' is invalid"),
         ("tsne", "n=0", "n=0 is invalid"),
         ("generate", "clean_share=0", "clean_share=0.0 is invalid"),
@@ -218,6 +219,17 @@ def test_bad_values_stop_before_any_output(tiny_checkpoint: Path, tmp_path: Path
         target = ["target=val"] if app == "invert" and "target" not in override else []
         run_app(app, app_cfg(app, tiny_checkpoint, tmp_path / "out", *target, override))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("app", ["interpolate", "arithmetic"])
+def test_code_space_on_a_3d_gan_is_one_line_before_any_work(tiny_checkpoint: Path, tmp_path: Path,
+                                                            app: str, monkeypatch) -> None:
+    from voxgan.study import session
+
+    monkeypatch.setattr(session.Study, "invert", lambda *a, **k: pytest.fail("inverted before the check"))
+    operands = ["a=chair:0", "b=chair:1"] + (["expr=a - b"] if app == "arithmetic" else [])
+    with pytest.raises(ValueError, match=r"space=code needs a latent GAN .* use space=z"):
+        run_app(app, app_cfg(app, tiny_checkpoint, tmp_path, "space=code", *operands))
 
 
 def test_invert_reports_iou_per_shape(tiny_checkpoint: Path, tmp_path: Path) -> None:

@@ -73,5 +73,9 @@ class LatentGenerator(nn.Module):
         """The (unstandardised) codes G makes of z: what the decoder reads."""
         return self.code_generator(z) * self.code_std + self.code_mean
 
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Occupancy probabilities of standardised codes (G's outputs, or the encoder's codes of shapes)."""
+        return torch.sigmoid(self.decoder(codes * self.code_std + self.code_mean))
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.decoder(self.codes(z)))
+        return self.decode(self.code_generator(z))

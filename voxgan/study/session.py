@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from voxgan.cleanup import keep_largest_piece
 from voxgan.config import LoggerConfig, check_value
 from voxgan.device import resolve_device
 from voxgan.export import is_checkpoint, load_generator
@@ -39,6 +40,9 @@ from voxgan.study.outputs import OUTPUT_FORMATS, StudyRun, save_json, study_run
 from voxgan.training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
+
+
+SPACES = ("z", "code")  # where interpolate and arithmetic work: G's input, or a latent GAN's codes
 
 
 @dataclass
@@ -157,6 +161,42 @@ class Study:
                              "or export has one")
         return torch.cat([self._codes(part.float()) for part in grids.split(64)])
 
+    def code_network(self, space_key: str = "space") -> torch.nn.Module:
+        """A latent GAN's generator (its code G and decoder); one ValueError naming ``space_key`` for a model
+        without a code space."""
+        if self._codes is None:
+            raise ValueError(f"{space_key}=code needs a latent GAN (its checkpoint or export): ckpt={self.cfg.ckpt} "
+                             f"has no code space; use {space_key}=z")
+        return self.generator
+
+    @torch.no_grad()
+    def codes_of(self, z: torch.Tensor) -> torch.Tensor:
+        """A latent GAN's standardised codes G makes of z (N, latent_dim), on the CPU."""
+        network = self.code_network()
+        was_training = network.training
+        network.eval()
+        try:
+            return torch.cat([network.code_generator(part.to(self.device)) for part in z.split(64)]).float().cpu()
+        finally:
+            network.train(was_training)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Occupancy probabilities (N, 1, R, R, R) on the CPU of a latent GAN's standardised codes: the
+        decoder alone, cleaned up as samples are."""
+        network = self.code_network()
+        was_training = network.training
+        network.eval()
+        try:
+            out = torch.cat([network.decode(part.to(self.device)) for part in codes.split(64)]).float().cpu()
+        finally:
+            network.train(was_training)
+        return out if self.sampler.clean is None else keep_largest_piece(out, self.sampler.clean)
+
+    def render(self, vectors: torch.Tensor, space: str = "z") -> torch.Tensor:
+        """Occupancy probabilities of latent vectors (``space=z``: through G) or of codes (``space=code``)."""
+        return self.decode(vectors) if space == "code" else self.generate(vectors)
+
     @property
     def discriminator(self) -> torch.nn.Module:
         """D of the training checkpoint; a ValueError naming ``ckpt`` when it is an exported generator."""
@@ -267,6 +307,9 @@ def check_config(cfg: DictConfig) -> None:
                 (inversion.restarts, inversion.steps), "positive integers")
     if "format" in cfg:
         check_value(cfg.format in OUTPUT_FORMATS, "format", cfg.format, f"one of {', '.join(OUTPUT_FORMATS)}")
+    if "space" in cfg:
+        check_value(cfg.space in SPACES, "space", cfg.space,
+                    "z (through G) or code (a latent GAN's code space, real shapes by its encoder)")
     if "method" in cfg:
         check_value(cfg.method in (None, *INTERPOLATIONS), "method", cfg.method, "slerp, lerp or null")
     if "steps" in cfg:

@@ -63,12 +63,20 @@ class RealShapes:
 
 @dataclass
 class Operand:
-    """A resolved shape spec: its latent vector and, for an inverted real shape, the shape and IoU."""
+    """A resolved shape spec: its latent vector (or, in a latent GAN's code space, its code) and, for a
+    real shape, the shape and the IoU of its inversion (or of its decoded code)."""
 
     spec: str
-    z: torch.Tensor  # (d,)
+    z: torch.Tensor | None  # (latent_dim,); None for a real shape resolved in code space (encoded, not inverted)
     shape: np.ndarray | None = None
     iou: float | None = None
+    code: torch.Tensor | None = None  # (code_dim,) standardised, resolved with space=code only
+
+    def vector(self, space: str) -> torch.Tensor:
+        """Where the app works: z, or the code (``space=code``)."""
+        vector = self.code if space == "code" else self.z
+        assert vector is not None, f"{self.spec} was not resolved in space {space}"
+        return vector
 
 
 def _procedural_seeds(spec: str, limit: int | None) -> tuple[str, list[int]] | None:
@@ -200,15 +208,35 @@ def _category_mean(spec: str, study: Study) -> Operand:
     return Operand(spec, z[torch.from_numpy(chosen)].mean(0))
 
 
-def _attribute_mean(spec: str, study: Study) -> Operand:
+def encoded(study: Study, grids: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """A latent GAN's codes of real shapes (N, R, R, R) in one encoder pass, and the IoU of each decoded
+    code with its shape (how near the autoencoder gets)."""
+    targets = torch.from_numpy(np.asarray(grids)).unsqueeze(1).float()
+    codes = study.encode_codes(targets).cpu()
+    decoded = study.decode(codes) >= 0.5
+    inter = (decoded & targets.bool()).flatten(1).sum(1)
+    union = (decoded | targets.bool()).flatten(1).sum(1).clamp(min=1)
+    return codes, (inter / union).numpy()
+
+
+def _attribute_mean(spec: str, study: Study, space: str) -> Operand:
     category, seeds = attribute_seeds(spec, study, study.cfg.attr_shapes)
-    inverted = study.invert(procedural_shapes(category, seeds, study.resolution).grids)
+    grids = procedural_shapes(category, seeds, study.resolution).grids
+    if space == "code":
+        codes, ious = encoded(study, grids)
+        log.info("%s: mean code of %d encoded %ss (IoU %.3f)", spec, len(seeds), category, ious.mean())
+        return Operand(spec, None, iou=float(ious.mean()), code=codes.mean(0))
+    inverted = study.invert(grids)
     log.info("%s: mean z of %d inverted %ss (IoU %.3f)", spec, len(seeds), category, inverted.iou.mean())
     return Operand(spec, inverted.z.mean(0), iou=float(inverted.iou.mean()))
 
 
-def resolve_operands(specs: dict[str, str], study: Study) -> dict[str, Operand]:
-    """Each named spec resolved to a latent vector; real shapes are inverted together."""
+def resolve_operands(specs: dict[str, str], study: Study, space: str = "z") -> dict[str, Operand]:
+    """Each named spec resolved to a latent vector; real shapes are inverted together. With
+    ``space="code"`` (a latent GAN) each also gets its code: G's code of its z, or, for real shapes, the
+    encoder's code (no inversion)."""
+    if space == "code":
+        study.code_network()  # a 3D-GAN: one line naming space, before any work
     resolved: dict[str, Operand] = {}
     real: dict[str, np.ndarray] = {}
     for name, spec in specs.items():
@@ -218,7 +246,7 @@ def resolve_operands(specs: dict[str, str], study: Study) -> dict[str, Operand]:
         elif spec.startswith("mean:"):
             resolved[name] = _category_mean(spec, study)
         elif spec.startswith("attr:"):
-            resolved[name] = _attribute_mean(spec, study)
+            resolved[name] = _attribute_mean(spec, study, space)
         elif _procedural_seeds(spec, 1) is not None or Path(spec).expanduser().is_file():
             shapes = load_real(spec, study)
             if len(shapes.grids) != 1:
@@ -226,9 +254,18 @@ def resolve_operands(specs: dict[str, str], study: Study) -> dict[str, Operand]:
             real[name] = shapes.grids[0]
         else:
             raise ValueError(f"{name}={spec!r} is not a shape spec (or no such file): use {SPEC_FORMS}")
-    if real:
+    if real and space == "code":
+        codes, ious = encoded(study, np.stack(list(real.values())))
+        for i, (name, grid) in enumerate(real.items()):
+            resolved[name] = Operand(str(specs[name]), None, grid, float(ious[i]), code=codes[i])
+            log.info("%s=%s encoded; its decoded code has IoU %.3f", name, specs[name], ious[i])
+    elif real:
         inverted = study.invert(np.stack(list(real.values())))
         for i, (name, grid) in enumerate(real.items()):
             resolved[name] = Operand(str(specs[name]), inverted.z[i], grid, float(inverted.iou[i]))
             log.info("%s=%s inverted with IoU %.3f", name, specs[name], inverted.iou[i])
+    if space == "code":
+        for operand in resolved.values():
+            if operand.code is None:
+                operand.code = study.codes_of(operand.z[None])[0]
     return {name: resolved[name] for name in specs}
