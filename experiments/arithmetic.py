@@ -65,7 +65,8 @@ def arithmetic_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, An
     colors = study.colors(probs >= 0.5) or [DEFAULT_COLOR] * len(operands) + [RESULT_COLOR]
     sheet = render_grid(grids, ncols=len(grids), labels=labels, colors=colors)
     png = save_png(sheet, study.out / "arithmetic.png")
-    save_npz(study.out / "arithmetic.npz", **{cfg.space: vectors.numpy()}, grids=grids, names=np.asarray([*operands, "result"]))
+    save_npz(study.out / "arithmetic.npz", **{cfg.space: vectors.numpy()}, grids=grids,
+             names=np.asarray([*operands, "result"]))
     save_shapes(grids[-1:], study.out / "shapes", ["result"], cfg.format, cfg.smooth)
     if cfg.format == "html":  # the operands and the result, side by side
         write_viewer(study.out / "arithmetic.html", [list(probs[:, 0].numpy())], [labels], title=cfg.expr,

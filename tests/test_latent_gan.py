@@ -164,8 +164,8 @@ def test_the_study_apps_open_a_latent_gan(latent_checkpoint: Path, tmp_path: Pat
     assert report["spaces"]["codes"]["dims"] == 16  # model.latent.code_dim of LATENT
 
 
-def test_code_space_walks_and_sums_the_encoders_codes_without_inversion(latent_checkpoint: Path, tmp_path: Path,
-                                                                        monkeypatch) -> None:
+def test_code_space_walks_and_sums_the_encoders_codes_without_inversion(latent_checkpoint: Path,
+                                                                        tmp_path: Path, monkeypatch) -> None:
     import numpy as np
     from hydra import compose, initialize_config_dir
 
@@ -177,7 +177,7 @@ def test_code_space_walks_and_sums_the_encoders_codes_without_inversion(latent_c
     def cfg(app: str, *overrides: str):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             common = [f"ckpt={latent_checkpoint}", f"out={tmp_path / app}", "device=cpu", "logger=none",
-                      "space=code", "clean=false", "format=none"]
+                      "space=code", "clean=false", "format=none", "inversion.code_steps=0"]
             return compose(app, overrides=[*common, *overrides])
 
     monkeypatch.setattr(session.Study, "invert", lambda *a, **k: pytest.fail("a real shape was inverted"))
@@ -196,8 +196,9 @@ def test_code_space_walks_and_sums_the_encoders_codes_without_inversion(latent_c
     # every frame is the decoder's shape of its code; the endpoints' IoU is their reconstruction's
     expected = (module.decode(codes) >= 0.5).numpy()[:, 0]
     assert (saved["grids"].astype(bool) == expected).all()
-    recon = expected[0] & grids[0, 0].bool().numpy()
-    assert report["inversion_iou"]["a"] == pytest.approx(recon.sum() / (expected[0] | grids[0, 0].bool().numpy()).sum())
+    chair = grids[0, 0].bool().numpy()
+    iou = (expected[0] & chair).sum() / (expected[0] | chair).sum()
+    assert report["inversion_iou"]["a"] == pytest.approx(iou)
 
     # a seed's code is G's code of its z: arithmetic on codes
     arithmetic.run(cfg("arithmetic", "expr=a - b + c", "a=chair:0", "b=airplane:3", "c=seed:2"))
@@ -207,3 +208,45 @@ def test_code_space_walks_and_sums_the_encoders_codes_without_inversion(latent_c
     codes = torch.from_numpy(saved["code"])
     torch.testing.assert_close(codes[2], seed_code)
     torch.testing.assert_close(codes[3], chair_code - airplane_code + seed_code)
+
+
+def test_invert_in_code_space_refines_the_encoders_codes(latent_checkpoint: Path, tmp_path: Path,
+                                                         monkeypatch) -> None:
+    import numpy as np
+    from hydra import compose, initialize_config_dir
+
+    from experiments import invert
+    from tests.conftest import CONF
+    from voxgan.study import session
+
+    def cfg(steps: int):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("invert", overrides=[
+                f"ckpt={latent_checkpoint}", f"out={tmp_path / str(steps)}", "device=cpu", "logger=none",
+                "space=code", "target=chair:0-3", f"inversion.code_steps={steps}"])
+
+    monkeypatch.setattr(session.Study, "invert", lambda *a, **k: pytest.fail("optimised z"))
+    encoder, refined = invert.run(cfg(0)), invert.run(cfg(20))
+    assert refined["space"] == "code" and refined["init"] == "encoder"
+    before, after = np.array(list(encoder["iou"].values())), np.array(list(refined["iou"].values()))
+    assert (after >= before).all() and after.mean() > before.mean()
+    saved = np.load(tmp_path / "20" / "inversion.npz")
+    module, _ = load_checkpoint(latent_checkpoint)
+    decoded = (module.decode(torch.from_numpy(saved["code"])) >= 0.5).numpy()[:, 0]
+    assert (decoded == saved["reconstructions"].astype(bool)).all()
+
+
+def test_refined_codes_reconstruct_a_shape_the_start_code_misses() -> None:
+    from voxgan.latent import refine_codes
+    from voxgan.latent.networks import frozen
+    from voxgan.models.autoencoder import LatentGenerator
+
+    torch.manual_seed(0)
+    network = LatentGenerator(8, 16, code_dim=6, width=16, depth=1, decoder_channels=4).eval()
+    target = (network.decode(torch.randn(3, 6) * 3) >= 0.5).float()
+    start = torch.randn(3, 6) * 3
+    with frozen(network):
+        still = refine_codes(network.decode, target, start, steps=0)
+        moved = refine_codes(network.decode, target, start, steps=100, lr=0.1)
+    torch.testing.assert_close(still.z, start)
+    assert (moved.iou >= still.iou).all() and moved.iou.mean() > still.iou.mean() + 0.05

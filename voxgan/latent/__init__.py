@@ -31,6 +31,7 @@ from voxgan.latent.inversion import (
     invert,
     iou,
     prior_penalty,
+    refine_codes,
     soft_iou_loss,
     train_encoder,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "encode",
     "first_block",
     "fit_z_to_codes",
+    "refine_codes",
     "frozen",
     "generator_features",
     "hinge_loss",

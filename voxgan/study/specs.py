@@ -67,7 +67,7 @@ class Operand:
     real shape, the shape and the IoU of its inversion (or of its decoded code)."""
 
     spec: str
-    z: torch.Tensor | None  # (latent_dim,); None for a real shape resolved in code space (encoded, not inverted)
+    z: torch.Tensor | None  # (latent_dim,); None: a real shape resolved in code space (encoded, not inverted)
     shape: np.ndarray | None = None
     iou: float | None = None
     code: torch.Tensor | None = None  # (code_dim,) standardised, resolved with space=code only
@@ -209,14 +209,10 @@ def _category_mean(spec: str, study: Study) -> Operand:
 
 
 def encoded(study: Study, grids: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-    """A latent GAN's codes of real shapes (N, R, R, R) in one encoder pass, and the IoU of each decoded
-    code with its shape (how near the autoencoder gets)."""
-    targets = torch.from_numpy(np.asarray(grids)).unsqueeze(1).float()
-    codes = study.encode_codes(targets).cpu()
-    decoded = study.decode(codes) >= 0.5
-    inter = (decoded & targets.bool()).flatten(1).sum(1)
-    union = (decoded | targets.bool()).flatten(1).sum(1).clamp(min=1)
-    return codes, (inter / union).numpy()
+    """A latent GAN's codes of real shapes (N, R, R, R): the encoder's, refined through the decoder
+    (``inversion.code_steps``), and the IoU of each decoded code with its shape."""
+    result = study.encode_shapes(grids)
+    return result.z, result.iou.numpy()
 
 
 def _attribute_mean(spec: str, study: Study, space: str) -> Operand:
