@@ -58,15 +58,18 @@ def test_every_group_option_composes_and_validates(combo: dict[str, str]) -> Non
         validate(cfg, known)
 
 
-@pytest.mark.parametrize("experiment", ["quick", "paper64", "chairplane", "real_chair32", "real_chair64"])
+@pytest.mark.parametrize("experiment", ["quick", "paper64", "chairplane", "real_chair32", "real_chair64",
+                                        "real_chair32_latent", "chairplane_latent"])
 def test_experiments_compose(experiment: str) -> None:
     cfg = _compose(f"experiment={experiment}")
     validate(cfg, CATEGORIES)
     if experiment == "paper64":
         assert (cfg.data.resolution, cfg.data.batch_size, cfg.model.g_channels) == (64, 100, 64)
         assert (cfg.loss.g_lr, cfg.loss.d_lr, cfg.loss.d_gate_accuracy) == (2.5e-3, 1e-5, 0.8)
-    if experiment == "chairplane":
+    if experiment.startswith("chairplane"):
         assert list(cfg.data.categories) == ["chair", "airplane"]
+    if experiment.endswith("_latent"):  # the second family, with its code GAN's objective
+        assert (cfg.model.name, cfg.loss.name) == ("latentgan", "wgan_gp")
     if experiment == "real_chair32":  # the recipe the README's real-chair table measures
         assert (cfg.loss.d_gate_accuracy, cfg.loss.g_lr, cfg.model.d_channels) == (0.8, 2e-4, 24)
 
