@@ -250,3 +250,17 @@ def test_refined_codes_reconstruct_a_shape_the_start_code_misses() -> None:
         moved = refine_codes(network.decode, target, start, steps=100, lr=0.1)
     torch.testing.assert_close(still.z, start)
     assert (moved.iou >= still.iou).all() and moved.iou.mean() > still.iou.mean() + 0.05
+
+
+def test_code_noise_follows_the_codes_spread_so_the_encoder_cannot_outgrow_it() -> None:
+    from voxgan.training.latent_module import noisy_codes
+
+    codes = torch.randn(64, 16) * torch.linspace(0.5, 2, 16)
+    torch.testing.assert_close(noisy_codes(codes, 0.0), codes)
+    torch.manual_seed(0)
+    small = noisy_codes(codes, 0.5) - codes
+    torch.manual_seed(0)
+    large = noisy_codes(codes * 10, 0.5) - codes * 10
+    torch.testing.assert_close(large, small * 10)
+    ratio = small.std(0) / codes.std(0)  # about 0.5 in every dimension, whatever its scale
+    assert ((ratio > 0.3) & (ratio < 0.7)).all()

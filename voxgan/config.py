@@ -28,7 +28,9 @@ class LatentConfig:
     ae_iterations: int = 2000  # stage 1: autoencoder iterations; the GAN on the codes trains after
     ae_lr: float = 1e-3  # the autoencoder's Adam learning rate
     pos_weight: float = 3.0  # weight of occupied voxels in the reconstruction cross-entropy (~7% occupied)
-    code_noise: float = 0.0  # std of Gaussian noise on the codes while the autoencoder trains (0: off)
+    # Gaussian noise on the codes while the autoencoder trains, as a share of each code dimension's spread
+    # over the batch (0: off): the decoder learns the space between the training codes, where G's land
+    code_noise: float = 0.0
     encoder_channels: int = 16  # channels of the encoder's first level (doubling per level)
     width: int = 256  # hidden width of the code GAN's MLPs
     depth: int = 2  # hidden layers of the code GAN's MLPs

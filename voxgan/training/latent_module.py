@@ -37,6 +37,16 @@ def batch_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (inter / union.clamp(min=1)).mean()
 
 
+def noisy_codes(codes: torch.Tensor, share: float) -> torch.Tensor:
+    """Codes (N, code_dim) plus Gaussian noise of ``share`` times each dimension's spread over the batch
+    (0: unchanged). Relative to the spread, so the encoder cannot outgrow the noise by scaling its codes;
+    the decoder learns the space around each code, where G's codes land."""
+    if share <= 0:
+        return codes
+    spread = codes.detach().std(0, keepdim=True) if len(codes) > 1 else codes.detach().abs()
+    return codes + share * spread * torch.randn_like(codes)
+
+
 class LatentGAN(GenerativeModule):
     """A latent GAN: voxel autoencoder (stage 1), then G and D on the autoencoder's codes (stage 2)."""
 
@@ -100,9 +110,7 @@ class LatentGAN(GenerativeModule):
         """Encode, perturb the code (``code_noise``), decode; weighted cross-entropy; step."""
         latent = self.hparams.model["latent"]
         opt_ae = self.optimizers()[2]
-        code = self.encoder(grids)
-        if latent["code_noise"] > 0:
-            code = code + latent["code_noise"] * torch.randn_like(code)
+        code = noisy_codes(self.encoder(grids), latent["code_noise"])
         logits = self.generator.decoder(code)
         pos_weight = torch.tensor(latent["pos_weight"], device=grids.device)
         loss = F.binary_cross_entropy_with_logits(logits.float(), grids, pos_weight=pos_weight)
