@@ -125,7 +125,8 @@ def test_evaluation_reports_the_autoencoders_ceilings_beside_the_samples(make_cf
     run(make_cfg(*LATENT, "iterations=5"))
     report = evaluate_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", num_samples=4)
     rows = report["ceilings"]
-    assert set(rows) == {"reference", "decoded reference", "decoded training codes"}
+    assert set(rows) == {"reference", "decoded reference", "decoded training codes", "decoded code mixture"}
+    assert 0 <= rows["decoded code mixture"]["1nna"] <= 1 and "pieces_gen" in rows["decoded code mixture"]
     assert 0 <= rows["reference"]["nn_iou_gt_0.9"] <= 1 and "mmd" not in rows["reference"]
     # a reconstruction of the reference is scored against that reference: its MMD is 1 - its IoU
     assert 0 <= rows["decoded reference"]["mmd"] <= 1 and "1nna" in rows["decoded training codes"]
