@@ -78,8 +78,10 @@ def _tsne_figure(embeddings: dict[str, np.ndarray], labels: np.ndarray, names: l
                 ax.scatter(*xy[n_gen:][real_labels == i].T, s=40, marker="X", edgecolors="black",
                            linewidths=0.6, color=color, label=f"{name} (real, inverted)")
         s = stats[space]
-        ax.set_title(f"{space}\nprobe accuracy {s['probe_accuracy']:.3f}, silhouette {s['silhouette']:.3f}",
-                     fontsize=10)
+        heading = f"{space}\nprobe accuracy {s['probe_accuracy']:.3f}, silhouette {s['silhouette']:.3f}"
+        if "real_silhouette" in s:
+            heading += f"\nreal shapes by their category: silhouette {s['real_silhouette']:.3f}"
+        ax.set_title(heading, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
     np.atleast_1d(axes)[0].legend(fontsize=7, markerscale=1.5, loc="best")
@@ -130,6 +132,11 @@ def tsne_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]:
             "probe_accuracy": probe_accuracy(x[: cfg.n], labels, seed=cfg.seed),
             "silhouette": silhouette(embeddings[space][: cfg.n], labels),
         }
+    known = real is not None and len(set(real.categories)) > 1 and None not in real.categories
+    if known:  # real shapes of known categories: how well those categories separate, shape by shape
+        real_categories = np.array(real.categories)
+        for space, xy in embeddings.items():
+            stats[space]["real_silhouette"] = silhouette(xy[cfg.n:], real_categories)
     counts = {name: int((labels == i).sum()) for i, name in enumerate(names)}
     title = f"{cfg.n} samples coloured by {coloring}"
     if real is not None:
@@ -137,9 +144,12 @@ def tsne_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]:
     figure = _tsne_figure(embeddings, labels, names, cfg.n, stats, title, real_labels)
     png = save_figure(figure, study.out / "tsne.png")
     save_npz(study.out / "tsne.npz", labels=labels, **{k.replace(" ", "_"): v for k, v in embeddings.items()})
-    print(f"{'space':>14s} {'dims':>6s} {'probe acc':>10s} {'silhouette':>11s}   ({coloring}: {counts})")
+    extra = f" {'real, by category':>18s}" if known else ""
+    header = f"{'space':>14s} {'dims':>6s} {'probe acc':>10s} {'silhouette':>11s}{extra}"
+    print(f"{header}   ({coloring}: {counts})")
     for space, s in stats.items():
-        print(f"{space:>14s} {s['dims']:>6d} {s['probe_accuracy']:>10.3f} {s['silhouette']:>11.3f}")
+        extra = f" {s['real_silhouette']:>18.3f}" if known else ""
+        print(f"{space:>14s} {s['dims']:>6d} {s['probe_accuracy']:>10.3f} {s['silhouette']:>11.3f}{extra}")
     run.image("tsne", png, title)
     first_of_each = [int(np.flatnonzero(labels == i)[0]) for i in range(len(names)) if (labels == i).any()]
     examples = binary_grids(grids.float()[first_of_each])

@@ -163,6 +163,10 @@ def test_the_study_apps_open_a_latent_gan(latent_checkpoint: Path, tmp_path: Pat
     report = tsne.run(cfg("tsne", "n=12", "perplexity=3", "real=chair:0-3", *quick))
     assert list(report["spaces"]) == ["z", "codes"]
     assert report["spaces"]["codes"]["dims"] == 16  # model.latent.code_dim of LATENT
+    assert "real_silhouette" not in report["spaces"]["codes"]  # one category: nothing to separate
+    # real shapes of known categories (the run's val chairs and airplanes): how those categories separate
+    report = tsne.run(cfg("tsne", "n=12", "perplexity=3", "real=val", "real_n=10", *quick))
+    assert all(-1 <= s["real_silhouette"] <= 1 for s in report["spaces"].values())
 
 
 def test_code_space_walks_and_sums_the_encoders_codes_without_inversion(latent_checkpoint: Path,
