@@ -39,6 +39,6 @@ def test_the_notebook_tour_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytes
     images = [Image.open(io.BytesIO(base64.b64decode(output["data"]["image/png"])))
               for cell in notebook.cells if cell.cell_type == "code"
               for output in cell.outputs if "image/png" in output.get("data", {})]
-    assert len(images) >= 7  # samples raw and clean, two interpolations, inversions, arithmetic, t-SNE
+    assert len(images) >= 9  # samples raw and clean, two walks, inversions, arithmetic, two t-SNEs, samples
     assert all(np.asarray(image).std() > 5 for image in images)  # none blank
     assert (tmp_path / "tour_outputs" / "chairs.html").stat().st_size > 1e6  # the 3D page, plotly inside
