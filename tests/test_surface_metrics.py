@@ -219,6 +219,16 @@ def test_registered_surface_metric_runs_through_compute_metrics() -> None:
     assert results["cov_cd"] == pytest.approx(2 / 3) and results["cov_emd"] == pytest.approx(2 / 3)
 
 
+def test_the_chamfer_only_metric_is_the_surface_metrics_chamfer_part() -> None:
+    shapes = distinct_shapes()
+    gen, ref = shapes[[0, 1, 1]], shapes[:3]
+    both = compute_metrics(["surface"], MetricContext(torch.from_numpy(gen), torch.from_numpy(ref)))
+    chamfer = compute_metrics(["surface_cd"], MetricContext(torch.from_numpy(gen), torch.from_numpy(ref)))
+    assert chamfer == {k: v for k, v in both.items() if "emd" not in k}
+    with pytest.raises(ValueError, match="choose among"):
+        surface_metrics(gen, ref, distances=("cd", "hausdorff"))
+
+
 def test_unequal_sets_are_drawn_down_with_a_warning() -> None:
     shapes = distinct_shapes()
     drawn = np.sort(np.random.default_rng(0).choice(4, 2, replace=False))
