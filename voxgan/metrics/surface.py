@@ -39,6 +39,7 @@ from voxgan.training.losses import ieee_fp32
 
 SURFACE_POINTS = 2048
 EMD_POINTS = 256
+SURFACE_DISTANCES = ("cd", "emd")  # Chamfer, Earth Mover's
 SURFACE_METHOD = (
     f"{SURFACE_POINTS} surface points per shape, scaled to a [-1, 1] bounding box; CD: squared, both ways; "
     f"EMD: exact matching of {EMD_POINTS} of the points (16% above all {SURFACE_POINTS}'s on real chairs)"
@@ -154,7 +155,7 @@ def surface_metrics(
     device: torch.device | str | None = None,
     subsample: bool = True,
     workers: int | None = None,
-    distances: tuple[str, ...] = ("cd", "emd"),
+    distances: tuple[str, ...] = SURFACE_DISTANCES,
 ) -> dict[str, float]:
     """MMD, COV and 1-NNA of two grid sets on the Chamfer and Earth Mover's distances of their surfaces
     (``distances``: both, or ``("cd",)`` alone: EMD is what takes minutes for a few hundred shapes).
@@ -163,6 +164,8 @@ def surface_metrics(
     runs on ``device`` (as k-d trees on ``workers`` threads on the CPU), EMD on ``workers`` CPU threads.
     Also counts each set's empty grids.
     """
+    if not distances or not set(distances) <= set(SURFACE_DISTANCES):  # before any surface is sampled
+        raise ValueError(f"distances={distances}: choose among {list(SURFACE_DISTANCES)}")
     keep_gen, keep_ref = equal_size_indices(len(generated), len(reference), subsample, seed)
     gen = surface_points(generated[keep_gen], points, seed)
     ref = surface_points(reference[keep_ref], points, seed)
@@ -171,9 +174,6 @@ def surface_metrics(
         "cd": lambda x, y: chamfer_matrix(x, y, device, workers=workers),
         "emd": lambda x, y: emd_matrix(x, y, emd_points, seed, workers),
     }
-    unknown = sorted(set(distances) - set(kinds))
-    if unknown or not distances:
-        raise ValueError(f"distances={distances}: choose among {sorted(kinds)}")
     for name in distances:
         distance = kinds[name]
         gen_ref, gen_gen, ref_ref = distance(gen, ref), distance(gen, None), distance(ref, None)

@@ -166,37 +166,27 @@ class Study:
                              "or export has one")
         return torch.cat([self._codes(part.float()) for part in grids.split(64)])
 
-    def code_network(self, space_key: str = "space") -> torch.nn.Module:
-        """A latent GAN's generator (its code G and decoder); one ValueError naming ``space_key`` for a model
+    def code_network(self) -> torch.nn.Module:
+        """A latent GAN's generator (its code G and decoder); one ValueError naming ``space`` for a model
         without a code space."""
         if self._codes is None:
-            raise ValueError(f"{space_key}=code needs a latent GAN (its checkpoint or export): "
-                             f"ckpt={self.cfg.ckpt} has no code space; use {space_key}=z")
+            raise ValueError(f"space=code needs a latent GAN (its checkpoint or export): "
+                             f"ckpt={self.cfg.ckpt} has no code space; use space=z")
         return self.generator
 
     @torch.no_grad()
     def codes_of(self, z: torch.Tensor) -> torch.Tensor:
         """A latent GAN's standardised codes G makes of z (N, latent_dim), on the CPU."""
-        network = self.code_network()
-        was_training = network.training
-        network.eval()
-        try:
+        with frozen(self.code_network()) as network:
             codes = [network.code_generator(part.to(self.device)) for part in z.split(64)]
-            return torch.cat(codes).float().cpu()
-        finally:
-            network.train(was_training)
+        return torch.cat(codes).float().cpu()
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Occupancy probabilities (N, 1, R, R, R) on the CPU of a latent GAN's standardised codes: the
         decoder alone, cleaned up as samples are."""
-        network = self.code_network()
-        was_training = network.training
-        network.eval()
-        try:
+        with frozen(self.code_network()) as network:
             out = torch.cat([network.decode(part.to(self.device)) for part in codes.split(64)]).float().cpu()
-        finally:
-            network.train(was_training)
         return out if self.sampler.clean is None else keep_largest_piece(out, self.sampler.clean)
 
     def encode_shapes(self, grids: np.ndarray) -> Inversion:

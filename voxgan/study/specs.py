@@ -208,20 +208,13 @@ def _category_mean(spec: str, study: Study) -> Operand:
     return Operand(spec, z[torch.from_numpy(chosen)].mean(0))
 
 
-def encoded(study: Study, grids: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-    """A latent GAN's codes of real shapes (N, R, R, R): the encoder's, refined through the decoder
-    (``inversion.code_steps``), and the IoU of each decoded code with its shape."""
-    result = study.encode_shapes(grids)
-    return result.z, result.iou.numpy()
-
-
 def _attribute_mean(spec: str, study: Study, space: str) -> Operand:
     category, seeds = attribute_seeds(spec, study, study.cfg.attr_shapes)
     grids = procedural_shapes(category, seeds, study.resolution).grids
     if space == "code":
-        codes, ious = encoded(study, grids)
-        log.info("%s: mean code of %d encoded %ss (IoU %.3f)", spec, len(seeds), category, ious.mean())
-        return Operand(spec, None, iou=float(ious.mean()), code=codes.mean(0))
+        encoded = study.encode_shapes(grids)  # Inversion.z holds the codes
+        log.info("%s: mean code of %d encoded %ss (IoU %.3f)", spec, len(seeds), category, encoded.iou.mean())
+        return Operand(spec, None, iou=float(encoded.iou.mean()), code=encoded.z.mean(0))
     inverted = study.invert(grids)
     log.info("%s: mean z of %d inverted %ss (IoU %.3f)", spec, len(seeds), category, inverted.iou.mean())
     return Operand(spec, inverted.z.mean(0), iou=float(inverted.iou.mean()))
@@ -251,10 +244,10 @@ def resolve_operands(specs: dict[str, str], study: Study, space: str = "z") -> d
         else:
             raise ValueError(f"{name}={spec!r} is not a shape spec (or no such file): use {SPEC_FORMS}")
     if real and space == "code":
-        codes, ious = encoded(study, np.stack(list(real.values())))
+        encoded = study.encode_shapes(np.stack(list(real.values())))  # Inversion.z holds the codes
         for i, (name, grid) in enumerate(real.items()):
-            resolved[name] = Operand(str(specs[name]), None, grid, float(ious[i]), code=codes[i])
-            log.info("%s=%s encoded; its decoded code has IoU %.3f", name, specs[name], ious[i])
+            resolved[name] = Operand(str(specs[name]), None, grid, float(encoded.iou[i]), code=encoded.z[i])
+            log.info("%s=%s encoded; its decoded code has IoU %.3f", name, specs[name], encoded.iou[i])
     elif real:
         inverted = study.invert(np.stack(list(real.values())))
         for i, (name, grid) in enumerate(real.items()):
