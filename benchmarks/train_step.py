@@ -51,7 +51,7 @@ from reference_3dgan import ReferenceGAN, endless_batches
 from voxgan.config import register_configs
 from voxgan.models.layers import level_channels
 from voxgan.training.module import VoxelGAN
-from voxgan.training.train import build_datamodule, build_module
+from voxgan.training.train import build_datamodule, build_module, native_bf16
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -365,7 +365,8 @@ def print_row(
     print(
         f"  {name:<30}{threads:>4}{timing.first:>9.2f}{1 / median:>8.2f}{batch_size / median:>10.1f}"
         f"{flops / median / 1e12:>9.3f}{100 * flops / median / peak:>7.1f}%"
-        f"{timing.peak_bytes / 2**20:>8.0f}{ratio:>9}"
+        f"{timing.peak_bytes / 2**20:>8.0f}{ratio:>9}",
+        flush=True,
     )
 
 
@@ -387,37 +388,39 @@ def time_variant(
 class Peaks:
     """Dense matmul FLOP/s at each precision a row may run in."""
 
-    bf16: float
+    bf16: float | None  # None: not measured (bf16 is not native here)
     fp32: float
 
     def of(self, precision: str) -> float:
-        return self.bf16 if precision.startswith("bf16") else self.fp32
+        if precision.startswith("bf16"):
+            return self.bf16 if self.bf16 is not None else float("nan")
+        return self.fp32
 
 
 def run_case(
     case: Case, variants: list[Variant], device: torch.device, warmup: int, repeats: int, peaks: Peaks
 ) -> None:
-    """Time every variant, each iteration followed by a reference iteration, and print the block."""
+    """Time every variant, each iteration followed by a reference iteration, and print each row as soon
+    as it is measured; the reference row (its iterations are those paired with all rows) comes last."""
     flops = case_flops(case)
     print(f"\n{case.loss} {case.resolution}^3 batch {case.batch_size}: {flops / 1e9:.1f} GFLOP per iteration;"
           f" medians of {repeats} iterations after {warmup} warm-up")
     print(f"  {'loop':<30}{'thr':>4}{'first s':>9}{'it/s':>8}{'samples/s':>10}{'TFLOP/s':>9}{'peak':>8}"
-          f"{'MiB':>8}{'x ref':>9}")
+          f"{'MiB':>8}{'x ref':>9}", flush=True)
     reference = Reference(case, device)
     reference_row = reference.warm_up(warmup)
-    rows = {v.name: time_variant(case, v, device, warmup, repeats, reference) for v in variants}
     threads = torch.get_num_threads()
-    reference_row.timed = [s for row in rows.values() if isinstance(row, Timing) for s in row.paired]
-    if reference_row.timed:
-        peak = peaks.fp32  # the plain loop trains in fp32
-        print_row("reference (plain loop)", threads, reference_row, flops, case.batch_size, peak, "1.00x")
     for variant in variants:
-        row, name = rows[variant.name], f"voxgan {variant.name}"
+        row, name = time_variant(case, variant, device, warmup, repeats, reference), f"voxgan {variant.name}"
         if isinstance(row, str):
-            print(f"  {name:<30}failed: {row}")
+            print(f"  {name:<30}failed: {row}", flush=True)
             continue
+        reference_row.timed += row.paired
         peak = peaks.of(variant.precision)
         print_row(name, variant.threads or threads, row, flops, case.batch_size, peak, f"{row.speedup:.2f}x")
+    if reference_row.timed:  # the plain loop trains in fp32
+        ref = "reference (plain loop)"
+        print_row(ref, threads, reference_row, flops, case.batch_size, peaks.fp32, "1.00x")
 
 
 def describe(device: torch.device) -> str:
@@ -477,19 +480,29 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.set_float32_matmul_precision("high")  # as voxgan.training.train.run sets it
     device = torch.device(args.device)
-    variants = [v for v in VARIANTS[args.device] if args.variants is None or v.name in args.variants]
+    native = native_bf16(args.device)
+    def wanted(v: Variant) -> bool:  # named ones, else those the device runs natively
+        if args.variants is not None:
+            return v.name in args.variants
+        return native or not v.precision.startswith("bf16")
+
+    variants = [v for v in VARIANTS[args.device] if wanted(v)]
     warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
     repeats = args.repeats or (20 if gpu else 4)
     peak_size = 8192 if gpu else 2048
+    bf16_rows = any(v.precision.startswith("bf16") for v in variants)
     peaks = Peaks(
-        matmul_peak(device, torch.bfloat16, peak_size, 10 if gpu else 5),
+        matmul_peak(device, torch.bfloat16, peak_size, 10 if gpu else 5) if bf16_rows else None,
         matmul_peak(device, torch.float32, peak_size, 10 if gpu else 5),
     )
     fp32 = "tf32" if device.type == "cuda" else "fp32"  # float32 matmul precision "high" is TF32 on CUDA
     print(f"device: {describe(device)}; torch {torch.__version__}; {torch.get_num_threads()} threads")
-    print(f"dense matmul peak ({peak_size}^3): bf16 {peaks.bf16 / 1e12:.2f} TFLOP/s,"
-          f" {fp32} {peaks.fp32 / 1e12:.2f} TFLOP/s; %peak below is against the row's precision"
-          f" (bf16 rows: bf16, the others: {fp32})")
+    bf16_peak = f"bf16 {peaks.bf16 / 1e12:.2f} TFLOP/s, " if peaks.bf16 is not None else ""
+    print(f"dense matmul peak ({peak_size}^3): {bf16_peak}{fp32} {peaks.fp32 / 1e12:.2f} TFLOP/s;"
+          f" %peak below is against the row's precision (bf16 rows: bf16, the others: {fp32})")
+    if not native and args.variants is None:
+        print("bf16 is emulated on this device (slower than fp32): its rows are left out; name them with"
+              " --variants to time them anyway", flush=True)
     if not torch.cuda.is_available():
         print("no CUDA device here: the GPU rows (bf16, cudnn.benchmark, fused Adam...) need a GPU")
     for case in cases:

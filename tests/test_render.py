@@ -10,6 +10,7 @@ from PIL import Image
 
 from voxgan.render import (
     BACKGROUND,
+    CELL,
     grid_to_mesh,
     hstack_frames,
     occupancy_mask,
@@ -236,3 +237,13 @@ def test_save_mesh_unknown_format(tmp_path):
     with pytest.raises(ValueError, match="obj, ply, glb, stl"):
         save_mesh(grid_to_mesh(_ball(8, 2)), tmp_path / "ball.fbx")
     assert not list(tmp_path.iterdir())
+
+
+def test_shapes_are_drawn_at_a_readable_size_by_default():
+    """Grids, strips and comparisons draw each shape at >= 160 px: at 128 a 32^3 chair's slats blur."""
+    grid = np.zeros((32, 32, 32), dtype=bool)
+    grid[4:28, 4:6, 4:28] = True
+    assert render_voxels(grid).shape[:2] == (CELL, CELL)
+    assert CELL >= 160
+    sheet = render_grid([grid, grid, grid], ncols=3)
+    assert sheet.size == (3 * CELL, CELL)

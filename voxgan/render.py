@@ -36,6 +36,9 @@ DEPTH_FALLOFF = 0.2
 BORDER = 0.04
 # Pixels rendered per output pixel along each side; averaging them anti-aliases edges.
 SUPERSAMPLE = 2
+# Side in pixels of one shape's picture in grids, strips and side-by-side comparisons: at 128 px a
+# chair's legs and slats of a 32^3 grid blur into a few pixels each; 160 px shows them.
+CELL = 160
 MESH_FORMATS = ("obj", "ply", "glb", "stl")
 
 
@@ -187,7 +190,7 @@ def _brightness(fragments: dict, corner_light: np.ndarray, depth_range: float) -
     return light * (1 - DEPTH_FALLOFF * (1 - nearness))
 
 
-def render_voxels(grid: np.ndarray, size: int = 128, threshold: float = 0.5,
+def render_voxels(grid: np.ndarray, size: int = CELL, threshold: float = 0.5,
                   color: tuple[int, int, int] | None = None) -> np.ndarray:
     """Shaded 3/4-view render of a voxel grid ((R, R, R) or (1, R, R, R)) as a (size, size, 3)
     uint8 image; a float grid is occupied where >= ``threshold``, a bool grid as it is."""
@@ -269,7 +272,7 @@ def _check_length(name: str, values: Sequence | None, count: int) -> None:
         raise ValueError(f"render_grid got {len(values)} {name} for {count} grids; give one per grid")
 
 
-def render_grid(grids: np.ndarray | Sequence[np.ndarray], ncols: int | None = None, size: int = 128,
+def render_grid(grids: np.ndarray | Sequence[np.ndarray], ncols: int | None = None, size: int = CELL,
                 labels: Sequence[str] | None = None,
                 colors: Sequence[tuple[int, int, int]] | None = None) -> Image.Image:
     """Renders of several grids laid out row by row, ``ncols`` (default ceil(sqrt(N))) per row,
