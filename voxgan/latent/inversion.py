@@ -9,8 +9,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from voxgan.latent.networks import frozen
+from voxgan.progress import progress_bar
 
 # Draws n latent vectors from the prior: (n, d).
 Sampler = Callable[[int], torch.Tensor]
@@ -47,6 +49,9 @@ def hinge_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 RECONSTRUCTION_LOSSES = {"hinge": hinge_loss, "bce": bce_loss, "iou": soft_iou_loss}
+
+# Steps between the numbers a progress bar shows (IoU, loss): cheap, but a GPU waits for each.
+SHOW_EVERY = 10
 
 
 def iou(a: torch.Tensor, b: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
@@ -96,14 +101,17 @@ def _check_settings(settings: InversionSettings) -> None:
 
 
 def _optimise(generator: nn.Module, target: torch.Tensor, z0: torch.Tensor, prior: str,
-              settings: InversionSettings) -> torch.Tensor:
-    """Adam on z (cosine-decayed learning rate) to reconstruct ``target``; returns the final z."""
+              settings: InversionSettings, on_step: Callable[[torch.Tensor], None] | None = None
+              ) -> torch.Tensor:
+    """Adam on z (cosine-decayed learning rate) to reconstruct ``target``; returns the final z.
+    ``on_step(probs)`` sees G(z) of every step (before the update), e.g. for a progress bar."""
     z = z0.clone().requires_grad_(True)
     optimiser = torch.optim.Adam([z], lr=settings.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, settings.steps)
     reconstruction = RECONSTRUCTION_LOSSES[settings.loss]
     for _ in range(settings.steps):
-        loss = reconstruction(generator(z), target)
+        probs = generator(z)
+        loss = reconstruction(probs, target)
         if prior == "normal" and settings.prior_weight > 0:
             loss = loss + settings.prior_weight * prior_penalty(z)
         optimiser.zero_grad(set_to_none=True)
@@ -113,6 +121,8 @@ def _optimise(generator: nn.Module, target: torch.Tensor, z0: torch.Tensor, prio
         if prior == "uniform":
             with torch.no_grad():
                 z.clamp_(-1, 1)
+        if on_step is not None:
+            on_step(probs.detach())
     return z.detach()
 
 
@@ -153,65 +163,95 @@ def fit_z_to_codes(code_generator: nn.Module, codes: torch.Tensor, z0: torch.Ten
 
 
 def refine_codes(decode: Callable[[torch.Tensor], torch.Tensor], targets: torch.Tensor, codes: torch.Tensor,
-                 steps: int, lr: float = 0.05, loss: str = "iou", batch_size: int = 64) -> Inversion:
+                 steps: int, lr: float = 0.05, loss: str = "iou", batch_size: int = 64,
+                 progress: bool = False, label: str = "refining codes") -> Inversion:
     """A latent GAN's codes (N, code_dim) of targets (N, 1, R, R, R), refined by ``steps`` Adam steps
     (cosine-decayed learning rate) through ``decode`` (codes -> occupancy probabilities, its weights
     frozen by the caller). Each shape keeps the better of its start and its refined code by IoU, so a
-    refinement never loses to the encoder. ``Inversion.z`` holds the codes."""
+    refinement never loses to the encoder. ``Inversion.z`` holds the codes. ``progress``: a bar on stderr."""
     reconstruction = RECONSTRUCTION_LOSSES[loss]
     out_codes, out_probs, out_iou = [], [], []
-    for target, start in zip(targets.float().split(batch_size), codes.split(batch_size), strict=True):
-        with torch.no_grad():
-            start_probs = decode(start)
-        code = start.clone().requires_grad_(True)
-        if steps > 0:
-            optimiser = torch.optim.Adam([code], lr=lr)
-            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
-            for _ in range(steps):
-                optimiser.zero_grad(set_to_none=True)
-                reconstruction(decode(code), target).sum().backward()
-                optimiser.step()
-                schedule.step()
-        with torch.no_grad():
-            probs = decode(code)
-            before, after = iou(start_probs, target), iou(probs, target)
-            keep = after >= before
-            out_codes.append(torch.where(keep[:, None], code.detach(), start).cpu())
-            out_probs.append(torch.where(keep.view(-1, 1, 1, 1, 1), probs, start_probs).cpu())
-            out_iou.append(torch.maximum(before, after).cpu())
+    batches = list(zip(targets.float().split(batch_size), codes.split(batch_size), strict=True))
+    with progress_bar(label, len(batches) * steps, progress and steps > 0, "step") as bar:
+        for target, start in batches:
+            with torch.no_grad():
+                start_probs = decode(start)
+            code = start.clone().requires_grad_(True)
+            if steps > 0:
+                optimiser = torch.optim.Adam([code], lr=lr)
+                schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+                for _ in range(steps):
+                    optimiser.zero_grad(set_to_none=True)
+                    reconstruction(decode(code), target).sum().backward()
+                    optimiser.step()
+                    schedule.step()
+                    bar.update()
+            with torch.no_grad():
+                probs = decode(code)
+                before, after = iou(start_probs, target), iou(probs, target)
+                keep = after >= before
+                out_codes.append(torch.where(keep[:, None], code.detach(), start).cpu())
+                out_probs.append(torch.where(keep.view(-1, 1, 1, 1, 1), probs, start_probs).cpu())
+                out_iou.append(torch.maximum(before, after).cpu())
+            if progress:
+                done = torch.cat(out_iou)
+                bar.set_postfix(shapes=f"{len(done)}/{len(targets)}", iou=f"{done.mean():.3f}", refresh=False)
     return Inversion(torch.cat(out_codes), torch.cat(out_probs), torch.cat(out_iou))
 
 
 def invert(generator: nn.Module, targets: torch.Tensor, sample_z: Sampler, settings: InversionSettings,
-           prior: str = "normal", init: torch.Tensor | None = None) -> Inversion:
+           prior: str = "normal", init: torch.Tensor | None = None, progress: bool = False,
+           label: str = "inverting") -> Inversion:
     """Find z with G(z) close to each target (N, 1, R, R, R) of 0/1 occupancy.
 
     Every target gets ``settings.restarts`` starts, the best-fitting of ``restarts * candidates`` draws
     of ``sample_z(n)`` (the first replaced by ``init`` when given, e.g. an encoder's guess); the start
     whose result has the best IoU wins. G runs in eval mode: BatchNorm with batch statistics would
-    tie the restarts to each other.
+    tie the restarts to each other. ``progress``: a bar on stderr over the Adam steps, with the shapes
+    done and the mean IoU of the best restart of the shapes under way (every ``SHOW_EVERY`` steps).
     """
     _check_settings(settings)
     targets = targets.float()
     k = settings.restarts
     chunk = max(1, settings.batch_size // k)
+    starts = range(0, len(targets), chunk)
     best_z, best_probs, best_iou = [], [], []
-    with frozen(generator):
-        for lo in range(0, len(targets), chunk):
+    bar = progress_bar(f"{label}, {k} restarts each", len(starts) * settings.steps, progress, "step")
+    with bar, frozen(generator):
+        for lo in starts:
             target = targets[lo : lo + chunk].to(next(generator.parameters()).device)
             n = len(target)
             z0 = _starts(generator, target, sample_z, settings)
             if init is not None:
                 z0[:, 0] = init[lo : lo + n].to(target.device)
-            z = _optimise(generator, target.repeat_interleave(k, 0), z0.flatten(0, 1), prior, settings)
+            repeated = target.repeat_interleave(k, 0)
+            on_step = _showing_iou(bar, repeated, n, k, f"{lo}/{len(targets)}") if progress else None
+            z = _optimise(generator, repeated, z0.flatten(0, 1), prior, settings, on_step)
             with torch.no_grad():
                 probs = generator(z)
-                scores = iou(probs, target.repeat_interleave(k, 0)).view(n, k)
+                scores = iou(probs, repeated).view(n, k)
             pick = scores.argmax(1) + torch.arange(n, device=z.device) * k
             best_z.append(z[pick].cpu())
             best_probs.append(probs[pick].cpu())
             best_iou.append(scores.max(1).values.cpu())
+            done = torch.cat(best_iou)
+            bar.set_postfix(shapes=f"{len(done)}/{len(targets)}", best_iou=f"{done.mean():.3f}",
+                            refresh=False)
     return Inversion(torch.cat(best_z), torch.cat(best_probs), torch.cat(best_iou))
+
+
+def _showing_iou(bar: tqdm, target: torch.Tensor, n: int, k: int, shapes: str
+                 ) -> Callable[[torch.Tensor], None]:
+    """An ``on_step`` advancing ``bar`` and, every ``SHOW_EVERY`` steps, showing the mean over n targets
+    of their best restart's IoU (targets repeated k times in ``target``)."""
+
+    def on_step(probs: torch.Tensor) -> None:
+        bar.update()
+        if bar.n % SHOW_EVERY == 0:
+            best = iou(probs, target).view(n, k).max(1).values.mean()
+            bar.set_postfix(shapes=shapes, best_iou=f"{best:.3f}", refresh=False)
+
+    return on_step
 
 
 class LatentEncoder(nn.Module):
@@ -235,15 +275,16 @@ class LatentEncoder(nn.Module):
 
 
 def train_encoder(generator: nn.Module, sample_z: Sampler, resolution: int, latent_dim: int, steps: int = 500,
-                  batch_size: int = 32, lr: float = 1e-3, channels: int = 16) -> LatentEncoder:
+                  batch_size: int = 32, lr: float = 1e-3, channels: int = 16, progress: bool = False
+                  ) -> LatentEncoder:
     """An encoder regressing z from G(z) thresholded at 0.5 (the 0/1 form real shapes have), trained
-    on fresh generated pairs; a fast first guess for :func:`invert`."""
+    on fresh generated pairs; a fast first guess for :func:`invert`. ``progress``: a bar on stderr."""
     device = next(generator.parameters()).device
     encoder = LatentEncoder(latent_dim, resolution, channels).to(device)
     optimiser = torch.optim.Adam(encoder.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
-    with frozen(generator):
-        for _ in range(steps):
+    with progress_bar("training the inversion encoder", steps, progress, "step") as bar, frozen(generator):
+        for step in range(steps):
             z = sample_z(batch_size).to(device)
             with torch.no_grad():
                 shapes = (generator(z) >= 0.5).float()
@@ -252,6 +293,9 @@ def train_encoder(generator: nn.Module, sample_z: Sampler, resolution: int, late
             loss.backward()
             optimiser.step()
             schedule.step()
+            bar.update()
+            if progress and step % SHOW_EVERY == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     return encoder.eval()
 
 

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from voxgan.metrics.distribution import distribution_metrics, memorisation
 from voxgan.metrics.fragments import fragment_metrics
 from voxgan.metrics.frechet import frechet_distance
 from voxgan.metrics.iou import occupancy_rows
 from voxgan.metrics.surface import surface_metrics
+from voxgan.progress import show_stage
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,8 @@ FeatureFn = Callable[[torch.Tensor], "torch.Tensor | np.ndarray"]
 class MetricContext:
     """What metrics are computed from: bool grid sets ``(N, R, R, R)`` and optional extras.
 
-    ``feature_fn`` maps a grid set to ``(N, D)`` features (e.g. a classifier's penultimate layer).
+    ``feature_fn`` maps a grid set to ``(N, D)`` features (e.g. a classifier's penultimate layer);
+    ``progress``: slow metrics (the surface ones) show progress bars on stderr.
     """
 
     generated: torch.Tensor
@@ -39,6 +42,7 @@ class MetricContext:
     feature_fn: FeatureFn | None = None
     device: torch.device | str | None = None
     chunk_size: int | None = None
+    progress: bool = False
 
 
 MetricFn = Callable[[MetricContext], dict[str, float]]
@@ -62,15 +66,20 @@ def registered_metrics() -> list[str]:
     return sorted(_METRICS)
 
 
-def compute_metrics(names: Iterable[str], ctx: MetricContext) -> dict[str, float]:
-    """Run the named metrics on ``ctx`` and merge their results into one dict."""
+def compute_metrics(names: Iterable[str], ctx: MetricContext, bar: tqdm | None = None) -> dict[str, float]:
+    """Run the named metrics on ``ctx`` and merge their results into one dict; ``bar`` (a progress bar)
+    names each metric as it starts and advances by one as it ends."""
     names = list(names)
     unknown = [name for name in names if name not in _METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; registered: {registered_metrics()}")
     results: dict[str, float] = {}
     for name in names:
+        if bar is not None:
+            show_stage(bar, name)
         results.update(_METRICS[name](ctx))
+        if bar is not None:
+            bar.update()
     return results
 
 
@@ -106,14 +115,15 @@ def _frechet(ctx: MetricContext) -> dict[str, float]:
 @register_metric("surface")
 def _surface(ctx: MetricContext) -> dict[str, float]:
     """MMD, COV and 1-NNA on Chamfer and Earth Mover's distances of surface point clouds."""
-    return surface_metrics(ctx.generated, ctx.reference, device=ctx.device)
+    return surface_metrics(ctx.generated, ctx.reference, device=ctx.device, progress=ctx.progress)
 
 
 @register_metric("surface_cd")
 def _surface_cd(ctx: MetricContext) -> dict[str, float]:
     """MMD, COV and 1-NNA on the Chamfer distance of surface point clouds alone: ``surface`` without its
     slow EMD, for sets of hundreds of shapes on a CPU."""
-    return surface_metrics(ctx.generated, ctx.reference, device=ctx.device, distances=("cd",))
+    return surface_metrics(ctx.generated, ctx.reference, device=ctx.device, distances=("cd",),
+                           progress=ctx.progress)
 
 
 @register_metric("occupancy")

@@ -31,9 +31,11 @@ import trimesh
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
+from tqdm import tqdm
 
 from voxgan.metrics.distribution import coverage, equal_size_indices, mmd, one_nna
 from voxgan.metrics.iou import GridSet, occupancy_rows
+from voxgan.progress import progress_bar
 from voxgan.render import grid_to_mesh
 from voxgan.training.losses import ieee_fp32
 
@@ -52,13 +54,14 @@ Clouds = np.ndarray | torch.Tensor
 
 
 def surface_points(
-    grids: GridSet, points: int = SURFACE_POINTS, seed: int = 0, normalise: bool = True
+    grids: GridSet, points: int = SURFACE_POINTS, seed: int = 0, normalise: bool = True,
+    bar: tqdm | None = None,
 ) -> torch.Tensor:
     """``points`` points on the surface of each grid of ``(N, R, R, R)``: a float32 ``(N, points, 3)`` tensor.
 
     Coordinates are the grid's axes with the whole grid spanning [-0.5, 0.5], or, with ``normalise``,
     each cloud centred at its bounding-box centre with its longest side spanning [-1, 1]. An empty
-    grid gives copies of the origin.
+    grid gives copies of the origin. ``bar``: a progress bar advanced by one per grid.
     """
     if points < 1:
         raise ValueError(f"points={points}; sample at least one surface point per shape")
@@ -69,6 +72,8 @@ def surface_points(
             rng = np.random.default_rng([seed, _content_key(grid)])
             sampled, _ = trimesh.sample.sample_surface(grid_to_mesh(grid), points, seed=rng)
             clouds[i] = _bounding_box_normalised(sampled) if normalise else sampled
+        if bar is not None:
+            bar.update()
     return torch.from_numpy(clouds)
 
 
@@ -78,6 +83,7 @@ def chamfer_matrix(
     device: torch.device | str | None = None,
     kernel: str = "auto",
     workers: int | None = None,
+    bar: tqdm | None = None,
 ) -> torch.Tensor:
     """Chamfer distance of every cloud of ``a`` ``(N, P, 3)`` with every cloud of ``b`` ``(M, Q, 3)``.
 
@@ -86,7 +92,7 @@ def chamfer_matrix(
     ``"kdtree"`` (the CPU default) queries one scipy k-d tree per cloud on ``workers`` threads (default:
     torch's thread count); ``"torch"`` (the default elsewhere) takes batched products on ``device``
     (default: where ``a`` is), in batches of bounded memory, in true fp32 (never TF32). Returns float32
-    ``(N, M)`` on ``device``.
+    ``(N, M)`` on ``device``. ``bar``: a progress bar advanced by one per pair computed.
     """
     symmetric = b is None
     device = torch.device(device) if device is not None else torch.as_tensor(a).device
@@ -95,7 +101,7 @@ def chamfer_matrix(
     second = first if symmetric else _as_clouds(b, "b")
     if kernel == "kdtree":
         first, second = first.to("cpu", torch.float64).numpy(), second.to("cpu", torch.float64).numpy()
-        return _chamfer_kdtree(first, second, symmetric, workers)
+        return _chamfer_kdtree(first, second, symmetric, workers, bar)
     first, second = first.to(device), second.to(device)
     rows, cols = _pairs(len(first), len(second), symmetric)
     rows, cols = rows.to(device), cols.to(device)
@@ -107,6 +113,8 @@ def chamfer_matrix(
         for start in range(0, len(rows), batch):
             i, j = rows[start : start + batch], cols[start : start + batch]
             distances[i, j] = _chamfer_pairs(first[i], second[j]).float()
+            if bar is not None:
+                bar.update(len(i))
     return distances + distances.T if symmetric else distances
 
 
@@ -116,6 +124,7 @@ def emd_matrix(
     points: int | None = EMD_POINTS,
     seed: int = 0,
     workers: int | None = None,
+    bar: tqdm | None = None,
 ) -> torch.Tensor:
     """Earth Mover's distance of every cloud of ``a`` ``(N, P, 3)`` with every cloud of ``b`` ``(M, P, 3)``.
 
@@ -123,6 +132,7 @@ def emd_matrix(
     CPU by ``workers`` threads (default: torch's thread count). Clouds of more than ``points`` points
     are matched on ``points`` of them, the same seeded draw for every cloud (``None``: all points).
     ``b=None`` compares ``a`` with itself, each pair once. Returns a float32 ``(N, M)`` CPU tensor.
+    ``bar``: a progress bar advanced by one per pair computed.
     """
     symmetric = b is None
     first = _as_clouds(a, "a").to("cpu", torch.float64).numpy()
@@ -143,7 +153,7 @@ def emd_matrix(
         matched_rows, matched_cols = linear_sum_assignment(cost)
         return float(cost[matched_rows, matched_cols].mean())
 
-    return _pair_matrix(matched, len(first), len(second), symmetric, workers)
+    return _pair_matrix(matched, len(first), len(second), symmetric, workers, bar)
 
 
 def surface_metrics(
@@ -156,27 +166,34 @@ def surface_metrics(
     subsample: bool = True,
     workers: int | None = None,
     distances: tuple[str, ...] = SURFACE_DISTANCES,
+    progress: bool = False,
 ) -> dict[str, float]:
     """MMD, COV and 1-NNA of two grid sets on the Chamfer and Earth Mover's distances of their surfaces
     (``distances``: both, or ``("cd",)`` alone: EMD is what takes minutes for a few hundred shapes).
 
     Sets of unequal size are drawn down as in :func:`voxgan.metrics.distribution.one_nna`; Chamfer
     runs on ``device`` (as k-d trees on ``workers`` threads on the CPU), EMD on ``workers`` CPU threads.
-    Also counts each set's empty grids.
+    Also counts each set's empty grids. ``progress``: bars on stderr, one for the surface points of both
+    sets and one per distance over its pairs.
     """
     if not distances or not set(distances) <= set(SURFACE_DISTANCES):  # before any surface is sampled
         raise ValueError(f"distances={distances}: choose among {list(SURFACE_DISTANCES)}")
     keep_gen, keep_ref = equal_size_indices(len(generated), len(reference), subsample, seed)
-    gen = surface_points(generated[keep_gen], points, seed)
-    ref = surface_points(reference[keep_ref], points, seed)
+    size = min(len(generated), len(reference))  # of both sets, once drawn to equal size
+    with progress_bar("surface points", 2 * size, progress, "shape") as bar:
+        gen = surface_points(generated[keep_gen], points, seed, bar=bar)
+        ref = surface_points(reference[keep_ref], points, seed, bar=bar)
     results: dict[str, float] = {}
     kinds = {
-        "cd": lambda x, y: chamfer_matrix(x, y, device, workers=workers),
-        "emd": lambda x, y: emd_matrix(x, y, emd_points, seed, workers),
+        "cd": ("Chamfer distances", lambda x, y, bar: chamfer_matrix(x, y, device, workers=workers, bar=bar)),
+        "emd": ("EMD", lambda x, y, bar: emd_matrix(x, y, emd_points, seed, workers, bar)),
     }
+    pairs = size * size + size * (size - 1)  # gen-ref, then each set with itself (each pair once)
     for name in distances:
-        distance = kinds[name]
-        gen_ref, gen_gen, ref_ref = distance(gen, ref), distance(gen, None), distance(ref, None)
+        label, distance = kinds[name]
+        with progress_bar(label, pairs, progress, "pair") as bar:
+            gen_ref, gen_gen, ref_ref = (distance(gen, ref, bar), distance(gen, None, bar),
+                                         distance(ref, None, bar))
         results[f"mmd_{name}"] = mmd(gen_ref)
         results[f"cov_{name}"] = coverage(gen_ref)
         results[f"1nna_{name}"] = one_nna(gen_gen, ref_ref, gen_ref)
@@ -237,13 +254,18 @@ def _pairs(n: int, m: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def _pair_matrix(
-    distance: Callable[[int, int], float], n: int, m: int, symmetric: bool, workers: int | None
+    distance: Callable[[int, int], float], n: int, m: int, symmetric: bool, workers: int | None,
+    bar: tqdm | None = None,
 ) -> torch.Tensor:
     """The ``(n, m)`` float32 matrix of ``distance(i, j)``, computed by CPU threads (scipy releases the
     GIL in its solvers and trees); a self-comparison computes each pair once and has 0 on its diagonal."""
     rows, cols = _pairs(n, m, symmetric)
+    values = []
     with ThreadPoolExecutor(max(1, workers or torch.get_num_threads())) as pool:
-        values = list(pool.map(distance, rows.tolist(), cols.tolist()))
+        for value in pool.map(distance, rows.tolist(), cols.tolist()):
+            values.append(value)
+            if bar is not None:
+                bar.update()
     distances = np.zeros((n, m), dtype=np.float64)
     distances[rows.numpy(), cols.numpy()] = values
     if symmetric:
@@ -252,7 +274,7 @@ def _pair_matrix(
 
 
 def _chamfer_kdtree(
-    first: np.ndarray, second: np.ndarray, symmetric: bool, workers: int | None
+    first: np.ndarray, second: np.ndarray, symmetric: bool, workers: int | None, bar: tqdm | None = None
 ) -> torch.Tensor:
     """Chamfer matrix from one k-d tree per cloud: exact float64 nearest distances."""
     first_trees = [cKDTree(cloud) for cloud in first]
@@ -263,7 +285,7 @@ def _chamfer_kdtree(
         to_first, _ = first_trees[i].query(second[j])
         return float(np.mean(to_second**2) + np.mean(to_first**2))
 
-    return _pair_matrix(chamfer, len(first), len(second), symmetric, workers)
+    return _pair_matrix(chamfer, len(first), len(second), symmetric, workers, bar)
 
 
 def _chamfer_pairs(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
