@@ -6,6 +6,7 @@
 Prints a markdown table; writes ``evaluation.md`` and ``evaluation.json`` into the run folder (or ``out=``).
 """
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from voxgan.evaluation import (
 from voxgan.export import is_checkpoint, load_generator
 from voxgan.io import error_summary
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class EvaluateConfig:
@@ -47,6 +50,7 @@ class EvaluateConfig:
     clean: bool = True  # also score the samples cleaned up to their largest piece (metrics_clean)
     clean_share: float = 0.1  # with clean: pieces of at least this share of the largest are kept too
     out: str | None = None  # where evaluation.md/.json go; null: this app's run folder
+    progress: bool = True  # a bar with its ETA on stderr over the metrics (and the surface metrics' shapes)
 
 
 register_schema("evaluate", EvaluateConfig)
@@ -59,10 +63,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if is_checkpoint(cfg.ckpt):
         report = evaluate_checkpoint(
             cfg.ckpt, cfg.n, cfg.ref, cfg.split, list(cfg.ref_categories), cfg.classifier, list(cfg.metrics),
-            cfg.seed, str(resolve_device(cfg.device)), cfg.repeats, clean,
+            cfg.seed, str(resolve_device(cfg.device)), cfg.repeats, clean, cfg.progress,
         )
     else:
         report = evaluate_export(cfg, clean)
+    # The default n means "up to" (the default val split holds 100 shapes), and the report gives the sizes;
+    # an n of the user's own that the reference cannot meet is worth a warning.
+    if report["samples"] < cfg.n and cfg.n != EvaluateConfig.n:
+        log.warning("n=%d asked, but the reference holds %d shapes: evaluated %d samples against them",
+                    cfg.n, report["samples"], report["samples"])
     markdown, _ = write_report(report, Path(cfg.out or HydraConfig.get().runtime.output_dir))
     print(report_markdown(report))
     print(f"written to {markdown} and {markdown.with_suffix('.json')}")
@@ -96,7 +105,7 @@ def evaluate_export(cfg: DictConfig, clean: float | None) -> dict[str, Any]:
         reference, train, name = data.val_set, data.train_set, "the val split of its training data"
     return evaluate_sampler(
         generator.sampler, reference, train, str(cfg.ckpt), int(training.get("iterations") or 0), name, cfg.n,
-        cfg.classifier, list(cfg.metrics), cfg.seed, str(device), cfg.repeats, clean,
+        cfg.classifier, list(cfg.metrics), cfg.seed, str(device), cfg.repeats, clean, progress=cfg.progress,
     )
 
 

@@ -47,7 +47,7 @@ def _frechet_skips(caplog: pytest.LogCaptureFixture) -> int:
 
 
 def test_callback_records_every_evaluation_and_feeds_the_sweeper(make_cfg, tmp_path: Path, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="voxgan.evaluation"):
+    with caplog.at_level(logging.INFO, logger="voxgan.evaluation"):
         metrics = run(make_cfg(*EVAL, "iterations=5"))
     records = read_jsonl(tmp_path / "run" / EVAL_FILE)
     assert [r["iteration"] for r in records] == [2, 4, 5]  # the schedule, then the end of training
@@ -57,7 +57,8 @@ def test_callback_records_every_evaluation_and_feeds_the_sweeper(make_cfg, tmp_p
         assert set(IN_UNIT_RANGE) <= set(record) and "frechet" not in record
         assert all(0 <= record[key] <= 1 for key in IN_UNIT_RANGE)
         assert record["1nna_gap"] == pytest.approx(abs(record["1nna"] - 0.5))
-    assert _frechet_skips(caplog) == 1  # said once, not at every evaluation
+    assert _frechet_skips(caplog) == 1  # said once, not at every evaluation, and no warning: nothing to fix
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert metrics["eval/1nna_gap"] == pytest.approx(records[-1]["1nna_gap"])
     logged = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "eval/mmd" in r]
     assert [(r["step"], r["iteration"]) for r in logged] == [(2, 2), (4, 4), (5, 5)]
@@ -108,6 +109,40 @@ def test_evaluate_checkpoint_scores_every_metric(make_cfg, tmp_path: Path, caplo
     assert set(report["metrics"]) == {*IN_UNIT_RANGE, "pieces_gen", "pieces_ref", "frechet"}
     # The same z and reference shapes every time: a second evaluation gives the same numbers.
     assert evaluate_checkpoint(ckpt, num_samples=4, classifier=str(matching))["metrics"] == report["metrics"]
+
+
+def test_the_default_evaluation_warns_of_nothing_and_its_report_says_what_it_left_out(
+        make_cfg, tmp_path: Path, caplog, capsys) -> None:
+    """No classifier and a val split smaller than n=200 are the default, not a problem: said at INFO and in
+    the report. An n of the user's own that the reference cannot meet is a warning."""
+    from hydra import compose, initialize_config_dir
+
+    from experiments import evaluate
+    from tests.conftest import CONF
+
+    run(make_cfg("callbacks.eval_every=0", "iterations=2"))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+
+    def evaluate_app(*overrides: str) -> dict:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("evaluate", overrides=[f"ckpt={ckpt}", f"out={tmp_path / 'eval'}", "device=cpu",
+                                                 "metrics=[distribution,frechet]", "clean=false", *overrides])
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            return evaluate.run(cfg)
+
+    report = evaluate_app()  # n=200 (the default) against the 5 val shapes, no classifier
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert _frechet_skips(caplog) == 1 and report["samples"] == 5
+    assert set(report["skipped"]) == {"frechet"} and set(report["metrics"]) >= {"mmd", "cov", "1nna"}
+    markdown = (tmp_path / "eval" / "evaluation.md").read_text()
+    assert "(n=200 asked: the reference holds fewer)" in markdown
+    assert "Not measured: frechet, as no classifier was given" in markdown
+    assert "evaluating: 100% 1/1 [" in capsys.readouterr().err  # its progress: one metric, one z set
+    evaluate_app("n=8", "progress=false")
+    assert "evaluating" not in capsys.readouterr().err
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warned == ["n=8 asked, but the reference holds 5 shapes: evaluated 5 samples against them"]
 
 
 def test_a_sampler_is_scored_alike_whatever_its_source(make_cfg, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from voxgan.cleanup import keep_largest_piece
 from voxgan.data.datamodule import PackedSet, VoxelDataModule, prepared_set
@@ -26,6 +27,7 @@ from voxgan.metrics import MetricContext, compute_metrics
 from voxgan.metrics.iou import OCCUPANCY_THRESHOLD
 from voxgan.metrics.registry import FeatureFn
 from voxgan.models.classifier import VoxelClassifier, load_classifier
+from voxgan.progress import progress_bar
 from voxgan.sampling import Sampler
 from voxgan.training.checkpoint import load_checkpoint
 
@@ -70,6 +72,8 @@ CLASSIFIER_HINT = (
     "train one on these categories with `python experiments/train_classifier.py data=<data config>` and pass "
     "its classifier.ckpt (callbacks.classifier=... when training, classifier=... to experiments/evaluate.py)"
 )
+
+FRECHET_WITHOUT_CLASSIFIER = f"no classifier was given; to have it, {CLASSIFIER_HINT}"
 
 
 @dataclass
@@ -117,19 +121,19 @@ def frechet_feature_fn(
     classifier: tuple[VoxelClassifier, dict[str, Any]] | None, categories: list[str], resolution: int,
     device: torch.device | str,
 ) -> FeatureFn | None:
-    """The classifier's features if it knows every category at this resolution; else None, logging why."""
+    """The classifier's features if it knows every category at this resolution; else None, logging why:
+    at INFO without a classifier (the default: nothing to fix), as a warning for one that does not fit."""
     if classifier is None:
-        reason = "no classifier checkpoint was given"
-    else:
-        model, meta = classifier
-        missing = [c for c in categories if c not in meta["categories"]]
-        if not missing and meta["resolution"] == resolution:
-            return classifier_features(model.to(device).eval())
-        reason = (
-            f"the classifier knows {meta['categories']} at {meta['resolution']}^3, "
-            f"the data has {categories} at {resolution}^3"
-        )
-    log.warning("the feature (Frechet) distance is skipped: %s; %s", reason, CLASSIFIER_HINT)
+        log.info("the feature (Frechet) distance is skipped: %s", FRECHET_WITHOUT_CLASSIFIER)
+        return None
+    model, meta = classifier
+    missing = [c for c in categories if c not in meta["categories"]]
+    if not missing and meta["resolution"] == resolution:
+        return classifier_features(model.to(device).eval())
+    log.warning(
+        "the feature (Frechet) distance is skipped: the classifier knows %s at %d^3, the data has %s at "
+        "%d^3; %s", meta["categories"], meta["resolution"], categories, resolution, CLASSIFIER_HINT,
+    )
     return None
 
 
@@ -139,8 +143,8 @@ def build_sets(
 ) -> EvaluationSets:
     """Draw the fixed z and the fixed real sets (subsampled deterministically) on the sampler's device."""
     size = min(num_samples, len(reference))
-    if size < num_samples:
-        log.warning(
+    if size < num_samples:  # documented (n is "up to"), and every report states the sizes: not a warning
+        log.info(
             "the reference set has %d shapes, fewer than the %d samples asked for: evaluating %d against %d",
             len(reference), num_samples, size, size,
         )
@@ -176,11 +180,15 @@ def evaluate_generator(sampler: Sampler, sets: EvaluationSets, metrics: list[str
 
 
 def score_grids(
-    generated: torch.Tensor, sets: EvaluationSets, metrics: list[str], device: torch.device | str
+    generated: torch.Tensor, sets: EvaluationSets, metrics: list[str], device: torch.device | str,
+    bar: tqdm | None = None,
 ) -> dict[str, float]:
-    """The named metrics (plus ``1nna_gap``) of bool grids (n, R, R, R) standing for the samples."""
-    context = MetricContext(generated, sets.reference, sets.train, sets.feature_fn, device=device)
-    results = compute_metrics(metrics, context)
+    """The named metrics (plus ``1nna_gap``) of bool grids (n, R, R, R) standing for the samples; ``bar``
+    (a progress bar) advances by one a metric, and slow metrics show bars of their own."""
+    progress = bar is not None and not bar.disable
+    context = MetricContext(generated, sets.reference, sets.train, sets.feature_fn, device=device,
+                            progress=progress)
+    results = compute_metrics(metrics, context, bar)
     if "1nna" in results:
         results["1nna_gap"] = abs(results["1nna"] - 0.5)
     return results
@@ -195,7 +203,7 @@ def evaluate_checkpoint(
     ckpt: str | os.PathLike, num_samples: int = 200, ref: str | None = None, split: str = "val",
     ref_categories: list[str] | None = None, classifier: str | None = None,
     metrics: list[str] | tuple[str, ...] = DEFAULT_METRICS, seed: int = 0, device: str = "cpu",
-    repeats: int = 1, clean: float | None = 0.1,
+    repeats: int = 1, clean: float | None = 0.1, progress: bool = False,
 ) -> dict[str, Any]:
     """Score a checkpoint's samples against its run's val split, or split ``split`` of the prepared ``ref``.
 
@@ -205,7 +213,7 @@ def evaluate_checkpoint(
     their standard deviation. On 90 real val chairs one z set moves COV by about 0.05 between seeds of
     z for the same generator, as much as the recipes being compared differ. With ``clean`` (a share in
     (0, 1]) the same samples are also scored cleaned up to their largest piece (``metrics_clean``).
-    Returns a report: settings and metrics.
+    ``progress``: a bar on stderr over the metrics of every z set. Returns a report: settings and metrics.
     """
     module, data_settings = load_checkpoint(ckpt, map_location=device)
     run_data = VoxelDataModule(**data_settings)
@@ -214,7 +222,7 @@ def evaluate_checkpoint(
     return evaluate_sampler(
         module.sampler(use_ema=True), reference, run_data.train_set, str(ckpt), module.iteration,
         f"{ref}:{split}" if ref else "the run's val split", num_samples, classifier, metrics, seed, device,
-        repeats, clean, module,
+        repeats, clean, module, progress,
     )
 
 
@@ -222,11 +230,11 @@ def evaluate_sampler(
     sampler: Sampler, reference: PackedSet, train: PackedSet | None, source: str, iteration: int,
     reference_name: str, num_samples: int = 200, classifier: str | None = None,
     metrics: list[str] | tuple[str, ...] = DEFAULT_METRICS, seed: int = 0, device: str = "cpu",
-    repeats: int = 1, clean: float | None = 0.1, module: Any = None,
+    repeats: int = 1, clean: float | None = 0.1, module: Any = None, progress: bool = False,
 ) -> dict[str, Any]:
     """The report of :func:`evaluate_checkpoint` for any sampler (a training checkpoint's, or an exported
     generator's): its samples against ``reference``, memorisation against ``train`` when given, the
-    ceilings of ``module`` (a latent GAN's autoencoder) when given."""
+    ceilings of ``module`` (a latent GAN's autoencoder) when given; ``progress``: a bar on stderr."""
     if repeats < 1:
         raise ValueError(f"repeats={repeats}: the number of z sets to average must be at least 1")
     if reference.resolution != sampler.resolution:
@@ -238,15 +246,23 @@ def evaluate_sampler(
     feature_fn = None
     if "frechet" in metrics:
         feature_fn = frechet_feature_fn(loaded, reference.categories, reference.resolution, sampler.device)
+    names = [name for name in metrics if not (name == "frechet" and feature_fn is None)]
+    skipped = {}
+    if len(names) < len(metrics):
+        skipped["frechet"] = FRECHET_WITHOUT_CLASSIFIER if loaded is None else (
+            f"the classifier {classifier} does not know the categories {reference.categories} at "
+            f"{reference.resolution}^3")
+    passes = 2 if clean is not None else 1  # the samples as generated, and cleaned up
     per_set, per_set_clean = [], []
-    for offset in range(repeats):
-        sets = build_sets(sampler, reference, train, num_samples, seed + offset, feature_fn)
-        names = runnable_metrics(list(metrics), sets)
-        generated = generated_grids(sampler, sets)  # once: scored as generated, and cleaned up
-        per_set.append(score_grids(generated, sets, names, sampler.device))
-        if clean is not None:
-            cleaned = keep_largest_piece(generated, clean)  # pieces of at least ``clean`` of the largest
-            per_set_clean.append(score_grids(cleaned, sets, names, sampler.device))
+    with progress_bar("evaluating", repeats * passes * len(names), progress, "metric") as bar:
+        for offset in range(repeats):
+            sets = build_sets(sampler, reference, train, num_samples, seed + offset, feature_fn)
+            generated = generated_grids(sampler, sets)  # once: scored as generated, and cleaned up
+            per_set.append(score_grids(generated, sets, names, sampler.device, bar))
+            if clean is not None:
+                cleaned = keep_largest_piece(generated, clean)  # pieces of at least ``clean`` of the largest
+                per_set_clean.append(score_grids(cleaned, sets, names, sampler.device, bar))
+        rows = ceilings(module, sets, list(metrics), bar)
     cleaned_report = {}
     if per_set_clean:
         cleaned_report = {"clean_share": clean, "metrics_clean": mean_over_sets(per_set_clean)}
@@ -254,11 +270,13 @@ def evaluate_sampler(
         "checkpoint": source,
         "iteration": iteration,
         "samples": len(sets.z),
-        "ceilings": ceilings(module, sets, list(metrics)),
+        "samples_asked": num_samples,
+        "ceilings": rows,
         "z_seeds": list(range(seed, seed + repeats)),
         "reference": reference_name,
         "reference_categories": list(reference.categories),
         "classifier": classifier,
+        "skipped": skipped,
         "metrics": mean_over_sets(per_set),
         **cleaned_report,
     }
@@ -287,26 +305,35 @@ def code_mixture_draws(codes: torch.Tensor, n: int, components: int = MIXTURE_CO
 
 
 @torch.no_grad()
-def ceilings(module: Any, sets: EvaluationSets, metrics: list[str]) -> dict[str, dict[str, float]]:
+def ceilings(module: Any, sets: EvaluationSets, metrics: list[str], bar: tqdm | None = None
+             ) -> dict[str, dict[str, float]]:
     """What samples are measured against (``CEILINGS``): the reference's own memorisation share, and for a
     latent GAN (a module that encodes) the scores of its autoencoder's reconstructions, of decoded
     training codes and of decoded draws of a Gaussian mixture of those codes, on the last z set's
-    reference."""
+    reference. ``bar``: a progress bar, its total raised by the metrics these rows add."""
     device = sets.reference.device
     rows = {}
     if "memorisation" in metrics and sets.train is not None:
-        rows["reference"] = score_grids(sets.reference, sets, ["memorisation"], device)
+        _extend(bar, 1)
+        rows["reference"] = score_grids(sets.reference, sets, ["memorisation"], device, bar)
     if hasattr(module, "encode"):
         shown = [m for m in metrics if m not in ("frechet",)]
+        _extend(bar, 3 * len(shown))
         rebuilt = module.reconstruct(sets.reference.unsqueeze(1).float())[:, 0] >= OCCUPANCY_THRESHOLD
-        rows["decoded reference"] = score_grids(rebuilt.to(device), sets, shown, device)
+        rows["decoded reference"] = score_grids(rebuilt.to(device), sets, shown, device, bar)
         index = fixed_subset(len(module.codes), len(sets.reference), 0).to(module.codes.device)
         copied = module.decode(module.codes[index])[:, 0] >= OCCUPANCY_THRESHOLD
-        rows["decoded training codes"] = score_grids(copied.to(device), sets, shown, device)
+        rows["decoded training codes"] = score_grids(copied.to(device), sets, shown, device, bar)
         draws = code_mixture_draws(module.codes, len(sets.reference))
         mixture = module.decode(draws)[:, 0] >= OCCUPANCY_THRESHOLD
-        rows["decoded code mixture"] = score_grids(mixture.to(device), sets, shown, device)
+        rows["decoded code mixture"] = score_grids(mixture.to(device), sets, shown, device, bar)
     return rows
+
+
+def _extend(bar: tqdm | None, steps: int) -> None:
+    """Add ``steps`` to a progress bar's total (work found once it started)."""
+    if bar is not None and bar.total is not None:
+        bar.total += steps
 
 
 def mean_over_sets(per_set: list[dict[str, float]]) -> dict[str, float]:
@@ -330,12 +357,15 @@ def report_markdown(report: dict[str, Any]) -> str:
     sets = ""
     if len(seeds) > 1:
         sets = f"; each metric the mean over {len(seeds)} z sets (seeds {seeds[0]}-{seeds[-1]}), *_sd its std"
+    asked = report.get("samples_asked", report["samples"])
+    fewer = f" (n={asked} asked: the reference holds fewer)" if asked > report["samples"] else ""
     lines = [
         f"# Evaluation of {report['checkpoint']} (iteration {report['iteration']})",
         "",
-        f"{report['samples']} samples against {report['samples']} shapes of {report['reference']} "
+        f"{report['samples']} samples against {report['samples']} shapes of {report['reference']}{fewer} "
         f"({', '.join(report['reference_categories'])}); {distances}{sets}.",
         "",
+        *[f"Not measured: {name}, as {reason}.\n" for name, reason in report.get("skipped", {}).items()],
         "| metric | value | meaning |",
         "|---|---|---|",
     ]
