@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from tests.apps import run_app
 from tests.conftest import CONF, REPO, TINY
+from voxgan.cleanup import DEFAULT_SHARE, keep_largest_piece
 from voxgan.export import (
     ExportError,
     GeneratorInfo,
@@ -30,6 +31,7 @@ from voxgan.export import (
     push_folder,
 )
 from voxgan.models import build_generator
+from voxgan.render import CELL
 from voxgan.training.checkpoint import load_checkpoint
 from voxgan.training.train import run
 
@@ -69,13 +71,16 @@ def hub_offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_export_folder_samples_what_the_checkpoint_samples(tiny_checkpoint: Path, exported: Path) -> None:
     assert {p.name for p in exported.iterdir()} == EXPORT_FILES  # no temporary files left behind
-    assert Image.open(exported / "samples.png").size == (4 * 128, 4 * 128)  # 16 samples, 4 per row
+    assert Image.open(exported / "samples.png").size == (4 * CELL, 4 * CELL)  # 16 samples, 4 per row
     module, _ = load_checkpoint(tiny_checkpoint)
     z = module.sample_z(5, torch.Generator().manual_seed(3))
     expected = module.generate(z)
     generator = VoxelGenerator.from_pretrained(exported)
     assert not generator.training
-    assert torch.allclose(generator.sample(5, seed=3), expected, atol=1e-6, rtol=0)
+    assert torch.allclose(generator.sample(5, seed=3, clean=False), expected, atol=1e-6, rtol=0)
+    cleaned = generator.sample(5, seed=3)  # as the study apps show them: each sample's main pieces
+    assert torch.equal(cleaned, keep_largest_piece(expected, DEFAULT_SHARE))
+    assert torch.equal(generator.sample(5, seed=3, clean=1.0), keep_largest_piece(expected, 1.0))
     assert torch.allclose(generator.generate(z), expected, atol=1e-6, rtol=0)
     assert expected.shape == (5, 1, 16, 16, 16)
 

@@ -22,6 +22,8 @@ from scipy import ndimage
 from voxgan.metrics.fragments import CONNECTIVITY
 
 THRESHOLD = 0.5
+# The smallest piece the study apps and ``VoxelGenerator.sample`` keep, as a share of the largest.
+DEFAULT_SHARE = 0.1
 
 
 def check_share(share: float) -> None:

@@ -77,13 +77,18 @@ class Sampler:
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """Occupancy probabilities (N, 1, R, R, R) in float32, for z in chunks, the network in eval mode
         (its train/eval mode is restored after), cleaned up when ``clean`` is set."""
+        out = self.generate_raw(z)
+        return out if self.clean is None else keep_largest_piece(out, self.clean)
+
+    @torch.no_grad()
+    def generate_raw(self, z: torch.Tensor) -> torch.Tensor:
+        """``generate`` without the clean-up: the network's output as it is."""
         was_training = self.network.training
         self.network.eval()
         try:
-            out = torch.cat([self.network(part.to(self.device)) for part in z.split(self.chunk)]).float()
+            return torch.cat([self.network(part.to(self.device)) for part in z.split(self.chunk)]).float()
         finally:
             self.network.train(was_training)
-        return out if self.clean is None else keep_largest_piece(out, self.clean)
 
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
         """n shapes whose z come from a CPU generator seeded with ``seed``: the same z on every device."""

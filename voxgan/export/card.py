@@ -49,6 +49,7 @@ def model_card(config: dict[str, Any], folder: Path, repo_id: str | None = None)
         "from voxgan.export import VoxelGenerator",
         f'generator = VoxelGenerator.from_pretrained("{repo_id or "path/to/" + folder.name}")',
         f"shapes = generator.sample(16, seed=0) >= 0.5  # (16, 1, {resolution}, {resolution}, {resolution})",
+        "raw = generator.sample(16, seed=0, clean=False)  # without the clean-up of loose voxels",
         "```",
         "",
         "## Files",

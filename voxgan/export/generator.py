@@ -23,6 +23,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 import voxgan
+from voxgan.cleanup import DEFAULT_SHARE, check_share, keep_largest_piece
 from voxgan.export.card import model_card
 from voxgan.export.folder import (
     CARD_FILE,
@@ -96,9 +97,16 @@ class VoxelGenerator(nn.Module):
         """Occupancy probabilities (N, 1, R, R, R) for latent vectors z, in eval mode, float32."""
         return self.sampler.generate(z)
 
-    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
-        """Occupancy probabilities of n shapes whose z come from a CPU generator seeded with ``seed``."""
-        return self.sampler.sample(n, seed)
+    def sample(self, n: int, seed: int = 0, clean: bool | float = True) -> torch.Tensor:
+        """Occupancy probabilities (n, 1, R, R, R) of n shapes whose z come from a CPU generator seeded with
+        ``seed``, shown as the study apps show them: ``clean=True`` keeps each sample's largest 26-connected
+        piece and the pieces of at least a tenth of its size (``voxgan.cleanup``; loose voxels set to 0),
+        a float in (0, 1] is that share instead, ``clean=False`` gives the network's raw output."""
+        share = DEFAULT_SHARE if clean is True else None if clean is False else float(clean)
+        if share is not None:
+            check_share(share)
+        probs = self.sampler.generate_raw(self.sample_z(n, torch.Generator().manual_seed(seed)))
+        return probs if share is None else keep_largest_piece(probs, share)
 
     @torch.no_grad()
     def encode(self, grids: torch.Tensor) -> torch.Tensor:
