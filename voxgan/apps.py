@@ -41,6 +41,7 @@ def command_line(
     """``run(cfg)``, ending a user error (by default a ValueError: voxgan's errors about settings and
     files) with ``error: <message>`` and exit code 1; ``HYDRA_FULL_ERROR=1`` shows its traceback instead.
     An error with an ``exit_code`` (a run stopped by a signal) ends with its own line and that code."""
+    quiet_wandb(cfg)
     try:
         return run(cfg)
     except user_errors as error:
@@ -51,6 +52,18 @@ def command_line(
             print(error, file=sys.stderr, flush=True)
             raise SystemExit(code) from None
         raise SystemExit(f"error: {error}") from None
+
+
+def quiet_wandb(cfg: DictConfig) -> None:
+    """W&B prints nothing in an app whose ``logger.backends`` has ``wandb``: its runs record everything in
+    the run folder, and the app says where its outputs are. Set once for the process (``wandb.setup``),
+    so every run the app starts is silent, with the settings it passes to ``wandb.init`` on top."""
+    backends = OmegaConf.select(cfg, "logger.backends", default=None) or ()
+    if "wandb" not in backends:
+        return
+    import wandb
+
+    wandb.setup(settings=wandb.Settings(silent=True))
 
 
 class RunRecord:

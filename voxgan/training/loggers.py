@@ -130,15 +130,38 @@ def build_loggers(cfg: Any, output_dir: Path, config_dict: dict[str, Any]) -> li
                 TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False)
             )
         elif backend == "wandb":
-            logger = WandbLogger(
-                project=lg.project,
-                name=lg.name,
-                group=lg.group,
-                tags=list(lg.tags),
-                save_dir=str(output_dir),
-                offline=lg.wandb_mode == "offline",
-                mode=lg.wandb_mode,
-                config=config_dict,
-            )
-            loggers.append(logger)
+            loggers.append(quiet_wandb_logger(lg, output_dir, config_dict))
     return loggers
+
+
+def quiet_wandb_logger(lg: Any, output_dir: Path, config_dict: dict[str, Any]) -> WandbLogger:
+    """Lightning's W&B logger for a run that records everything and prints nothing: ``silent`` drops
+    W&B's banner and its closing history and summary (the run folder still gets them all);
+    ``wandb_run_line`` says where the run is instead."""
+    import wandb
+
+    logger = WandbLogger(
+        project=lg.project,
+        name=lg.name,
+        group=lg.group,
+        tags=list(lg.tags),
+        save_dir=str(output_dir),
+        offline=lg.wandb_mode == "offline",
+        mode=lg.wandb_mode,
+        config=config_dict,
+        settings=wandb.Settings(silent=True),
+    )
+    # Lightning always passes anonymous=None to wandb.init, and W&B warns about it (the setting has no
+    # effect any more) before any setting of the run can silence it: leave it out.
+    logger._wandb_init.pop("anonymous", None)
+    return logger
+
+
+def wandb_run_line(run: Any) -> str | None:
+    """Where a W&B run lives, in one line: its offline folder (and how to upload it) or its page."""
+    if run is None or getattr(run, "disabled", False):
+        return None
+    settings = run.settings
+    if settings.mode in ("offline", "dryrun"):
+        return f"W&B offline run: {settings.sync_dir} (upload it with `wandb sync {settings.sync_dir}`)"
+    return f"W&B run: {run.url}"

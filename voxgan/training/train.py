@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from voxgan.training.callbacks import (
 )
 from voxgan.training.checkpoint import CheckpointError, read_checkpoint
 from voxgan.training.families import module_class
-from voxgan.training.loggers import build_loggers, trim_logs
+from voxgan.training.loggers import build_loggers, trim_logs, wandb_run_line
 from voxgan.training.module import upgrade_checkpoint
 from voxgan.training.run_folder import (
     RunFolderError,
@@ -105,8 +106,54 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if native_bf16(accelerator) else "32-true"
 
 
+class LightningChatter(logging.Filter):
+    """Drops the lines Lightning prints at every start that say nothing about this run: which
+    accelerators exist (the config and train.log name the one used), the AMP notice (the precision
+    line says it) and its tips for Lightning's cloud products."""
+
+    PREFIXES = (
+        "GPU available:",
+        "TPU available:",
+        "Using bfloat16 Automatic Mixed Precision",
+        "Using 16bit Automatic Mixed Precision",
+        "💡 Tip:",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.PREFIXES)
+
+
+_LIGHTNING_CHATTER = LightningChatter()
+
+
+def quiet_lightning() -> None:
+    """Filter Lightning's start-up chatter (``LightningChatter``) and its deprecation warning about torch's
+    pytree ``LeafSpec`` (Lightning's to fix, once per run): by message and module, nothing else."""
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_LIGHTNING_CHATTER)  # added once: the same filter object
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"pytorch_lightning\.utilities\._pytree",
+    )
+
+
+def parameter_line(module: torch.nn.Module) -> str:
+    """The trainable networks' sizes in one line (a moving average of G is a copy of it, not counted)."""
+    from pytorch_lightning.utilities.model_summary import get_human_readable_count
+
+    sizes = []
+    for name, child in module.named_children():
+        count = sum(p.numel() for p in child.parameters())
+        if count and name != "g_ema":
+            sizes.append(f"{name} {get_human_readable_count(count).strip()}")
+    return "parameters: " + ", ".join(sizes)
+
+
 def build_trainer(cfg: DictConfig, output_dir: Path, loggers: list) -> pl.Trainer:
     """A Lightning trainer that runs until the module has done ``cfg.iterations`` iterations."""
+    quiet_lightning()
     # In this order: no record, checkpoint or picture of a diverged model; the probe reads the batch as
     # the module left it and adds to the iteration's record before it is written.
     callbacks = [
@@ -141,6 +188,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path, loggers: list) -> pl.Traine
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=False,
+        enable_model_summary=False,  # its table has a FLOPs column of zeros; _train logs parameter_line
         num_sanity_val_steps=0,
         limit_val_batches=0,
         default_root_dir=str(output_dir),
@@ -339,6 +387,8 @@ def _train(
     loggers = build_loggers(cfg, output_dir, OmegaConf.to_container(cfg, resolve=True))
     trainer = build_trainer(cfg, output_dir, loggers)
     checkpoints = next(c for c in trainer.callbacks if isinstance(c, IterationCheckpoint))
+    if main_process:
+        log.info(parameter_line(module))
     try:
         with checkpoints.catching_signals():
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
@@ -356,10 +406,15 @@ def _remove_if_empty(folder: Path) -> None:
     except OSError:
         pass
 
+
 def _finish_wandb() -> None:
-    """Close the W&B run so the next job of a multirun starts a separate one."""
+    """Close the W&B run so the next job of a multirun starts a separate one; say where it is (W&B itself
+    prints nothing)."""
     if "wandb" in sys.modules:
         import wandb
 
         if wandb.run is not None:
+            line = wandb_run_line(wandb.run)
             wandb.finish()
+            if line is not None:
+                log.info(line)
