@@ -350,9 +350,12 @@ class IterationCheckpoint(EveryIterations):
 class IterationProgressBar(TQDMProgressBar):
     """The training bar counts generator iterations up to ``iterations``, not batches of an epoch.
 
-    A resumed run's bar starts at the iteration it resumed from. Under ``trainer.max_time`` the run
-    ends at whichever comes first, so the bar shows when that is (``ends in``) instead of tqdm's ETA
-    of ``iterations``, which for a budget run (``iterations=100000``) reads as a day or more.
+    One label, "Iteration", from its first frame to its last (Lightning's bar starts as "Training" with
+    an unknown total, then says "Epoch N" at every epoch of the data); a resumed run's bar starts at
+    the iteration it resumed from. Its postfix is the module's progress metrics, without Lightning's
+    ``v_num`` (the logger's run id). Under ``trainer.max_time`` the run ends at whichever comes first, so
+    the bar shows when that is (``ends in``) instead of tqdm's ETA of ``iterations``, which for a
+    budget run (``iterations=100000``) reads as a day or more.
     """
 
     BUDGET_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]"
@@ -360,6 +363,10 @@ class IterationProgressBar(TQDMProgressBar):
     def __init__(self, refresh_rate: int = 1) -> None:
         super().__init__(refresh_rate=refresh_rate)
         self._start = 0
+
+    @property
+    def train_description(self) -> str:
+        return "Iteration"
 
     @property
     def total_train_batches(self) -> int | float:
@@ -372,26 +379,25 @@ class IterationProgressBar(TQDMProgressBar):
         return timers[0] if timers else None
 
     def init_train_tqdm(self) -> Any:
-        bar = super().init_train_tqdm()
-        if self._timer() is not None:
-            bar.bar_format = self.BUDGET_FORMAT
-        return bar
+        """The bar at the module's iteration out of ``iterations`` from its first frame."""
+        from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 
-    def on_train_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        super().on_train_start(trainer, *args)
-        self._reset(trainer)  # a resume mid-epoch does not start an epoch
+        self._start = self.trainer.lightning_module.iteration
+        return Tqdm(
+            desc=self.train_description,
+            total=self.total_train_batches,
+            initial=self._start,
+            position=2 * self.process_position,
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stdout,
+            smoothing=0,
+            bar_format=self.BUDGET_FORMAT if self._timer() is not None else self.BAR_FORMAT,
+        )
 
     def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        super().on_train_epoch_start(trainer, *args)
-        self._reset(trainer)
-
-    def _reset(self, trainer: pl.Trainer) -> None:
-        self._start = trainer.lightning_module.iteration
-        bar = self.train_progress_bar
-        bar.reset(total=self.total_train_batches)
-        bar.initial = bar.n = self._start
-        bar.set_description("Iteration", refresh=False)
-        bar.refresh()
+        """Nothing: an epoch of the data is no unit of this bar (Lightning's resets it and relabels it)."""
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
         bar, n = self.train_progress_bar, module.iteration
@@ -403,6 +409,7 @@ class IterationProgressBar(TQDMProgressBar):
 
     def get_metrics(self, trainer: pl.Trainer, module: pl.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, module)
+        metrics.pop("v_num", None)
         timer = self._timer()
         if timer is not None:
             done = module.iteration - self._start

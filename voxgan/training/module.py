@@ -278,7 +278,7 @@ class VoxelGAN(GenerativeModule):
         metrics["iteration"] = self.iteration
         self._window = {"d_skipped": 0, "batches": 0, "start": time.perf_counter()}
         progress = {"d_loss": metrics["train/d_loss"], "g_loss": metrics["train/g_loss"]}
-        self.log_dict({**progress, "it": float(self.iteration)}, prog_bar=True, logger=False)
+        self.log_dict(progress, prog_bar=True, logger=False)  # the bar counts the iterations itself
         return metrics
 
     # ---------------------------------------------------------------------------------- sampling
