@@ -43,7 +43,11 @@ def invert_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]:
     """z for each target shape; IoU of the reconstruction per shape; target vs reconstruction renders."""
     targets = load_real(cfg.target, study, cfg.n)
     start = time.perf_counter()
-    result = study.encode_shapes(targets.grids) if cfg.space == "code" else study.invert(targets.grids)
+    shapes = f"{cfg.target} ({len(targets.names)} shape{'s' if len(targets.names) > 1 else ''})"
+    if cfg.space == "code":
+        result = study.encode_shapes(targets.grids, f"encoding {shapes}")
+    else:
+        result = study.invert(targets.grids, f"inverting {shapes}")
     seconds = time.perf_counter() - start
     recon = binary_grids(result.probs)
     pairs = np.stack([targets.grids, recon], 1).reshape(-1, *recon.shape[1:])

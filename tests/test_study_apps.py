@@ -16,6 +16,7 @@ from experiments import arithmetic, generate, interpolate, invert, tsne
 from tests.conftest import CONF, REPO, TINY
 from voxgan.data.formats import read_binvox, write_binvox
 from voxgan.data.procedural import make_shape
+from voxgan.render import CELL
 from voxgan.study import load_real
 from voxgan.training.train import run
 
@@ -75,7 +76,7 @@ def test_generate_writes_png_npz_meshes_and_a_wandb_run(tiny_checkpoint: Path, t
     samples = np.load(tmp_path / "samples.npz")
     assert samples["grids"].shape == (4, 16, 16, 16) and samples["grids"].dtype == bool
     assert samples["z"].shape == (4, 200) and samples["seeds"].tolist() == [3, 4, 5, 6]
-    assert Image.open(tmp_path / "samples.png").size[0] >= 2 * 128
+    assert Image.open(tmp_path / "samples.png").size[0] >= 2 * CELL
     occupied = [i for i in range(4) if samples["grids"][i].any()]
     assert report["shape_files"] == len(occupied) > 0
     i = occupied[0]
@@ -169,7 +170,7 @@ def test_arithmetic_combines_the_operands(tiny_checkpoint: Path, tmp_path: Path)
     assert np.allclose(z[3], z[0] - z[1] + 0.5 * z[2], atol=1e-6)
     assert data["grids"].shape == (4, 16, 16, 16)
     assert report["coefficients"] == {"a": 1.0, "b": -1.0, "c": 0.5}
-    assert Image.open(tmp_path / "arithmetic.png").size[0] == 4 * 128
+    assert Image.open(tmp_path / "arithmetic.png").size[0] == 4 * CELL
 
 
 def test_arithmetic_with_attribute_and_category_means(tiny_checkpoint: Path, tiny_classifier: Path,
@@ -241,7 +242,7 @@ def test_invert_reports_iou_per_shape(tiny_checkpoint: Path, tmp_path: Path) -> 
     data = np.load(tmp_path / "inversion.npz")
     assert data["targets"].shape == data["reconstructions"].shape == (3, 16, 16, 16)
     assert (tmp_path / "encoder.pt").is_file()
-    assert Image.open(tmp_path / "inversion.png").size[0] == 6 * 128
+    assert Image.open(tmp_path / "inversion.png").size[0] == 6 * CELL
 
 
 def test_real_shapes_from_splits_folders_and_files(tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -277,14 +278,23 @@ def test_a_shapenet_file_is_an_operand(tiny_checkpoint: Path, shared_data: Path,
     assert 0 < operand.iou <= 1
 
 
-def test_tsne_writes_plots_and_numbers(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_tsne_writes_plots_and_numbers(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
     cfg = app_cfg("tsne", tiny_checkpoint, tmp_path, "n=40", "real=chair:0-3", "real_n=4", *QUICK_INVERSION)
     report = run_app("tsne", cfg)
-    assert "k-means" in report["coloring"]
+    assert report["coloring"].startswith("k-means (2) of D features")
     stats = json.loads((tmp_path / "tsne.json").read_text())["spaces"]
     assert list(stats) == ["z", "G first block", "D features"]
-    for space in stats.values():
-        assert 0 <= space["probe_accuracy"] <= 1 and -1 <= space["silhouette"] <= 1
+    assert all(-1 <= space["silhouette"] <= 1 for space in stats.values())
+    # the clusters are D's: a probe on D would read them back from where they were found, so none
+    assert stats["D features"]["probe_accuracy"] is None
+    assert all(0 <= stats[space]["probe_accuracy"] <= 1 for space in ("z", "G first block"))
+    printed = capsys.readouterr()
+    assert "tsne: 3 panels: z, G first block, D features\n" in printed.out
+    assert "no probe on D features: its clusters are the labels" in printed.out
+    # each long wait shows progress: sampling, each feature space, the inversion, the fits
+    for stage in ("sampling 40 shapes", "G features", "D features", "inverting 4 real shapes (chair:0-3)",
+                  "t-SNE and probes: 100% 3/3"):
+        assert stage in printed.err, stage
     assert stats["z"]["dims"] == 200
     image = Image.open(tmp_path / "tsne.png")
     assert image.size[0] > 2 * image.size[1]  # three panels side by side
@@ -297,6 +307,38 @@ def test_tsne_colours_by_the_classifier(tiny_checkpoint: Path, tiny_classifier: 
     report = run_app("tsne", cfg)
     assert report["coloring"] == "classifier's categories"
     assert set(report["counts"]) == {"chair", "airplane"} and sum(report["counts"].values()) == 30
+    # labels from a classifier come from no space embedded here: every space gets its probe (NaN where a
+    # category has too few samples for two folds)
+    probes = [space["probe_accuracy"] for space in report["spaces"].values()]
+    assert len(probes) == 3 and all(p is not None and (0 <= p <= 1 or np.isnan(p)) for p in probes), probes
+
+
+def test_tsne_of_an_export_says_which_panel_it_lacks_and_why(tiny_checkpoint: Path, tmp_path: Path,
+                                                             capsys) -> None:
+    from voxgan.export import export_generator
+
+    exported = export_generator(tiny_checkpoint, tmp_path / "export")
+    report = run_app("tsne", app_cfg("tsne", exported, tmp_path / "tsne", "n=8", "perplexity=2"))
+    assert list(report["spaces"]) == ["z", "G first block"]
+    (why,) = json.loads((tmp_path / "tsne" / "tsne.json").read_text())["missing_panels"].values()
+    assert why.startswith(f"ckpt={exported} is an exported generator, which holds no discriminator")
+    assert f"tsne: 2 panels: z, G first block; no D features panel: {why}\n" in capsys.readouterr().out
+
+
+def test_a_long_wait_shows_progress_on_stderr_unless_turned_off(tiny_checkpoint: Path, tmp_path: Path,
+                                                                capsys) -> None:
+    done = _launch("invert", tmp_path, f"ckpt={tiny_checkpoint}", "target=chair:0-1", "logger=none",
+                   "device=cpu", *QUICK_INVERSION)
+    assert done.returncode == 0, done.stderr
+    # a log, not a terminal: whole lines, the first and the last of the bar
+    assert "inverting chair:0-1 (2 shapes), 2 restarts each:   0% 0/30" in done.stderr
+    assert "inverting chair:0-1 (2 shapes), 2 restarts each: 100% 30/30" in done.stderr
+    assert "step/s, shapes=2/2, best_iou=0." in done.stderr and "\r" not in done.stderr
+    capsys.readouterr()
+    cfg = app_cfg("invert", tiny_checkpoint, tmp_path / "quiet", "target=chair:0", "progress=false",
+                  *QUICK_INVERSION)
+    run_app("invert", cfg)
+    assert "inverting" not in capsys.readouterr().err
 
 
 def _launch(app: str, cwd: Path, *overrides: str) -> subprocess.CompletedProcess:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from voxgan.latent.networks import frozen
+from voxgan.progress import progress_bar
 
 # Hidden activations larger than this are average-pooled before they become a feature vector.
 MAX_FEATURES = 8192
@@ -35,29 +36,36 @@ def first_block(generator: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def generator_features(generator: nn.Module, z: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """G's first-block activations (pooled, flattened) for z, read by a forward hook in eval mode."""
+def generator_features(generator: nn.Module, z: torch.Tensor, batch_size: int = 64, progress: bool = False
+                       ) -> torch.Tensor:
+    """G's first-block activations (pooled, flattened) for z, read by a forward hook in eval mode;
+    ``progress``: a bar on stderr."""
     captured: list[torch.Tensor] = []
     block = first_block(generator)
     hook = block.register_forward_hook(lambda _m, _i, out: captured.append(pooled(out).cpu()))
     device = next(generator.parameters()).device
     try:
-        with frozen(generator):
+        with frozen(generator), progress_bar("G features", len(z), progress, "shape") as bar:
             for chunk in z.split(batch_size):
                 generator(chunk.to(device))
+                bar.update(len(chunk))
     finally:
         hook.remove()
     return torch.cat(captured)
 
 
 @torch.no_grad()
-def last_block_features(discriminator: nn.Module, grids: torch.Tensor,
-                        batch_size: int = 64) -> torch.Tensor:
-    """D's last-block activations (pooled, flattened) for grids (N, 1, R, R, R), in eval mode."""
+def last_block_features(discriminator: nn.Module, grids: torch.Tensor, batch_size: int = 64,
+                        progress: bool = False) -> torch.Tensor:
+    """D's last-block activations (pooled, flattened) for grids (N, 1, R, R, R), in eval mode;
+    ``progress``: a bar on stderr."""
     device = next(discriminator.parameters()).device
-    with frozen(discriminator):
-        return torch.cat([pooled(discriminator.features(chunk.float().to(device))[-1]).cpu()
-                          for chunk in grids.split(batch_size)])
+    features = []
+    with frozen(discriminator), progress_bar("D features", len(grids), progress, "shape") as bar:
+        for chunk in grids.split(batch_size):
+            features.append(pooled(discriminator.features(chunk.float().to(device))[-1]).cpu())
+            bar.update(len(chunk))
+    return torch.cat(features)
 
 
 def probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0) -> float:

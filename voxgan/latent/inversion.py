@@ -195,7 +195,8 @@ def refine_codes(decode: Callable[[torch.Tensor], torch.Tensor], targets: torch.
                 out_iou.append(torch.maximum(before, after).cpu())
             if progress:
                 done = torch.cat(out_iou)
-                bar.set_postfix(shapes=f"{len(done)}/{len(targets)}", iou=f"{done.mean():.3f}", refresh=False)
+                bar.set_postfix({"shapes": f"{len(done)}/{len(targets)}", "iou": f"{done.mean():.3f}"},
+                                refresh=False)
     return Inversion(torch.cat(out_codes), torch.cat(out_probs), torch.cat(out_iou))
 
 
@@ -235,7 +236,7 @@ def invert(generator: nn.Module, targets: torch.Tensor, sample_z: Sampler, setti
             best_probs.append(probs[pick].cpu())
             best_iou.append(scores.max(1).values.cpu())
             done = torch.cat(best_iou)
-            bar.set_postfix(shapes=f"{len(done)}/{len(targets)}", best_iou=f"{done.mean():.3f}",
+            bar.set_postfix({"shapes": f"{len(done)}/{len(targets)}", "best_iou": f"{done.mean():.3f}"},
                             refresh=False)
     return Inversion(torch.cat(best_z), torch.cat(best_probs), torch.cat(best_iou))
 
@@ -249,7 +250,7 @@ def _showing_iou(bar: tqdm, target: torch.Tensor, n: int, k: int, shapes: str
         bar.update()
         if bar.n % SHOW_EVERY == 0:
             best = iou(probs, target).view(n, k).max(1).values.mean()
-            bar.set_postfix(shapes=shapes, best_iou=f"{best:.3f}", refresh=False)
+            bar.set_postfix({"shapes": shapes, "best_iou": f"{best:.3f}"}, refresh=False)
 
     return on_step
 

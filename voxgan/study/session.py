@@ -37,12 +37,16 @@ from voxgan.latent import (
     train_encoder,
 )
 from voxgan.latent.networks import frozen
+from voxgan.progress import progress_bar
 from voxgan.sampling import Sampler
 from voxgan.study.outputs import OUTPUT_FORMATS, StudyRun, save_json, study_run
 from voxgan.training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
+
+# Samples generated between two moves of a progress bar.
+GENERATE_CHUNK = 256
 
 SPACES = ("z", "code")  # where interpolate and arithmetic work: G's input, or a latent GAN's codes
 
@@ -77,6 +81,7 @@ class StudyConfig:
     classifier: str | None = None  # classifier.ckpt: labels samples with categories
     mean_samples: int = 512  # mean:<category>: generated samples the classifier labels
     attr_shapes: int = 16  # attr:...: matching procedural shapes inverted and averaged
+    progress: bool = True  # a bar with its ETA on stderr for each long wait (inversion, t-SNE...)
     inversion: InversionConfig = field(default_factory=InversionConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
@@ -141,6 +146,7 @@ class Study:
         self.settings = InversionSettings(**{k: cfg.inversion[k] for k in fields})
         self._encoder: LatentEncoder | None = None
         self._draws = 0
+        self.progress: bool = cfg.progress
 
     @property
     def generator(self) -> torch.nn.Module:
@@ -189,39 +195,57 @@ class Study:
             out = torch.cat([network.decode(part.to(self.device)) for part in codes.split(64)]).float().cpu()
         return out if self.sampler.clean is None else keep_largest_piece(out, self.sampler.clean)
 
-    def encode_shapes(self, grids: np.ndarray) -> Inversion:
+    def encode_shapes(self, grids: np.ndarray, label: str | None = None) -> Inversion:
         """A latent GAN's standardised codes of real shapes (N, R, R, R): one encoder pass, then
         ``inversion.code_steps`` steps refining them through the decoder. ``Inversion.z`` holds the codes,
-        ``probs`` the decoded shapes (not cleaned up), ``iou`` their IoU with the shapes."""
+        ``probs`` the decoded shapes (not cleaned up), ``iou`` their IoU with the shapes. ``label`` names
+        the progress bar."""
         network = self.code_network()
         targets = torch.from_numpy(np.asarray(grids)).unsqueeze(1).float().to(self.device)
         codes = self.encode_codes(targets)
+        label = label or f"refining the codes of {len(targets)} shape(s)"
         with frozen(network):
             return refine_codes(network.decode, targets, codes, self.cfg.inversion.code_steps,
-                                self.settings.lr, self.settings.loss, self.settings.batch_size)
+                                self.settings.lr, self.settings.loss, self.settings.batch_size,
+                                self.progress, label)
 
     def render(self, vectors: torch.Tensor, space: str = "z") -> torch.Tensor:
         """Occupancy probabilities of latent vectors (``space=z``: through G) or of codes (``space=code``)."""
         return self.decode(vectors) if space == "code" else self.generate(vectors)
 
     @property
+    def no_discriminator(self) -> str | None:
+        """Why D's features of grids are not at hand (None where they are)."""
+        if self._discriminator is not None:
+            return None
+        if self._codes is not None:
+            return (f"ckpt={self.cfg.ckpt} is a latent GAN, whose D reads codes, not grids: D's features of "
+                    "grids need a 3D-GAN checkpoint")
+        return (f"ckpt={self.cfg.ckpt} is an exported generator, which holds no discriminator: D's features "
+                "need the training checkpoint (ckpt=<run>/checkpoints/last.ckpt)")
+
+    @property
     def discriminator(self) -> torch.nn.Module:
         """D of the training checkpoint; a ValueError naming ``ckpt`` when it is an exported generator."""
-        if self._discriminator is None and self._codes is not None:
-            raise ValueError(f"ckpt={self.cfg.ckpt} is a latent GAN, whose D reads codes, not grids: D's "
-                             "features of grids need a 3D-GAN checkpoint")
         if self._discriminator is None:
-            raise ValueError(f"ckpt={self.cfg.ckpt} is an exported generator, which holds no discriminator: "
-                             "D's features need the training checkpoint (ckpt=<run>/checkpoints/last.ckpt)")
+            raise ValueError(self.no_discriminator)
         return self._discriminator
 
     def seeded_z(self, seeds: range | list[int]) -> torch.Tensor:
         """One z per seed, each drawn from the prior by its own seeded generator."""
         return torch.cat([self.sampler.sample_z(1, torch.Generator().manual_seed(int(s))) for s in seeds])
 
-    def generate(self, z: torch.Tensor) -> torch.Tensor:
-        """Occupancy probabilities (N, 1, R, R, R) on the CPU."""
-        return self.sampler.generate(z).cpu()
+    def generate(self, z: torch.Tensor, label: str | None = None) -> torch.Tensor:
+        """Occupancy probabilities (N, 1, R, R, R) on the CPU; ``label``: with a progress bar so named
+        (for thousands of samples)."""
+        if label is None or not self.progress:
+            return self.sampler.generate(z).cpu()
+        parts = []
+        with progress_bar(label, len(z), unit="shape") as bar:
+            for part in z.split(GENERATE_CHUNK):
+                parts.append(self.sampler.generate(part).cpu())
+                bar.update(len(part))
+        return torch.cat(parts)
 
     def _restart_sampler(self) -> Callable[[int], torch.Tensor]:
         # Each inversion call draws its starts from its own stream: deterministic, never the same twice.
@@ -240,17 +264,20 @@ class Study:
         start = time.perf_counter()
         torch.manual_seed(self.cfg.seed)
         encoder = train_encoder(self.generator, self._restart_sampler(), self.resolution, self.latent_dim,
-                                steps=self.cfg.inversion.encoder_steps)
+                                steps=self.cfg.inversion.encoder_steps, progress=self.progress)
         save_encoder(encoder, self.out / "encoder.pt")
         seconds = time.perf_counter() - start
         log.info("trained the inversion encoder in %.1f s (saved in %s)", seconds, self.out)
         return encoder
 
-    def invert(self, grids: np.ndarray) -> Inversion:
-        """Latent vectors of real shapes (N, R, R, R) bool, per ``cfg.inversion``."""
+    def invert(self, grids: np.ndarray, label: str | None = None) -> Inversion:
+        """Latent vectors of real shapes (N, R, R, R) bool, per ``cfg.inversion``; ``label`` names the
+        progress bar (by default: how many shapes)."""
         targets = torch.from_numpy(np.asarray(grids)).unsqueeze(1).float()
         init = self.encoder_guess(targets) if self.cfg.inversion.init == "encoder" else None
-        return invert(self.generator, targets, self._restart_sampler(), self.settings, self.prior, init)
+        label = label or f"inverting {len(targets)} shape{'s' if len(targets) > 1 else ''}"
+        return invert(self.generator, targets, self._restart_sampler(), self.settings, self.prior, init,
+                      self.progress, label)
 
     def encoder_guess(self, targets: torch.Tensor) -> torch.Tensor:
         """z of targets (N, 1, R, R, R) in one pass: a latent GAN's encoder gives their codes and the z whose

@@ -199,7 +199,7 @@ def _category_mean(spec: str, study: Study) -> Operand:
     if category not in study.classifier.categories:
         raise ValueError(f"{spec}: the classifier knows {study.classifier.categories}, not {category!r}")
     z = study.seeded_z(range(study.cfg.mean_samples))
-    labels, _ = study.classifier.predict(study.generate(z) >= 0.5)
+    labels, _ = study.classifier.predict(study.generate(z, f"{spec}: sampling") >= 0.5)
     chosen = labels == study.classifier.categories.index(category)
     if not chosen.any():
         raise ValueError(f"{spec}: the classifier labels none of {len(z)} samples {category}; "
@@ -211,11 +211,12 @@ def _category_mean(spec: str, study: Study) -> Operand:
 def _attribute_mean(spec: str, study: Study, space: str) -> Operand:
     category, seeds = attribute_seeds(spec, study, study.cfg.attr_shapes)
     grids = procedural_shapes(category, seeds, study.resolution).grids
+    shapes = f"{spec} ({len(seeds)} {category}s)"
     if space == "code":
-        encoded = study.encode_shapes(grids)  # Inversion.z holds the codes
+        encoded = study.encode_shapes(grids, f"encoding {shapes}")  # Inversion.z holds the codes
         log.info("%s: mean code of %d encoded %ss (IoU %.3f)", spec, len(seeds), category, encoded.iou.mean())
         return Operand(spec, None, iou=float(encoded.iou.mean()), code=encoded.z.mean(0))
-    inverted = study.invert(grids)
+    inverted = study.invert(grids, f"inverting {shapes}")
     log.info("%s: mean z of %d inverted %ss (IoU %.3f)", spec, len(seeds), category, inverted.iou.mean())
     return Operand(spec, inverted.z.mean(0), iou=float(inverted.iou.mean()))
 
@@ -243,13 +244,14 @@ def resolve_operands(specs: dict[str, str], study: Study, space: str = "z") -> d
             real[name] = shapes.grids[0]
         else:
             raise ValueError(f"{name}={spec!r} is not a shape spec (or no such file): use {SPEC_FORMS}")
+    named = ", ".join(f"{name}={specs[name]}" for name in real)
     if real and space == "code":
-        encoded = study.encode_shapes(np.stack(list(real.values())))  # Inversion.z holds the codes
+        encoded = study.encode_shapes(np.stack(list(real.values())), f"encoding {named}")  # z: the codes
         for i, (name, grid) in enumerate(real.items()):
             resolved[name] = Operand(str(specs[name]), None, grid, float(encoded.iou[i]), code=encoded.z[i])
             log.info("%s=%s encoded; its decoded code has IoU %.3f", name, specs[name], encoded.iou[i])
     elif real:
-        inverted = study.invert(np.stack(list(real.values())))
+        inverted = study.invert(np.stack(list(real.values())), f"inverting {named}")
         for i, (name, grid) in enumerate(real.items()):
             resolved[name] = Operand(str(specs[name]), inverted.z[i], grid, float(inverted.iou[i]))
             log.info("%s=%s inverted with IoU %.3f", name, specs[name], inverted.iou[i])
