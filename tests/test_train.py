@@ -185,6 +185,12 @@ def test_bad_value_fails_before_any_output(make_cfg, tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+def test_a_batch_larger_than_the_training_set_fails_before_any_output(make_cfg, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="data.batch_size=64 is more than the 8 training shapes"):
+        run(make_cfg("data.num_shapes=8", "data.batch_size=64"))
+    assert not (tmp_path / "run").exists()
+
+
 def _prepare_real_chairs(shared_data: Path, tmp_path: Path, resolution: int, count: int = 24) -> Path:
     """The first ``count`` 3D ShapeNets chairs of the shared data, prepared at ``resolution``."""
     from voxgan.data.prepare import PrepareConfig, prepare

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from voxgan import augment as augmentations
+from voxgan.config import ConfigError
 from voxgan.data.grid import pack_grids, unpack_bits
 from voxgan.io import atomic_write, error_summary
 
@@ -287,6 +288,12 @@ class VoxelDataModule(pl.LightningDataModule):
                     f"{h.root} holds {self.train_set.resolution}^3 grids but data.resolution={h.resolution}; "
                     "set data.resolution to match or prepare the dataset again at that resolution"
                 )
+        if len(self.train_set) < h.batch_size:  # before any folder is claimed (each process checks its share)
+            more = "data.num_shapes" if h.source == "synthetic" else "shapes to the dataset"
+            raise ConfigError(
+                f"data.batch_size={h.batch_size} is more than the {len(self.train_set)} training shapes; "
+                f"lower data.batch_size or add {more}"
+            )
 
     def start_at(self, batch_index: int) -> None:
         """Make the training stream (built after this call) resume at global batch ``batch_index``."""
