@@ -136,7 +136,7 @@ def test_the_default_evaluation_warns_of_nothing_and_its_report_says_what_it_lef
     assert _frechet_skips(caplog) == 1 and report["samples"] == 5
     assert set(report["skipped"]) == {"frechet"} and set(report["metrics"]) >= {"mmd", "cov", "1nna"}
     markdown = (tmp_path / "eval" / "evaluation.md").read_text()
-    assert "(n=200 asked: the reference holds fewer)" in markdown
+    assert "5 shapes of the run's val split (chair), all it holds of the n=200 asked" in markdown
     assert "Not measured: frechet, as no classifier was given" in markdown
     assert "evaluating: 100% 1/1 [" in capsys.readouterr().err  # its progress: one metric, one z set
     evaluate_app("n=8", "progress=false")

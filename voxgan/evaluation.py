@@ -358,12 +358,12 @@ def report_markdown(report: dict[str, Any]) -> str:
     if len(seeds) > 1:
         sets = f"; each metric the mean over {len(seeds)} z sets (seeds {seeds[0]}-{seeds[-1]}), *_sd its std"
     asked = report.get("samples_asked", report["samples"])
-    fewer = f" (n={asked} asked: the reference holds fewer)" if asked > report["samples"] else ""
+    fewer = f", all it holds of the n={asked} asked" if asked > report["samples"] else ""
     lines = [
         f"# Evaluation of {report['checkpoint']} (iteration {report['iteration']})",
         "",
-        f"{report['samples']} samples against {report['samples']} shapes of {report['reference']}{fewer} "
-        f"({', '.join(report['reference_categories'])}); {distances}{sets}.",
+        f"{report['samples']} samples against {report['samples']} shapes of {report['reference']} "
+        f"({', '.join(report['reference_categories'])}){fewer}; {distances}{sets}.",
         "",
         *[f"Not measured: {name}, as {reason}.\n" for name, reason in report.get("skipped", {}).items()],
         "| metric | value | meaning |",
