@@ -58,7 +58,8 @@ def quiet_wandb(cfg: DictConfig) -> None:
     """W&B prints nothing in an app whose ``logger.backends`` has ``wandb``: its runs record everything in
     the run folder, and the app says where its outputs are. Set once for the process (``wandb.setup``),
     so every run the app starts is silent, with the settings it passes to ``wandb.init`` on top."""
-    backends = OmegaConf.select(cfg, "logger.backends", default=None) or ()
+    config = cfg if OmegaConf.is_config(cfg) else OmegaConf.create(cfg)  # tests pass plain dicts
+    backends = OmegaConf.select(config, "logger.backends", default=None) or ()
     if "wandb" not in backends:
         return
     import wandb
