@@ -16,6 +16,8 @@ from nbclient import NotebookClient
 from PIL import Image
 
 from tests.conftest import REPO
+from voxgan.data.procedural import chair, describe
+from voxgan.data.procedural.raster import rasterise
 
 NOTEBOOK = REPO / "notebooks" / "tour.ipynb"
 
@@ -42,3 +44,15 @@ def test_the_notebook_tour_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytes
     assert len(images) >= 9  # samples raw and clean, two walks, inversions, arithmetic, two t-SNEs, samples
     assert all(np.asarray(image).std() > 5 for image in images)  # none blank
     assert (tmp_path / "tour_outputs" / "chairs.html").stat().st_size > 1e6  # the 3D page, plotly inside
+    # The arithmetic cell's claim: chair 2 (on legs) plus (swivel - legs) stands on a swivel base. The base
+    # region (the swivel version of chair 2 less the legged one: column and star feet) fills up.
+    attributes = describe("chair", 2)
+    assert attributes["base"] == "legs"
+    legs = rasterise(chair.build(attributes), 32)
+    kept = {k: v for k, v in attributes.items() if not k.startswith(("leg_", "stretchers"))}
+    swivel = rasterise(chair.build({**kept, "base": "swivel", "feet_reach": 0.3, "column_radius": 0.025}), 32)
+    base = swivel & ~legs
+    saved = np.load(tmp_path / "tour_outputs" / "arithmetic" / "arithmetic.npz")
+    grids = {name: grid.reshape((32,) * 3).astype(bool) for name, grid in zip(saved["names"], saved["grids"])}
+    filled = {name: (grids[name] & base).sum() / base.sum() for name in ("c", "result")}
+    assert filled["c"] < 0.1 and filled["result"] > 0.4, filled
