@@ -30,7 +30,7 @@ SHARED_ARTIFACTS = ("volumetric", "shapenet", "modelnet", "mat_a", "mat_b", "mat
 
 # A few generator iterations at 16^3 with narrow networks: seconds, with every callback exercised.
 SMALL_NETS = "model.g_channels=8 model.d_channels=8"
-SMALL_DATA = "data.num_shapes=8 data.batch_size=4"
+SMALL_DATA = "data.num_shapes=24 data.batch_size=4"
 SMALL_CALLBACKS = "callbacks.eval_samples=4 callbacks.num_samples=4 trainer.enable_progress_bar=false"
 TRAIN = f"iterations=2 data.resolution=16 {SMALL_DATA} {SMALL_NETS} {SMALL_CALLBACKS}"
 LATENT = f"iterations=3 model.latent.ae_iterations=2 model.latent.width=16 {SMALL_CALLBACKS}"
@@ -105,7 +105,7 @@ COMMANDS: list[DocCommand] = [
     ),
     DocCommand(
         "python train.py data.resolution=64 data.batch_size=16",
-        extra=f"iterations=2 data.num_shapes=4 data.batch_size=2 model.g_channels=4 model.d_channels=4 "
+        extra=f"iterations=2 data.num_shapes=20 data.batch_size=2 model.g_channels=4 model.d_channels=4 "
         f"{SMALL_CALLBACKS} logger=csv {RUN_DIR}",
         writes=("{out}/checkpoints/last.ckpt",),
     ),
@@ -164,7 +164,7 @@ COMMANDS: list[DocCommand] = [
         "python experiments/generate.py ckpt=... n=64 format=obj",
         subs={ANY: "ckpt=chairplane"},
         extra=f"n=2 {RUN_DIR}",
-        writes=("{out}/samples.png", "{out}/samples.npz", "{out}/meshes/*"),
+        writes=("{out}/samples.png", "{out}/samples.npz", "{out}/shapes/seed_0000.obj"),
     ),
     DocCommand(
         # README.md's: seed 1 of the shipped chairplane is an airplane (docs/studying.md says seed:0)
@@ -183,6 +183,13 @@ COMMANDS: list[DocCommand] = [
         'python experiments/arithmetic.py ckpt=... expr="a - b + c" a=seed:0 b=mean:chair c=mean:airplane '
         "classifier=...",
         subs={ANY: "ckpt=chairplane", "classifier=...": "classifier={classifier}/classifier.ckpt"},
+        extra=f"mean_samples=16 {RUN_DIR}",
+        writes=("{out}/*.png",),
+    ),
+    DocCommand(
+        'python experiments/arithmetic.py ckpt=... expr="a - b + c" a=seed:0 b=mean:chair c=mean:airplane '
+        "classifier=outputs/train_classifier/<date>/<time>/classifier.ckpt",
+        subs={ANY: "ckpt=chairplane", "outputs/train_classifier/<date>/<time>": "{classifier}"},
         extra=f"mean_samples=16 {RUN_DIR}",
         writes=("{out}/*.png",),
     ),
@@ -246,7 +253,7 @@ COMMANDS: list[DocCommand] = [
     # ---- docs/chairplane.md
     DocCommand(
         "python experiments/train_classifier.py data=chair_airplane data.num_shapes=1500",
-        extra="data.num_shapes=16 epochs=1 hydra.run.dir={classifier}",
+        extra="data.num_shapes=64 epochs=4 hydra.run.dir={classifier}",
         provides="classifier",
         writes=("{classifier}/classifier.ckpt",),
     ),
