@@ -1,7 +1,11 @@
 """Find the latent vector of real shapes by optimising z; report each reconstruction's IoU.
 
     python experiments/invert.py ckpt=... target=<file | folder | train | val | chair:0-15> [n=16] \
-        [inversion.init=encoder] [inversion.loss=bce|iou] [inversion.restarts=4] [inversion.steps=300]
+        [inversion.init=auto|encoder|random] [inversion.refine_steps=100] [inversion.loss=bce|iou] \
+        [inversion.restarts=4] [inversion.steps=300]
+
+An export that carries an encoder of its samples (``experiments/export.py encoder_steps=N``) starts each
+shape from the encoder's z and refines it (``inversion.refine_*``); others search from random restarts.
 
 With a latent GAN, ``space=code`` finds each shape's code instead: its encoder's, refined through the decoder
 (``inversion.code_steps``), well under a second a shape.
@@ -63,7 +67,7 @@ def invert_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]:
         print(f"{name:>40s}  IoU {value:.3f}")
     summary = {"iou_mean": float(ious.mean()), "iou_median": float(np.median(ious)), "shapes": len(ious),
                "seconds": seconds, "seconds_per_shape": seconds / len(ious), "space": cfg.space,
-               "init": "encoder" if cfg.space == "code" else cfg.inversion.init}
+               "init": "encoder" if cfg.space == "code" else study.init}
     mean, median = summary["iou_mean"], summary["iou_median"]
     print(f"{'median':>40s}  IoU {median:.3f}  (mean {mean:.3f}, {seconds:.1f} s)", flush=True)
     run.image("inversion", png)

@@ -9,7 +9,7 @@ from typing import Any
 
 from safetensors import safe_open
 
-from voxgan.export.folder import CONFIG_FILE, SAMPLE_COUNT, SAMPLES_FILE, WEIGHTS_FILE
+from voxgan.export.folder import CONFIG_FILE, INVERSION_ENCODER_KEY, SAMPLE_COUNT, SAMPLES_FILE, WEIGHTS_FILE
 
 
 def model_card(config: dict[str, Any], folder: Path, repo_id: str | None = None) -> str:
@@ -42,6 +42,7 @@ def model_card(config: dict[str, Any], folder: Path, repo_id: str | None = None)
             lines.append(f"| {label} | {training[key]} |")
     lines += ["", *_terms_lines(training.get("data") or {}), *_command_lines(config.get("commands") or {})]
     lines += _evaluation_lines(config.get("evaluation"))
+    lines += _inversion_lines(config.get(INVERSION_ENCODER_KEY))
     lines += [
         "## Use",
         "",
@@ -55,7 +56,8 @@ def model_card(config: dict[str, Any], folder: Path, repo_id: str | None = None)
         "## Files",
         "",
         f"- `{WEIGHTS_FILE}`: the generator (weights and BatchNorm statistics; a latent GAN's encoder too, "
-        f"under `encoder.`), no discriminator, {values:,} values, "
+        "under `encoder.`; an encoder of its samples for inversion under `inversion_encoder.`), "
+        f"no discriminator, {values:,} values, "
         f"{megabytes:.2f} MB; safetensors, loaded without pickle",
         f"- `{CONFIG_FILE}`: architecture, latent size, prior, resolution, width, categories, "
         "and the training provenance above",
@@ -154,4 +156,36 @@ def _evaluation_lines(evaluation: dict[str, Any] | None) -> list[str]:
         share = evaluation["clean_share"]
         lines += [f"The same samples cleaned up to their largest piece (clean_share={share}), as the study "
                   "apps show them by default:", "", *_metric_rows(evaluation["metrics_clean"]), ""]
+    return lines
+
+
+def _inversion_lines(record: dict[str, Any] | None) -> list[str]:
+    if not record:
+        return []
+    measured = record.get("measured") or {}
+    refine = measured.get("settings") or {}
+    lines = [
+        "## Inversion of known shapes", "",
+        f"`{WEIGHTS_FILE}` carries an encoder of this generator's samples (a grid -> its z; "
+        f"{record['steps']} Adam steps on pairs (z, G(z)) drawn from the prior, trained in "
+        f"{(record.get('training') or {}).get('seconds', '?')} s). The study apps (invert, interpolate, "
+        f"arithmetic, tsne) start a known shape's z from it and refine it "
+        f"({refine.get('refine_steps', '?')} Adam steps on {refine.get('loss', '?')}, "
+        f"{refine.get('refine_restarts', '?')} start(s)); `inversion.init=random` searches from random "
+        "draws instead. Measured when it was trained, one process:", "",
+        "| shapes | encoder alone: median / mean IoU | + refinement: median / mean IoU | seconds a shape |",
+        "|---|---|---|---|",
+    ]
+    names = {"own_samples": "G's own samples (seed 0, cleaned, thresholded)",
+             "val_shapes": "val split shapes"}
+    for key, name in names.items():
+        m = measured.get(key)
+        if m:
+            lines.append(f"| {m['shapes']} {name} | {m['encoder_median']:.3f} / {m['encoder_mean']:.3f} | "
+                         f"{m['refined_median']:.3f} / {m['refined_mean']:.3f} | "
+                         f"{m['seconds_per_shape']:.2f} |")
+    lines += ["", "Train it again (e.g. after the generator changed):", "", "```bash",
+              "python experiments/export.py ckpt=<this folder> out=<this folder> "
+              f"encoder_steps={record['steps']}",
+              "```", ""]
     return lines

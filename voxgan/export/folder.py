@@ -25,6 +25,8 @@ GENERATOR_KEYS = {
     "categories": list,
 }
 SAMPLE_COUNT = 16  # shapes in samples.png, z drawn from seed 0
+# config.json's record of an encoder of G's samples (grid -> z) in model.safetensors: {"channels": int, ...}
+INVERSION_ENCODER_KEY = "inversion_encoder"
 
 
 class ExportError(ValueError):
@@ -50,6 +52,9 @@ def check_config(config: Any, source: str | Path) -> None:
     ):
         keys = list(LATENT_KEYS)
         raise ExportError(f"{source}: a {LATENT_GAN} generator needs 'latent' with integer {keys}")
+    encoder = config.get(INVERSION_ENCODER_KEY, {"channels": 1})
+    if not (isinstance(encoder, dict) and isinstance(encoder.get("channels"), int)):
+        raise ExportError(f"{source}: {INVERSION_ENCODER_KEY!r} must record the encoder's integer 'channels'")
     if config["prior"] not in PRIORS:
         raise ExportError(f"{source}: prior {config['prior']!r} is not one of {PRIORS}")
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -30,6 +32,7 @@ from voxgan.export.folder import (
     CONFIG_FILE,
     FORMAT,
     FORMAT_VERSION,
+    INVERSION_ENCODER_KEY,
     LATENT_KEYS,
     SAMPLE_COUNT,
     SAMPLES_FILE,
@@ -41,12 +44,22 @@ from voxgan.export.folder import (
 from voxgan.export.hub import HUB_ID, download, push_folder
 from voxgan.export.pretrained import shipped_folder, shipped_names
 from voxgan.io import atomic_write, error_summary, file_sha256, read_jsonl
+from voxgan.latent.inversion import (
+    EncoderSettings,
+    InversionSettings,
+    LatentEncoder,
+    measure_inversion,
+    train_encoder,
+)
 from voxgan.models import LATENT_GAN, build_generator
 from voxgan.models.autoencoder import VoxelEncoder
 from voxgan.sampling import Sampler
 
 ENCODER_PREFIX = "encoder."  # a latent GAN's encoder's tensors in model.safetensors
+INVERSION_ENCODER_PREFIX = "inversion_encoder."  # those of the encoder of G's samples (grid -> z)
+INVERSION_SHAPES = 20  # own samples and val shapes an export's inversion encoder is measured on
 MACHINE_DATA_KEYS = ("cache_dir", "num_workers", "in_memory")  # data settings of the machine, not the run
+ENCODER_PAIRS_SEED = 1_000_003  # the stream of z an inversion encoder is trained on: seed + this
 WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # how save_pretrained stores weights
 
 
@@ -78,6 +91,11 @@ class VoxelGenerator(nn.Module):
         self.encoder: VoxelEncoder | None = None
         if isinstance(latent.get("encoder_channels"), int):
             self.encoder = VoxelEncoder(config["resolution"], latent["code_dim"], latent["encoder_channels"])
+        # an encoder of G's samples, grid -> z, when exported with one: the start of a known shape's inversion
+        self.inversion_encoder: LatentEncoder | None = None
+        if INVERSION_ENCODER_KEY in config:
+            channels = config[INVERSION_ENCODER_KEY]["channels"]
+            self.inversion_encoder = LatentEncoder(config["latent_dim"], config["resolution"], channels)
         self.eval()
 
     @property
@@ -118,22 +136,69 @@ class VoxelGenerator(nn.Module):
         codes = torch.cat([self.encoder(part.to(device).float()) for part in grids.split(64)])
         return (codes - self.net.code_mean) / self.net.code_std
 
+    def _encoders(self) -> dict[str, nn.Module]:
+        """The encoders exported beside G, by the prefix of their tensors in model.safetensors."""
+        encoders = {ENCODER_PREFIX: self.encoder, INVERSION_ENCODER_PREFIX: self.inversion_encoder}
+        return {prefix: encoder for prefix, encoder in encoders.items() if encoder is not None}
+
     def _state(self) -> dict[str, torch.Tensor]:
-        """What model.safetensors holds: G's weights and buffers, and the encoder's under ``encoder.``."""
+        """What model.safetensors holds: G's weights and buffers, a latent GAN's encoder under ``encoder.``
+        and an encoder of G's samples under ``inversion_encoder.``."""
         state = dict(self.net.state_dict())
-        if self.encoder is not None:
-            state.update({f"{ENCODER_PREFIX}{k}": v for k, v in self.encoder.state_dict().items()})
+        for prefix, encoder in self._encoders().items():
+            state.update({f"{prefix}{k}": v for k, v in encoder.state_dict().items()})
         return state
 
     def _load_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Load ``_state``'s tensors (strictly: every key of G, and of the encoder when there is one)."""
-        prefix = ENCODER_PREFIX
-        encoder = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
-        self.net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(prefix)})
-        if self.encoder is not None:
-            self.encoder.load_state_dict(encoder)
-        elif encoder:
-            raise RuntimeError(f"{len(encoder)} encoder tensors, but the config has no encoder")
+        """Load ``_state``'s tensors (strictly: every key of G, and of each encoder the config has)."""
+        prefixes = (ENCODER_PREFIX, INVERSION_ENCODER_PREFIX)
+        self.net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(prefixes)})
+        encoders = self._encoders()
+        for prefix in prefixes:
+            part = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+            if prefix in encoders:
+                encoders[prefix].load_state_dict(part)
+            elif part:
+                raise RuntimeError(f"{len(part)} tensors under {prefix!r}, but the config has no such "
+                                   "encoder")
+
+    def add_inversion_encoder(self, steps: int, settings: EncoderSettings | None = None, seed: int = 0,
+                              progress: bool = False, dtype: str = "float32") -> dict[str, Any]:
+        """Train an encoder of this generator's samples (grid -> z; ``voxgan.latent.train_encoder``),
+        carried in the export from now on, and measure the inversion it starts on ``INVERSION_SHAPES`` of
+        G's own samples (seed 0, cleaned up and thresholded as the apps show them) and, for procedural
+        training data, as many shapes of the val split, with its weights as ``dtype`` stores them; returns
+        what config.json records of it."""
+        settings = settings or EncoderSettings()
+        start = time.perf_counter()
+        torch.manual_seed(seed)
+        pairs = torch.Generator().manual_seed(ENCODER_PAIRS_SEED + seed)  # z never drawn by sample(seed=...)
+        encoder = train_encoder(self.net, lambda n: self.sample_z(n, pairs), self.config["resolution"],
+                                self.config["latent_dim"], steps, settings, progress)
+        seconds = time.perf_counter() - start
+        encoder.load_state_dict({k: _stored(v, dtype) for k, v in encoder.state_dict().items()})
+        self.inversion_encoder = encoder.to(next(self.net.parameters()).device).eval()
+        record: dict[str, Any] = {"channels": settings.channels, "steps": steps, "seed": seed,
+                                  "training": {**asdict(settings), "seconds": round(seconds, 1)}}
+        record["measured"] = self.measure_inversion_encoder(encoder, seed)
+        self.config[INVERSION_ENCODER_KEY] = record
+        return record
+
+    def measure_inversion_encoder(self, encoder: LatentEncoder, seed: int = 0) -> dict[str, Any]:
+        """The inversion an encoder starts (its z, then the default refinement) on G's own samples and,
+        for procedural training data, on val shapes: see :func:`measure_inversion`."""
+        settings = InversionSettings()
+        draws = torch.Generator().manual_seed(seed)
+        sample_z = lambda n: self.sample_z(n, draws)  # noqa: E731
+        own = (self.sample(INVERSION_SHAPES, seed=0) >= 0.5).float()
+        keys = ("refine_restarts", "refine_steps", "refine_lr", "loss")
+        measured: dict[str, Any] = {"settings": {k: getattr(settings, k) for k in keys}}
+        val = _procedural_val_shapes(self.config, INVERSION_SHAPES)
+        for name, targets in (("own_samples", own), ("val_shapes", val)):
+            if targets is not None:
+                measured[name] = measure_inversion(self.net, encoder, targets, sample_z, settings,
+                                                   self.config["prior"])
+        return measured
 
     # ------------------------------------------------------------------------------------ loading
     @classmethod
@@ -222,11 +287,7 @@ class VoxelGenerator(nn.Module):
         folder = Path(save_directory)
         check_destination(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        stored = WEIGHT_DTYPES[dtype]
-        tensors = {
-            name: (t.detach().to(stored) if t.is_floating_point() else t.detach()).cpu().contiguous()
-            for name, t in self._state().items()
-        }
+        tensors = {name: _stored(t, dtype) for name, t in self._state().items()}
         self._load_state(tensors)  # the networks now hold what is stored: samples.png shows those weights
         payload = safetensors_bytes(tensors, metadata={"format": "pt"})
         self.config["weights_dtype"] = dtype
@@ -270,22 +331,45 @@ def export_generator(
     samples_png: bool = True,
     map_location: str | torch.device = "cpu",
     repo_id: str | None = None,
-    dtype: str = "float32",
+    dtype: str | None = None,
     evaluation: str | Path | None = None,
     commands: dict[str, str] | None = None,
+    encoder_steps: int = 0,
+    encoder: EncoderSettings | None = None,
+    progress: bool = False,
 ) -> Path:
-    """Export the generator of a training checkpoint into ``out_dir``; returns the folder.
+    """Export the generator of a training checkpoint, or export again an export (a folder, a shipped name
+    or a hub id, e.g. to add an encoder), into ``out_dir`` (which may be that export's own folder);
+    returns the folder.
 
-    ``evaluation``: an ``evaluation.json`` of ``experiments/evaluate.py`` on this checkpoint, recorded
-    in config.json and the card instead of the run's last in-training evaluation; ``commands``: how
-    the model was made and measured (e.g. ``{"train": ..., "evaluate": ...}``), recorded likewise."""
+    ``dtype``: how the weights are stored (None: as the export read, float32 from a checkpoint);
+    ``evaluation``: an ``evaluation.json`` of ``experiments/evaluate.py`` on these weights, recorded in
+    config.json and the card instead of the run's last in-training evaluation; ``commands``: how the
+    model was made and measured (e.g. ``{"train": ..., "evaluate": ...}``), recorded likewise;
+    ``encoder_steps`` > 0: train an encoder of G's samples for inversion (``encoder``: its settings) and
+    carry it (an export's earlier one is kept otherwise)."""
     check_destination(Path(out_dir))
-    generator = VoxelGenerator.from_checkpoint(ckpt_path, map_location)
+    if is_checkpoint(ckpt_path):
+        generator = VoxelGenerator.from_checkpoint(ckpt_path, map_location)
+    else:
+        generator = VoxelGenerator.from_pretrained(ckpt_path, map_location)
+    dtype = dtype or generator.config.get("weights_dtype", "float32")
     if evaluation is not None:
         generator.config["evaluation"] = _evaluation_record(Path(evaluation), generator.config)
     if commands:
-        generator.config["commands"] = {str(k): str(v) for k, v in commands.items()}
+        generator.config["commands"] = {**generator.config.get("commands", {}),
+                                        **{str(k): str(v) for k, v in commands.items()}}
+    if encoder_steps > 0:
+        # the encoder is trained on the weights as stored, the ones its users will invert through
+        generator._load_state({k: _stored(v, dtype) for k, v in generator._state().items()})
+        generator.add_inversion_encoder(encoder_steps, encoder, progress=progress, dtype=dtype)
     return generator.save_pretrained(out_dir, samples_png, repo_id, dtype)
+
+
+def _stored(tensor: torch.Tensor, dtype: str) -> torch.Tensor:
+    """A tensor as model.safetensors stores it in ``dtype`` (floating tensors cast, others as they are)."""
+    stored = WEIGHT_DTYPES[dtype]
+    return (tensor.detach().to(stored) if tensor.is_floating_point() else tensor.detach()).cpu().contiguous()
 
 
 def _evaluation_record(path: Path, config: dict[str, Any]) -> dict[str, Any]:
@@ -390,3 +474,19 @@ def _last_evaluation(run: Path, iteration: int) -> dict[str, Any] | None:
     record = records[-1]
     metrics = {k: v for k, v in record.items() if k not in RECORD_FIELDS and isinstance(v, int | float)}
     return {"iteration": record.get("iteration"), "samples": record.get("samples"), "metrics": metrics}
+
+
+def _procedural_val_shapes(config: dict[str, Any], count: int) -> torch.Tensor | None:
+    """``count`` shapes (N, 1, R, R, R) of the val split of a model trained on procedural shapes (the first
+    of each category's val seeds, ``num_shapes`` onwards, as evenly as the categories allow), else None."""
+    data = (config.get("training") or {}).get("data_settings") or {}
+    if data.get("source") != "synthetic" or not config["categories"]:
+        return None
+    from voxgan.data.procedural import make_shapes
+
+    categories = config["categories"]
+    counts = [count // len(categories) + (i < count % len(categories)) for i in range(len(categories))]
+    first = int(data["num_shapes"])
+    grids = [make_shapes(c, range(first, first + n), config["resolution"]) for c, n in zip(categories, counts,
+                                                                                          strict=True)]
+    return torch.from_numpy(np.concatenate(grids)).unsqueeze(1).float()

@@ -3,14 +3,16 @@ encoder trained on generated pairs."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from voxgan.cleanup import DEFAULT_SHARE, keep_largest_piece
 from voxgan.latent.networks import frozen
 from voxgan.progress import progress_bar
 
@@ -81,6 +83,15 @@ class InversionSettings:
     loss: str = "iou"  # iou (soft IoU) | hinge (on logits) | bce
     prior_weight: float = 1.0  # normal prior: weight of the typical-norm penalty; uniform: z is clamped
     batch_size: int = 64  # targets x restarts optimised in one generator forward
+    # From an encoder's z (init given): its start plus refine_restarts - 1 random ones, refine_steps steps
+    # at refine_lr, in place of restarts / steps / lr above.
+    refine_restarts: int = 1
+    refine_steps: int = 100
+    refine_lr: float = 0.02
+
+    def refining(self) -> InversionSettings:
+        """The settings of a refinement from an encoder's z: ``refine_*`` as restarts, steps and lr."""
+        return replace(self, restarts=self.refine_restarts, steps=self.refine_steps, lr=self.refine_lr)
 
 
 @dataclass
@@ -98,6 +109,9 @@ def _check_settings(settings: InversionSettings) -> None:
             f"inversion.loss={settings.loss!r} is unknown; use one of {sorted(RECONSTRUCTION_LOSSES)}")
     if settings.restarts < 1 or settings.steps < 1 or settings.lr <= 0:
         raise ValueError(f"inversion needs restarts >= 1, steps >= 1 and lr > 0, got {settings}")
+    if settings.refine_restarts < 1 or settings.refine_steps < 0 or settings.refine_lr <= 0:
+        raise ValueError("inversion needs refine_restarts >= 1, refine_steps >= 0 (0: the encoder's z alone) "
+                         f"and refine_lr > 0, got {settings}")
 
 
 def _optimise(generator: nn.Module, target: torch.Tensor, z0: torch.Tensor, prior: str,
@@ -128,9 +142,10 @@ def _optimise(generator: nn.Module, target: torch.Tensor, z0: torch.Tensor, prio
 
 @torch.no_grad()
 def _starts(generator: nn.Module, target: torch.Tensor, sample_z: Sampler,
-            settings: InversionSettings) -> torch.Tensor:
-    """(n, restarts, d) starting points: per target, the prior draws whose G(z) fit it best."""
-    n, k, m = len(target), settings.restarts, settings.restarts * max(1, settings.candidates)
+            settings: InversionSettings, k: int) -> torch.Tensor:
+    """(n, k, d) starting points: per target, the k of ``k * candidates`` prior draws whose G(z) fit it
+    best."""
+    n, m = len(target), k * max(1, settings.candidates)
     z = sample_z(n * m).to(target.device)
     reconstruction = RECONSTRUCTION_LOSSES[settings.loss]
     owner = torch.arange(n * m, device=z.device) // m  # the target each draw is scored against
@@ -205,36 +220,52 @@ def invert(generator: nn.Module, targets: torch.Tensor, sample_z: Sampler, setti
            label: str = "inverting") -> Inversion:
     """Find z with G(z) close to each target (N, 1, R, R, R) of 0/1 occupancy.
 
-    Every target gets ``settings.restarts`` starts, the best-fitting of ``restarts * candidates`` draws
-    of ``sample_z(n)`` (the first replaced by ``init`` when given, e.g. an encoder's guess); the start
-    whose result has the best IoU wins. G runs in eval mode: BatchNorm with batch statistics would
+    Without ``init``, every target gets ``settings.restarts`` starts, the best-fitting of ``restarts *
+    candidates`` draws of ``sample_z(n)``, optimised for ``settings.steps``. With ``init`` (N, d), an
+    encoder's z, the search is a refinement (``settings.refining()``): that z plus ``refine_restarts - 1``
+    such draws, for ``refine_steps``, and a target keeps its encoder's z where no start ends better. The
+    start whose result has the best IoU wins. G runs in eval mode: BatchNorm with batch statistics would
     tie the restarts to each other. ``progress``: a bar on stderr over the Adam steps, with the shapes
     done and the mean IoU of the best restart of the shapes under way (every ``SHOW_EVERY`` steps).
     """
     _check_settings(settings)
+    if init is not None:
+        settings = settings.refining()
     targets = targets.float()
     k = settings.restarts
     chunk = max(1, settings.batch_size // k)
     starts = range(0, len(targets), chunk)
     best_z, best_probs, best_iou = [], [], []
-    bar = progress_bar(f"{label}, {k} restarts each", len(starts) * settings.steps, progress, "step")
+    bar = progress_bar(f"{label}, {k} restart{'s' if k > 1 else ''} each", len(starts) * settings.steps,
+                       progress, "step")
     with bar, frozen(generator):
         for lo in starts:
             target = targets[lo : lo + chunk].to(next(generator.parameters()).device)
             n = len(target)
-            z0 = _starts(generator, target, sample_z, settings)
-            if init is not None:
-                z0[:, 0] = init[lo : lo + n].to(target.device)
+            if init is None:
+                z0 = _starts(generator, target, sample_z, settings, k)
+            else:
+                guess = init[lo : lo + n].to(target.device)
+                others = [_starts(generator, target, sample_z, settings, k - 1)] if k > 1 else []
+                z0 = torch.cat([guess[:, None], *others], 1)
             repeated = target.repeat_interleave(k, 0)
             on_step = _showing_iou(bar, repeated, n, k, f"{lo}/{len(targets)}") if progress else None
             z = _optimise(generator, repeated, z0.flatten(0, 1), prior, settings, on_step)
             with torch.no_grad():
                 probs = generator(z)
                 scores = iou(probs, repeated).view(n, k)
-            pick = scores.argmax(1) + torch.arange(n, device=z.device) * k
-            best_z.append(z[pick].cpu())
-            best_probs.append(probs[pick].cpu())
-            best_iou.append(scores.max(1).values.cpu())
+                pick = scores.argmax(1) + torch.arange(n, device=z.device) * k
+                z, probs, score = z[pick], probs[pick], scores.max(1).values
+                if init is not None:  # a refinement never loses to its encoder's z
+                    guess_probs = generator(guess)
+                    guess_score = iou(guess_probs, target)
+                    keep = guess_score > score
+                    z = torch.where(keep[:, None], guess, z)
+                    probs = torch.where(keep.view(-1, 1, 1, 1, 1), guess_probs, probs)
+                    score = torch.maximum(score, guess_score)
+            best_z.append(z.cpu())
+            best_probs.append(probs.cpu())
+            best_iou.append(score.cpu())
             done = torch.cat(best_iou)
             bar.set_postfix({"shapes": f"{len(done)}/{len(targets)}", "best_iou": f"{done.mean():.3f}"},
                             refresh=False)
@@ -256,7 +287,8 @@ def _showing_iou(bar: tqdm, target: torch.Tensor, n: int, k: int, shapes: str
 
 
 class LatentEncoder(nn.Module):
-    """x (N, 1, R, R, R) -> z (N, d): strided 3D convolutions down to 4^3, then a linear layer."""
+    """An encoder of a 3D-GAN's samples, x (N, 1, R, R, R) -> z (N, d): strided 3D convolutions down to
+    4^3, then a linear layer. (A latent GAN's own encoder, grids -> codes, is another network.)"""
 
     def __init__(self, latent_dim: int, resolution: int, channels: int = 16) -> None:
         super().__init__()
@@ -269,27 +301,68 @@ class LatentEncoder(nn.Module):
             c_in, size = c_out, size // 2
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(c_in * 4**3, latent_dim)
-        self.latent_dim, self.resolution = latent_dim, resolution
+        self.latent_dim, self.resolution, self.channels = latent_dim, resolution, channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).flatten(1))
 
 
-def train_encoder(generator: nn.Module, sample_z: Sampler, resolution: int, latent_dim: int, steps: int = 500,
-                  batch_size: int = 32, lr: float = 1e-3, channels: int = 16, progress: bool = False
-                  ) -> LatentEncoder:
-    """An encoder regressing z from G(z) thresholded at 0.5 (the 0/1 form real shapes have), trained
-    on fresh generated pairs; a fast first guess for :func:`invert`. ``progress``: a bar on stderr."""
+@torch.no_grad()
+def generated_pairs(generator: nn.Module, sample_z: Sampler, n: int, clean: float | None = DEFAULT_SHARE,
+                    batch_size: int = 64, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """n pairs (z, x) on the CPU: z (n, d) from the prior, x (n, 1, R, R, R) bool = G(z) cleaned up as
+    samples are shown (``clean``: the share of ``voxgan.cleanup``, None: raw) and thresholded at 0.5,
+    the 0/1 form a known shape has."""
     device = next(generator.parameters()).device
-    encoder = LatentEncoder(latent_dim, resolution, channels).to(device)
-    optimiser = torch.optim.Adam(encoder.parameters(), lr=lr)
+    zs, grids = [], []
+    with progress_bar("drawing G's samples for the encoder", n, progress, "shape") as bar, frozen(generator):
+        for size in [batch_size] * (n // batch_size) + [n % batch_size] * bool(n % batch_size):
+            z = sample_z(size).to(device)
+            probs = generator(z)
+            if clean is not None:
+                probs = keep_largest_piece(probs, clean)
+            zs.append(z.cpu())
+            grids.append((probs >= 0.5).cpu())
+            bar.update(size)
+    return torch.cat(zs), torch.cat(grids)
+
+
+@dataclass
+class EncoderSettings:
+    """How the encoder of a 3D-GAN's samples is trained (its steps apart): pairs (z, G(z)) drawn once,
+    Adam on batches of them, and the loss: squared error of z, plus ``reconstruction_weight`` x soft IoU
+    of G(E(x)) against x (through the frozen G: a step costs G's forward and backward)."""
+
+    pairs: int = 4096
+    batch_size: int = 32
+    lr: float = 1e-3
+    channels: int = 16
+    reconstruction_weight: float = 0.0
+
+
+def train_encoder(generator: nn.Module, sample_z: Sampler, resolution: int, latent_dim: int,
+                  steps: int = 1000, settings: EncoderSettings | None = None, progress: bool = False
+                  ) -> LatentEncoder:
+    """An encoder of G's samples (grid -> z) trained for ``steps`` on generated pairs
+    (:func:`generated_pairs`): the start of a short refinement in :func:`invert`, in place of random
+    restarts. ``progress``: bars on stderr."""
+    settings = settings or EncoderSettings()
+    device = next(generator.parameters()).device
+    # more pairs than the steps will see would be drawn for nothing
+    pairs = min(settings.pairs, steps * settings.batch_size)
+    z_all, x_all = generated_pairs(generator, sample_z, pairs, progress=progress)
+    encoder = LatentEncoder(latent_dim, resolution, settings.channels).to(device)
+    optimiser = torch.optim.Adam(encoder.parameters(), lr=settings.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
-    with progress_bar("training the inversion encoder", steps, progress, "step") as bar, frozen(generator):
+    bar = progress_bar("training the inversion encoder", steps, progress, "step")
+    with bar, frozen(generator):
         for step in range(steps):
-            z = sample_z(batch_size).to(device)
-            with torch.no_grad():
-                shapes = (generator(z) >= 0.5).float()
-            loss = F.mse_loss(encoder(shapes), z)
+            index = torch.randint(len(z_all), (settings.batch_size,))
+            z, x = z_all[index].to(device), x_all[index].to(device).float()
+            guess = encoder(x)
+            loss = F.mse_loss(guess, z)
+            if settings.reconstruction_weight > 0:
+                loss = loss + settings.reconstruction_weight * soft_iou_loss(generator(guess), x).mean()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -305,3 +378,21 @@ def encode(encoder: LatentEncoder, grids: torch.Tensor, batch_size: int = 64) ->
     """The encoder's z (N, d) for 0/1 grids (N, 1, R, R, R)."""
     device = next(encoder.parameters()).device
     return torch.cat([encoder(chunk.float().to(device)).cpu() for chunk in grids.split(batch_size)])
+
+
+def measure_inversion(generator: nn.Module, encoder: LatentEncoder, targets: torch.Tensor, sample_z: Sampler,
+                      settings: InversionSettings, prior: str = "normal") -> dict[str, float]:
+    """IoU of targets (N, 1, R, R, R) with G of the encoder's z alone and after the refinement of
+    :func:`invert` (median and mean), and the seconds a shape of both together (in batches)."""
+    start = time.perf_counter()
+    guess = encode(encoder, targets)
+    with torch.no_grad(), frozen(generator):
+        alone = torch.cat([iou(generator(part.to(next(generator.parameters()).device)).cpu(), target)
+                           for part, target in zip(guess.split(64), targets.float().split(64), strict=True)])
+    refined = invert(generator, targets, sample_z, settings, prior, guess).iou
+    seconds = time.perf_counter() - start
+    return {"shapes": len(targets), "encoder_median": round(float(alone.quantile(0.5)), 3),
+            "encoder_mean": round(float(alone.mean()), 3),
+            "refined_median": round(float(refined.quantile(0.5)), 3),
+            "refined_mean": round(float(refined.mean()), 3),
+            "seconds_per_shape": round(seconds / len(targets), 2)}

@@ -51,15 +51,20 @@ GENERATE_CHUNK = 256
 SPACES = ("z", "code")  # where interpolate and arithmetic work: G's input, or a latent GAN's codes
 
 
+INITS = ("auto", "encoder", "random")  # inversion.init
+
+
 @dataclass
 class InversionConfig(InversionSettings):
-    """Inversion settings plus the start: random prior draws, or an encoder's guess as the first restart."""
+    """Inversion settings plus the start: an encoder's z refined (``refine_*``), or random prior draws."""
 
-    # random | encoder: a latent GAN's own encoder (its code, then the z whose code is nearest), else an
-    # encoder trained on generated pairs
-    init: str = "random"
-    encoder: str | None = None  # 3D-GAN: encoder.pt of an earlier run to reuse; null: train one (in the run)
-    encoder_steps: int = 1000
+    # auto: encoder where one is at hand (an export carrying an encoder of its samples, or
+    # inversion.encoder), else random | encoder: the export's encoder of its samples, inversion.encoder, a
+    # latent GAN's own encoder (its code, then the z whose code is nearest), else one trained on generated
+    # pairs in the run | random: restarts x steps from prior draws
+    init: str = "auto"
+    encoder: str | None = None  # 3D-GAN: encoder.pt of an earlier run; null: the export's, or train one
+    encoder_steps: int = 1000  # training one in the run (no encoder at hand)
     # space=code (a latent GAN): Adam steps refining the encoder's code of a real shape through the decoder
     # (soft IoU, lr above); 0: the encoder's code alone. real_chair32, 90 val chairs: median IoU 0.76 -> 0.84
     code_steps: int = 30
@@ -124,6 +129,8 @@ class Study:
         self.cfg, self.out = cfg, out
         self.device = resolve_device(cfg.device)
         self._discriminator: torch.nn.Module | None = None
+        self._encoder: LatentEncoder | None = None  # of G's samples, grid -> z
+        self._encoder_source = ""
         if is_checkpoint(cfg.ckpt):
             module, self.data = load_checkpoint(cfg.ckpt, map_location=self.device)
             self.sampler: Sampler = module.sampler(cfg.use_ema)
@@ -136,17 +143,22 @@ class Study:
             generator, info = load_generator(cfg.ckpt, self.device)
             self.sampler, self.data = generator.sampler, {}
             self._codes = generator.encode if generator.encoder is not None else None  # a latent GAN's
+            if generator.inversion_encoder is not None:  # an encoder of G's samples exported with it
+                self._encoder, self._encoder_source = generator.inversion_encoder, "the export's encoder"
             self.iteration = int(generator.config.get("training", {}).get("iterations") or 0)
             self.categories = list(info.categories)
         self.sampler.clean = cfg.clean_share if cfg.clean else None
         self.resolution, self.prior = self.sampler.resolution, self.sampler.prior
         self.latent_dim = self.sampler.latent_dim
         self.classifier = Classifier(cfg.classifier, self.resolution, self.device) if cfg.classifier else None
+        if cfg.inversion.encoder:
+            self._encoder = load_encoder(cfg.inversion.encoder, self.device)
+            self._encoder_source = f"the encoder {cfg.inversion.encoder}"
         fields = InversionSettings.__dataclass_fields__
         self.settings = InversionSettings(**{k: cfg.inversion[k] for k in fields})
-        self._encoder: LatentEncoder | None = None
         self._draws = 0
         self.progress: bool = cfg.progress
+        self.inversions: list[dict[str, Any]] = []  # one record per inversion: start, shapes, IoU, seconds
 
     @property
     def generator(self) -> torch.nn.Module:
@@ -253,35 +265,69 @@ class Study:
         stream = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self._draws)
         return lambda n: self.sampler.sample_z(n, stream)
 
+    @property
+    def init(self) -> str:
+        """How inversions start: ``encoder`` (an encoder's z, refined) or ``random`` (restarts from prior
+        draws); ``inversion.init=auto`` is ``encoder`` where an encoder of G's samples is at hand (the
+        export's, or ``inversion.encoder``), else ``random``."""
+        init = self.cfg.inversion.init
+        if init == "auto":
+            return "encoder" if self._encoder is not None else "random"
+        return init
+
+    @property
+    def init_source(self) -> str:
+        """Where inversions start, in words."""
+        if self.init == "random":
+            return "random prior draws"
+        if self._codes is not None:
+            return "the latent GAN's encoder"
+        return self._encoder_source or "an encoder to train on generated pairs in this run"
+
     def encoder(self) -> LatentEncoder:
-        """The encoder of ``inversion.encoder``, or one trained on generated pairs and saved in the run."""
+        """The encoder of G's samples: ``inversion.encoder``'s, the export's, or one trained on generated
+        pairs and saved in the run."""
         if self._encoder is None:
-            path = self.cfg.inversion.encoder
-            self._encoder = load_encoder(path, self.device) if path else self._train_encoder()
+            self._encoder = self._train_encoder()
+            self._encoder_source = "an encoder trained on generated pairs in this run"
         return self._encoder
 
     def _train_encoder(self) -> LatentEncoder:
         start = time.perf_counter()
         torch.manual_seed(self.cfg.seed)
         encoder = train_encoder(self.generator, self._restart_sampler(), self.resolution, self.latent_dim,
-                                steps=self.cfg.inversion.encoder_steps, progress=self.progress)
+                                self.cfg.inversion.encoder_steps, progress=self.progress)
         save_encoder(encoder, self.out / "encoder.pt")
         seconds = time.perf_counter() - start
         log.info("trained the inversion encoder in %.1f s (saved in %s)", seconds, self.out)
         return encoder
 
     def invert(self, grids: np.ndarray, label: str | None = None) -> Inversion:
-        """Latent vectors of real shapes (N, R, R, R) bool, per ``cfg.inversion``; ``label`` names the
-        progress bar (by default: how many shapes)."""
+        """Latent vectors of real shapes (N, R, R, R) bool, per ``cfg.inversion``: from an encoder's z
+        refined (``refine_*``) or from random restarts (see :attr:`init`); prints how it started, the median
+        IoU and the seconds a shape, and keeps that record in ``inversions``. ``label`` names the progress
+        bar (by default: how many shapes)."""
         targets = torch.from_numpy(np.asarray(grids)).unsqueeze(1).float()
-        init = self.encoder_guess(targets) if self.cfg.inversion.init == "encoder" else None
         label = label or f"inverting {len(targets)} shape{'s' if len(targets) > 1 else ''}"
-        return invert(self.generator, targets, self._restart_sampler(), self.settings, self.prior, init,
-                      self.progress, label)
+        start = time.perf_counter()
+        init = self.encoder_guess(targets) if self.init == "encoder" else None
+        result = invert(self.generator, targets, self._restart_sampler(), self.settings, self.prior, init,
+                        self.progress, label)
+        seconds = time.perf_counter() - start
+        search = self.settings.refining() if init is not None else self.settings
+        record = {"shapes": len(targets), "init": self.init, "start": self.init_source,
+                  "restarts": search.restarts, "steps": search.steps,
+                  "iou_median": float(np.median(result.iou.numpy())), "iou_mean": float(result.iou.mean()),
+                  "seconds_per_shape": seconds / len(targets)}
+        self.inversions.append(record)
+        print(f"{label}: init={self.init} ({record['start']}; {search.restarts} start"
+              f"{'s' if search.restarts > 1 else ''} x {search.steps} steps), median IoU "
+              f"{record['iou_median']:.3f}, {record['seconds_per_shape']:.1f} s a shape", flush=True)
+        return result
 
     def encoder_guess(self, targets: torch.Tensor) -> torch.Tensor:
         """z of targets (N, 1, R, R, R) in one pass: a latent GAN's encoder gives their codes and the z whose
-        codes are nearest (an MLP fit); a 3D-GAN's encoder, trained on generated pairs, gives z directly."""
+        codes are nearest (an MLP fit); a 3D-GAN's encoder of its samples gives z directly."""
         if self._codes is None:
             return encode(self.encoder(), targets)
         codes = self.encode_codes(targets)
@@ -335,12 +381,15 @@ def check_config(cfg: DictConfig) -> None:
     inversion = cfg.inversion
     check_value(inversion.loss in RECONSTRUCTION_LOSSES, "inversion.loss", inversion.loss,
                 f"one of {', '.join(RECONSTRUCTION_LOSSES)}")
-    check_value(inversion.init in ("random", "encoder"), "inversion.init", inversion.init,
-                "random or encoder")
+    check_value(inversion.init in INITS, "inversion.init", inversion.init,
+                "auto (an encoder where one is at hand), encoder or random")
     check_value(inversion.code_steps >= 0, "inversion.code_steps", inversion.code_steps,
                 "0 (the encoder's codes alone) or more refinement steps")
     check_value(inversion.restarts >= 1 and inversion.steps >= 1, "inversion.restarts/steps",
                 (inversion.restarts, inversion.steps), "positive integers")
+    check_value(inversion.refine_restarts >= 1 and inversion.refine_steps >= 0,
+                "inversion.refine_restarts/refine_steps", (inversion.refine_restarts, inversion.refine_steps),
+                "a positive integer and 0 (the encoder's z alone) or more steps")
     if "format" in cfg:
         check_value(cfg.format in OUTPUT_FORMATS, "format", cfg.format, f"one of {', '.join(OUTPUT_FORMATS)}")
     if "space" in cfg:
@@ -366,6 +415,8 @@ def run_app(app: str, body: App, cfg: DictConfig) -> dict[str, Any]:
     with study_run(app, cfg, out) as run:
         report = body(cfg, study, run)
     report = {"app": app, "checkpoint": cfg.ckpt, "iteration": study.iteration, **report}
+    if study.inversions:
+        report["inversions"] = study.inversions
     save_json(out / f"{app}.json", report)
     print(f"{app}: outputs in {out}")
     return report
