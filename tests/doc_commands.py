@@ -253,7 +253,7 @@ COMMANDS: list[DocCommand] = [
     # ---- docs/chairplane.md
     DocCommand(
         "python experiments/train_classifier.py data=chair_airplane data.num_shapes=1500",
-        extra="data.num_shapes=64 epochs=4 hydra.run.dir={classifier}",
+        extra="data.num_shapes=64 data.batch_size=8 epochs=3 hydra.run.dir={classifier}",
         provides="classifier",
         writes=("{classifier}/classifier.ckpt",),
     ),
@@ -417,13 +417,13 @@ COMMANDS: list[DocCommand] = [
     ),
     DocCommand(
         "python experiments/train_classifier.py data=chair_airplane",
-        extra=f"data.num_shapes=8 data.resolution=16 epochs=1 {RUN_DIR}",
+        extra=f"data.num_shapes=8 data.resolution=16 data.batch_size=4 epochs=1 {RUN_DIR}",
         writes=("{out}/classifier.ckpt",),
     ),
     DocCommand(
         "python experiments/d_features_svm.py ckpt=...",
         subs={ANY: "ckpt={run}/checkpoints/last.ckpt"},
-        extra=f"num_shapes=8 {RUN_DIR}",
+        extra=f"num_shapes=8 categories=[chair,airplane] {RUN_DIR}",
         prints="accuracy",
     ),
     DocCommand(

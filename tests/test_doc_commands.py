@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,8 +102,8 @@ def _volumetric(tmp: Path) -> Path:
 def _shapenet(tmp: Path) -> Path:
     root = tmp / "ShapeNetCore.v2"
     root.mkdir()
-    for synset, name in (("03001627", "chair"), ("02691156", "aeroplane")):
-        (root / synset).symlink_to(SHARED_DATA / "shapenet_mini" / name)
+    for synset, name in (("03001627", "chair"), ("02691156", "aeroplane")):  # linked files, not folders
+        shutil.copytree(SHARED_DATA / "shapenet_mini" / name, root / synset, copy_function=os.symlink)
     return root
 
 
