@@ -185,6 +185,12 @@ def test_bad_value_fails_before_any_output(make_cfg, tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+def test_a_val_split_too_small_to_evaluate_fails_before_any_output(make_cfg, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="the val split has 1 shape"):
+        run(make_cfg("data.num_shapes=8", "data.batch_size=4", "callbacks.eval_every=1"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_batch_larger_than_the_training_set_fails_before_any_output(make_cfg, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="data.batch_size=64 is more than the 8 training shapes"):
         run(make_cfg("data.num_shapes=8", "data.batch_size=64"))

@@ -327,6 +327,12 @@ def run(cfg: DictConfig, on_claimed: Callable[[Path, bool], None] | None = None)
     state = check_resume(cfg)
     datamodule = build_datamodule(cfg)
     datamodule.setup()  # a missing or damaged dataset fails here, before the run folder is made
+    if cfg.callbacks.eval_every > 0 and len(datamodule.val_set) < 2:
+        raise ConfigError(
+            f"the val split has {len(datamodule.val_set)} shape(s) and evaluation needs at least 2: add "
+            "validation shapes (data.num_shapes, data.val_fraction) or turn evaluation off "
+            "(callbacks.eval_every=0)"
+        )
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
     module = build_module(cfg)
