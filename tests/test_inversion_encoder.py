@@ -15,7 +15,7 @@ from voxgan.export import ExportError, VoxelGenerator, export_generator
 from voxgan.latent.inversion import EncoderSettings, InversionSettings, encode, invert, train_encoder
 
 ENCODER_STEPS = 150
-SMALL = EncoderSettings(channels=8)
+SMALL = EncoderSettings(channels=8, reconstruction_steps=20)
 
 
 @pytest.fixture(scope="module")

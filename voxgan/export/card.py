@@ -10,6 +10,7 @@ from typing import Any
 from safetensors import safe_open
 
 from voxgan.export.folder import CONFIG_FILE, INVERSION_ENCODER_KEY, SAMPLE_COUNT, SAMPLES_FILE, WEIGHTS_FILE
+from voxgan.latent.inversion import EncoderSettings
 
 
 def model_card(config: dict[str, Any], folder: Path, repo_id: str | None = None) -> str:
@@ -164,15 +165,20 @@ def _inversion_lines(record: dict[str, Any] | None) -> list[str]:
         return []
     measured = record.get("measured") or {}
     refine = measured.get("settings") or {}
+    training = dict(record.get("training") or {})
+    seconds = training.pop("seconds", "?")
+    changed = [f"encoder.{k}={v}" for k, v in training.items() if getattr(EncoderSettings(), k, v) != v]
     lines = [
         "## Inversion of known shapes", "",
-        f"`{WEIGHTS_FILE}` carries an encoder of this generator's samples (a grid -> its z; "
-        f"{record['steps']} Adam steps on pairs (z, G(z)) drawn from the prior, trained in "
-        f"{(record.get('training') or {}).get('seconds', '?')} s). The study apps (invert, interpolate, "
-        f"arithmetic, tsne) start a known shape's z from it and refine it "
-        f"({refine.get('refine_steps', '?')} Adam steps on {refine.get('loss', '?')}, "
-        f"{refine.get('refine_restarts', '?')} start(s)); `inversion.init=random` searches from random "
-        "draws instead. Measured when it was trained, one process:", "",
+        f"`{WEIGHTS_FILE}` carries an encoder of this generator's samples (a grid -> its z), trained for "
+        f"{record['steps']} + {training.get('reconstruction_steps', 0)} Adam steps on pairs (z, G(z)) drawn "
+        f"from the prior (the squared error of z, then the reconstruction's soft IoU too; {seconds} s). "
+        "The study apps (invert, interpolate, arithmetic, tsne) start a known shape's z from it and refine "
+        "it "
+        f"({refine.get('refine_steps', '?')} Adam steps on {refine.get('loss', '?')} at lr "
+        f"{refine.get('refine_lr', '?')}, {refine.get('refine_restarts', '?')} start(s)); "
+        "`inversion.init=random` searches from random draws instead. Measured when it was trained "
+        "(one process, shapes in one batch):", "",
         "| shapes | encoder alone: median / mean IoU | + refinement: median / mean IoU | seconds a shape |",
         "|---|---|---|---|",
     ]
@@ -186,6 +192,6 @@ def _inversion_lines(record: dict[str, Any] | None) -> list[str]:
                          f"{m['seconds_per_shape']:.2f} |")
     lines += ["", "Train it again (e.g. after the generator changed):", "", "```bash",
               "python experiments/export.py ckpt=<this folder> out=<this folder> "
-              f"encoder_steps={record['steps']}",
+              f"encoder_steps={record['steps']}{''.join(' ' + c for c in changed)}",
               "```", ""]
     return lines

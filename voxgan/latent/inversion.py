@@ -85,9 +85,11 @@ class InversionSettings:
     batch_size: int = 64  # targets x restarts optimised in one generator forward
     # From an encoder's z (init given): its start plus refine_restarts - 1 random ones, refine_steps steps
     # at refine_lr, in place of restarts / steps / lr above.
+    # Measured on the shipped chair model (20 own samples / 20 val chairs, median IoU): 100 steps at 0.05
+    # 0.89 / 0.71, at 0.1 0.91 / 0.75; 200 steps at 0.05 0.93 / 0.78. A random extra start adds nothing.
     refine_restarts: int = 1
-    refine_steps: int = 100
-    refine_lr: float = 0.02
+    refine_steps: int = 200
+    refine_lr: float = 0.1
 
     def refining(self) -> InversionSettings:
         """The settings of a refinement from an encoder's z: ``refine_*`` as restarts, steps and lr."""
@@ -329,47 +331,56 @@ def generated_pairs(generator: nn.Module, sample_z: Sampler, n: int, clean: floa
 
 @dataclass
 class EncoderSettings:
-    """How the encoder of a 3D-GAN's samples is trained (its steps apart): pairs (z, G(z)) drawn once,
-    Adam on batches of them, and the loss: squared error of z, plus ``reconstruction_weight`` x soft IoU
-    of G(E(x)) against x (through the frozen G: a step costs G's forward and backward)."""
+    """How the encoder of a 3D-GAN's samples is trained (its steps apart): on ``pairs`` pairs (z, G(z))
+    drawn once, Adam on the squared error of z, then ``reconstruction_steps`` more adding the soft IoU of
+    G(E(x)) against x (through the frozen G: each costs G's forward and backward). Measured on the shipped
+    chair model, 20 own samples, E alone / E + 100 refinement steps: median IoU 0.61 / 0.88 after 1500
+    steps on z, 0.70 / 0.89 with 300 reconstruction steps after them."""
 
-    pairs: int = 4096
+    pairs: int = 6144
     batch_size: int = 32
     lr: float = 1e-3
     channels: int = 16
-    reconstruction_weight: float = 0.0
+    reconstruction_steps: int = 300
+    reconstruction_batch_size: int = 16
+    reconstruction_lr: float = 3e-4
 
 
 def train_encoder(generator: nn.Module, sample_z: Sampler, resolution: int, latent_dim: int,
                   steps: int = 1000, settings: EncoderSettings | None = None, progress: bool = False
                   ) -> LatentEncoder:
-    """An encoder of G's samples (grid -> z) trained for ``steps`` on generated pairs
-    (:func:`generated_pairs`): the start of a short refinement in :func:`invert`, in place of random
-    restarts. ``progress``: bars on stderr."""
+    """An encoder of G's samples (grid -> z) trained for ``steps`` (then ``reconstruction_steps``) on
+    generated pairs (:func:`generated_pairs`): the start of a short refinement in :func:`invert`, in place
+    of random restarts. ``progress``: bars on stderr."""
     settings = settings or EncoderSettings()
     device = next(generator.parameters()).device
     # more pairs than the steps will see would be drawn for nothing
-    pairs = min(settings.pairs, steps * settings.batch_size)
+    pairs = min(settings.pairs, steps * settings.batch_size
+                + settings.reconstruction_steps * settings.reconstruction_batch_size)
     z_all, x_all = generated_pairs(generator, sample_z, pairs, progress=progress)
     encoder = LatentEncoder(latent_dim, resolution, settings.channels).to(device)
-    optimiser = torch.optim.Adam(encoder.parameters(), lr=settings.lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
-    bar = progress_bar("training the inversion encoder", steps, progress, "step")
-    with bar, frozen(generator):
-        for step in range(steps):
-            index = torch.randint(len(z_all), (settings.batch_size,))
-            z, x = z_all[index].to(device), x_all[index].to(device).float()
-            guess = encoder(x)
-            loss = F.mse_loss(guess, z)
-            if settings.reconstruction_weight > 0:
-                loss = loss + settings.reconstruction_weight * soft_iou_loss(generator(guess), x).mean()
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            bar.update()
-            if progress and step % SHOW_EVERY == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    phases = [("training the inversion encoder", steps, settings.batch_size, settings.lr, False),
+              ("training it on G's reconstructions", settings.reconstruction_steps,
+               settings.reconstruction_batch_size, settings.reconstruction_lr, True)]
+    with frozen(generator):
+        for label, phase_steps, batch_size, lr, reconstruct in phases:
+            optimiser = torch.optim.Adam(encoder.parameters(), lr=lr)
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(1, phase_steps))
+            with progress_bar(label, phase_steps, progress and phase_steps > 0, "step") as bar:
+                for step in range(phase_steps):
+                    index = torch.randint(len(z_all), (batch_size,))
+                    z, x = z_all[index].to(device), x_all[index].to(device).float()
+                    guess = encoder(x)
+                    loss = F.mse_loss(guess, z)
+                    if reconstruct:
+                        loss = loss + soft_iou_loss(generator(guess), x).mean()
+                    optimiser.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimiser.step()
+                    schedule.step()
+                    bar.update()
+                    if progress and step % SHOW_EVERY == 0:
+                        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     return encoder.eval()
 
 
