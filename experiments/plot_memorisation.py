@@ -1,6 +1,6 @@
 """Plot D's memorisation of the training set over training, for one or several runs.
 
-    python experiments/plot_memorisation.py RUN [RUN ...] [--labels A B ...] [--out memorisation.png]
+    python experiments/plot_memorisation.py RUN [RUN ...] [--labels A B ...] [--out RUN/memorisation.png]
     python experiments/plot_memorisation.py RUN --from-checkpoints     # runs that did not log it
 
 Reads each run's ``metrics.jsonl`` (the ``overfit/*`` series logged every ``callbacks.log_every``
@@ -119,15 +119,16 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="training run folders")
     parser.add_argument("--labels", nargs="+", help="a title per run (default: the folder names)")
     parser.add_argument("--window", type=int, default=10, help="records in the moving average")
-    parser.add_argument("--out", type=Path, default=Path("memorisation.png"))
+    parser.add_argument("--out", type=Path, help="the PNG (default: memorisation.png in the first run)")
     parser.add_argument("--from-checkpoints", action="store_true", help="measure from iter_*.ckpt instead")
     args = parser.parse_args()
     labels = args.labels or [run.name for run in args.runs]
     if len(labels) != len(args.runs):
         raise SystemExit(f"error: {len(labels)} labels for {len(args.runs)} runs; give one per run")
     figure = plot(args.runs, labels, args.window, args.from_checkpoints)
-    atomic_write(args.out, lambda f: figure.savefig(f, format="png", dpi=100))
-    print(f"written: {args.out}")
+    out = args.out or args.runs[0] / "memorisation.png"  # beside the run, not wherever the shell stands
+    atomic_write(out, lambda f: figure.savefig(f, format="png", dpi=100))
+    print(f"written: {out}")
 
 
 if __name__ == "__main__":

@@ -361,7 +361,7 @@ COMMANDS: list[DocCommand] = [
         "OMP_NUM_THREADS=1 python train.py experiment=real_chair32 data.root=data/chair32 seed=0",
         subs={"data/chair32": "{shards}"},
         extra=f"iterations=2 data.batch_size=4 {SMALL_NETS} {SMALL_CALLBACKS} callbacks.eval_every=1 "
-        "hydra.run.dir={real_run}",
+        "callbacks.log_every=1 hydra.run.dir={real_run}",
         provides="real_run",
         writes=("{real_run}/checkpoints/last.ckpt",),
     ),
