@@ -15,7 +15,7 @@ from voxgan.export import ExportError, VoxelGenerator, export_generator
 from voxgan.latent.inversion import EncoderSettings, InversionSettings, encode, invert, train_encoder
 
 ENCODER_STEPS = 150
-SMALL = EncoderSettings(channels=8, reconstruction_steps=20)
+SMALL = EncoderSettings(channels=8)  # and 30 steps on reconstructions
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,7 @@ def test_an_export_carries_its_encoder_under_the_weights_digest(tiny_checkpoint:
     config = json.loads((tiny_export / "config.json").read_text())
     record = config["inversion_encoder"]
     assert record["steps"] == ENCODER_STEPS and record["channels"] == SMALL.channels
+    assert record["reconstruction_steps"] == 30 and record["training"]["reconstruction_share"] == 0.2
     own = record["measured"]["own_samples"]
     assert own["shapes"] == 20 and own["refined_median"] >= own["encoder_median"]
     assert "val_shapes" in record["measured"]  # procedural training data: its val split is measured too

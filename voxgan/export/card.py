@@ -171,7 +171,7 @@ def _inversion_lines(record: dict[str, Any] | None) -> list[str]:
     lines = [
         "## Inversion of known shapes", "",
         f"`{WEIGHTS_FILE}` carries an encoder of this generator's samples (a grid -> its z), trained for "
-        f"{record['steps']} + {training.get('reconstruction_steps', 0)} Adam steps on pairs (z, G(z)) drawn "
+        f"{record['steps']} + {record.get('reconstruction_steps', 0)} Adam steps on pairs (z, G(z)) drawn "
         f"from the prior (the squared error of z, then the reconstruction's soft IoU too; {seconds} s). "
         "The study apps (invert, interpolate, arithmetic, tsne) start a known shape's z from it and refine "
         "it "

@@ -179,6 +179,7 @@ class VoxelGenerator(nn.Module):
         encoder.load_state_dict({k: _stored(v, dtype) for k, v in encoder.state_dict().items()})
         self.inversion_encoder = encoder.to(next(self.net.parameters()).device).eval()
         record: dict[str, Any] = {"channels": settings.channels, "steps": steps, "seed": seed,
+                                  "reconstruction_steps": settings.reconstruction_steps(steps),
                                   "training": {**asdict(settings), "seconds": round(seconds, 1)}}
         record["measured"] = self.measure_inversion_encoder(encoder, seed)
         self.config[INVERSION_ENCODER_KEY] = record

@@ -332,35 +332,40 @@ def generated_pairs(generator: nn.Module, sample_z: Sampler, n: int, clean: floa
 @dataclass
 class EncoderSettings:
     """How the encoder of a 3D-GAN's samples is trained (its steps apart): on ``pairs`` pairs (z, G(z))
-    drawn once, Adam on the squared error of z, then ``reconstruction_steps`` more adding the soft IoU of
-    G(E(x)) against x (through the frozen G: each costs G's forward and backward). Measured on the shipped
-    chair model, 20 own samples, E alone / E + 100 refinement steps: median IoU 0.61 / 0.88 after 1500
-    steps on z, 0.70 / 0.89 with 300 reconstruction steps after them."""
+    drawn once, Adam on the squared error of z, then ``reconstruction_share`` x as many steps more adding
+    the soft IoU of G(E(x)) against x (through the frozen G: each costs G's forward and backward).
+    Measured on the shipped chair model, 20 own samples, E alone / E + 100 refinement steps: median IoU
+    0.61 / 0.88 after 1500 steps on z, 0.70 / 0.89 with 300 reconstruction steps after them."""
 
     pairs: int = 6144
     batch_size: int = 32
     lr: float = 1e-3
     channels: int = 16
-    reconstruction_steps: int = 300
+    reconstruction_share: float = 0.2
     reconstruction_batch_size: int = 16
     reconstruction_lr: float = 3e-4
+
+    def reconstruction_steps(self, steps: int) -> int:
+        """The steps on G's reconstructions that follow ``steps`` on z."""
+        return round(self.reconstruction_share * steps)
 
 
 def train_encoder(generator: nn.Module, sample_z: Sampler, resolution: int, latent_dim: int,
                   steps: int = 1000, settings: EncoderSettings | None = None, progress: bool = False
                   ) -> LatentEncoder:
-    """An encoder of G's samples (grid -> z) trained for ``steps`` (then ``reconstruction_steps``) on
+    """An encoder of G's samples (grid -> z) trained for ``steps`` (then ``reconstruction_steps(steps)``) on
     generated pairs (:func:`generated_pairs`): the start of a short refinement in :func:`invert`, in place
     of random restarts. ``progress``: bars on stderr."""
     settings = settings or EncoderSettings()
     device = next(generator.parameters()).device
     # more pairs than the steps will see would be drawn for nothing
+    reconstruction_steps = settings.reconstruction_steps(steps)
     pairs = min(settings.pairs, steps * settings.batch_size
-                + settings.reconstruction_steps * settings.reconstruction_batch_size)
+                + reconstruction_steps * settings.reconstruction_batch_size)
     z_all, x_all = generated_pairs(generator, sample_z, pairs, progress=progress)
     encoder = LatentEncoder(latent_dim, resolution, settings.channels).to(device)
     phases = [("training the inversion encoder", steps, settings.batch_size, settings.lr, False),
-              ("training it on G's reconstructions", settings.reconstruction_steps,
+              ("training it on G's reconstructions", reconstruction_steps,
                settings.reconstruction_batch_size, settings.reconstruction_lr, True)]
     with frozen(generator):
         for label, phase_steps, batch_size, lr, reconstruct in phases:
