@@ -36,7 +36,8 @@ TRAIN = f"iterations=2 data.resolution=16 {SMALL_DATA} {SMALL_NETS} {SMALL_CALLB
 LATENT = f"iterations=3 model.latent.ae_iterations=2 model.latent.width=16 {SMALL_CALLBACKS}"
 RUN_DIR = "hydra.run.dir={out}"
 SWEEP_DIR = "hydra.sweep.dir={out}"
-INVERSION = "inversion.steps=3 inversion.restarts=1 inversion.candidates=2 inversion.encoder_steps=5"
+INVERSION = ("inversion.steps=3 inversion.restarts=1 inversion.candidates=2 inversion.encoder_steps=5 "
+             "inversion.refine_steps=3")
 CODE_STEPS = "inversion.code_steps=2"
 
 # shell variables of the chairplane study's blocks
@@ -212,6 +213,25 @@ COMMANDS: list[DocCommand] = [
         extra="hydra.run.dir={out}/app",
         writes=("{out}/chair32/README.md",),
     ),
+    DocCommand(
+        "python experiments/export.py ckpt=<run>/checkpoints/last.ckpt out=exports/chair32 "
+        "encoder_steps=1500",
+        subs={"<run>": "{run}", "exports/chair32": "{out}/chair32", "encoder_steps=1500": "encoder_steps=5"},
+        extra="hydra.run.dir={out}/app",
+        writes=("{out}/chair32/model.safetensors",),
+        prints="median IoU",
+    ),
+    DocCommand(
+        "python experiments/export.py ckpt=exports/chair32 out=exports/chair32 encoder_steps=1500",
+        # an export to add the encoder to first, then the documented command on it
+        subs={"python experiments/export.py ckpt=exports/chair32 out=exports/chair32 encoder_steps=1500":
+              "python experiments/export.py ckpt={run}/checkpoints/last.ckpt out={out}/chair32 "
+              "hydra.run.dir={out}/app0 && "
+              "python experiments/export.py ckpt={out}/chair32 out={out}/chair32 encoder_steps=5"},
+        extra="hydra.run.dir={out}/app",
+        writes=("{out}/chair32/model.safetensors",),
+        prints="median IoU",
+    ),
     DocCommand("wandb leet outputs/", why_not="an interactive terminal UI"),
     DocCommand(
         "wandb leet inspect --summary outputs/<date>/<time>/wandb/offline-run-*",
@@ -320,9 +340,9 @@ COMMANDS: list[DocCommand] = [
     ),
     DocCommand(
         "python experiments/tsne.py ckpt=$CK n=600 real=val real_n=200 inversion.init=encoder "
-        "inversion.steps=50 inversion.restarts=1",
+        "inversion.refine_steps=50",
         subs=CK_LATENT,
-        extra=f"n=12 real_n=2 inversion.steps=2 {RUN_DIR}",
+        extra=f"n=12 real_n=2 inversion.refine_steps=2 {RUN_DIR}",
         writes=("{out}/*.png",),
     ),
     DocCommand(
