@@ -139,9 +139,12 @@ class Study:
             self._discriminator = None if self._codes else module.discriminator
             self.iteration: int = module.iteration
             self.categories: list[str] = list(self.data.get("categories") or [])
-        else:  # an exported generator (a folder or a hub id): the moving-average G alone, no training data
+        else:  # an exported generator (a folder or a hub id): the moving-average G alone
             generator, info = load_generator(cfg.ckpt, self.device)
-            self.sampler, self.data = generator.sampler, {}
+            # the data it was trained on, as its config.json records it: procedural data is rebuilt on
+            # demand (its val split, its categories' shapes); a prepared dataset must still be where it was
+            self.sampler = generator.sampler
+            self.data = dict(generator.config.get("training", {}).get("data_settings") or {})
             self._codes = generator.encode if generator.encoder is not None else None  # a latent GAN's
             if generator.inversion_encoder is not None:  # an encoder of G's samples exported with it
                 self._encoder, self._encoder_source = generator.inversion_encoder, "the export's encoder"

@@ -5,7 +5,8 @@ A *shape spec* names a latent vector or a real shape (``a=``, ``target=``):
 * ``7`` or ``seed:7``: z drawn from the prior with seed 7 (``generate n=64 seed=0`` shows seeds 0..63);
 * ``chair`` or ``chair:12``: procedural shape 12 of a category (bare: seed 0), inverted into z;
 * a file of any format ``voxgan.data.formats`` reads (binvox, .mat, meshes, arrays), inverted into z;
-* ``mean:chair``: mean z of the generated samples (seeds 0 .. mean_samples - 1) the classifier labels chair;
+* ``mean:chair``: mean z of the generated samples (seeds 0 .. mean_samples - 1) labelled chair: by the
+  classifier given, else (a model of the procedural library) by each sample's nearest training shape;
 * ``attr:arms:true``, ``attr:chair.base:swivel``: mean z of the first ``attr_shapes`` procedural shapes
   whose ``describe`` attribute has that value, each inverted (``=``, ``<``, ``>``, ``<=``, ``>=`` compare
   too, quoted for Hydra: ``"a='attr:chair.seat_height>0.45'"``). Averaging many inverted shapes cancels
@@ -13,7 +14,8 @@ A *shape spec* names a latent vector or a real shape (``a=``, ``target=``):
   itself rather than to a classifier's reading of samples;
 
 and, where an app takes a set of real shapes (``target=``, ``real=``), also ``train`` / ``val`` (the
-checkpoint's own split), a folder of files, or a procedural range ``chair:0-15``.
+model's own split: a checkpoint's, or the data an export records), a folder of files, or a procedural
+range ``chair:0-15``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import math
 import operator
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,8 +106,9 @@ def _split(study: Study, split: str, limit: int | None, seed: int) -> RealShapes
     from voxgan.data.datamodule import VoxelDataModule
 
     if not study.data:
-        raise ValueError(f"{split} names the training run's own split, which an exported generator "
-                         f"(ckpt={study.cfg.ckpt}) does not carry: pass a folder or files of shapes")
+        raise ValueError(f"{split} names the training run's own split, which ckpt={study.cfg.ckpt} does not "
+                         "record (an export made before exports recorded their data): pass a folder or files "
+                         "of shapes")
     data = VoxelDataModule(**study.data)
     data.setup()
     packed = data.train_set if split == "train" else data.val_set
@@ -192,19 +196,51 @@ def attribute_seeds(spec: str, study: Study, count: int) -> tuple[str, list[int]
     return category, seeds
 
 
+# Procedural shapes per category that label samples by their nearest one when no classifier is given.
+NEAREST_REFERENCES = 64
+
+
+def category_labeller(spec: str, study: Study) -> tuple[list[str], Callable[[torch.Tensor], np.ndarray]]:
+    """The categories ``mean:<category>`` can name and a function labelling bool grids (N, 1, R, R, R) with
+    indices into them: the classifier when given; else, for a model trained on the procedural library
+    (its categories are known and rebuilt in a moment), the category of each sample's nearest shape
+    (1 - IoU) among ``NEAREST_REFERENCES`` training shapes of each. Checked before any sampling."""
+    if study.classifier is not None:
+        classifier = study.classifier
+        return list(classifier.categories), lambda grids: classifier.predict(grids)[0]
+    if study.data.get("source") != "synthetic" or not study.categories:
+        raise ValueError(f"{spec} averages samples labelled by category: this model was not trained on the "
+                         "procedural library, whose shapes label samples without a classifier; pass "
+                         "classifier=<classifier.ckpt> (experiments/train_classifier.py)")
+    categories = list(study.categories)
+    references = np.concatenate([procedural_shapes(c, list(range(NEAREST_REFERENCES)), study.resolution).grids
+                                 for c in categories])
+    owners = np.repeat(np.arange(len(categories)), NEAREST_REFERENCES)
+    flat = torch.from_numpy(references.reshape(len(references), -1)).float()
+
+    def nearest(grids: torch.Tensor) -> np.ndarray:
+        samples = grids.reshape(len(grids), -1).float().cpu()
+        overlap = samples @ flat.T
+        union = samples.sum(1, keepdim=True) + flat.sum(1) - overlap
+        return owners[(overlap / union.clamp_min(1)).argmax(1).numpy()]
+
+    return categories, nearest
+
+
 def _category_mean(spec: str, study: Study) -> Operand:
     category = spec.split(":", 1)[1]
-    if study.classifier is None:
-        raise ValueError(f"{spec} averages samples a classifier labels {category}: pass classifier=<path>")
-    if category not in study.classifier.categories:
-        raise ValueError(f"{spec}: the classifier knows {study.classifier.categories}, not {category!r}")
+    categories, label = category_labeller(spec, study)
+    if category not in categories:
+        by = "the classifier knows" if study.classifier is not None else "the model was trained on"
+        raise ValueError(f"{spec}: {by} {categories}, not {category!r}")
     z = study.seeded_z(range(study.cfg.mean_samples))
-    labels, _ = study.classifier.predict(study.generate(z, f"{spec}: sampling") >= 0.5)
-    chosen = labels == study.classifier.categories.index(category)
+    labels = label(study.generate(z, f"{spec}: sampling") >= 0.5)
+    chosen = labels == categories.index(category)
     if not chosen.any():
-        raise ValueError(f"{spec}: the classifier labels none of {len(z)} samples {category}; "
-                         "raise mean_samples or check the classifier")
-    log.info("%s: mean of %d of %d samples", spec, int(chosen.sum()), len(z))
+        raise ValueError(f"{spec}: none of {len(z)} samples is labelled {category}; raise mean_samples"
+                         + (" or check the classifier" if study.classifier is not None else ""))
+    how = "by the classifier" if study.classifier is not None else "by their nearest training shape"
+    log.info("%s: mean of %d of %d samples labelled %s %s", spec, int(chosen.sum()), len(z), category, how)
     return Operand(spec, z[torch.from_numpy(chosen)].mean(0))
 
 
