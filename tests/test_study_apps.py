@@ -118,11 +118,18 @@ def test_generate_and_interpolate_write_a_3d_viewer_page(tiny_checkpoint: Path, 
 
 
 def test_generate_binvox_reads_back_as_the_samples(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Written in ShapeNet's pose (front -z), as binvox readers expect: the study apps' reader (which
+    takes binvox files as ShapeNet's) gets each sample back facing forward, re-fitted to the grid."""
+    from voxgan.data.formats import load_grids
+    from voxgan.data.grid import normalize_grid
+
     run_app("generate", app_cfg("generate", tiny_checkpoint, tmp_path, "n=2", "format=binvox"))
     grids = np.load(tmp_path / "samples.npz")["grids"]
     for i, grid in enumerate(grids):
         if grid.any():
-            assert np.array_equal(read_binvox(tmp_path / "shapes" / f"seed_{i:04d}.binvox").grid, grid)
+            path = tmp_path / "shapes" / f"seed_{i:04d}.binvox"
+            assert np.array_equal(read_binvox(path).grid, grid[::-1, :, ::-1])
+            assert np.array_equal(load_grids(path, 16)[0], normalize_grid(grid, 16))
 
 
 def test_interpolate_writes_steps_frames_and_labels_them(tiny_checkpoint: Path, tiny_classifier: Path,

@@ -78,8 +78,8 @@ def save_figure(figure: Any, path: Path) -> Path:
 def save_shapes(grids: np.ndarray, folder: Path, names: list[str], file_format: str,
                 smooth: int = 0) -> list[Path]:
     """Each occupied grid as ``<folder>/<name>.<format>``: a marching-cubes mesh (obj, ply, glb, stl) or a
-    binvox file, both placed in [-0.5, 0.5]^3; ``none`` and ``html`` (the apps' viewer page) write no
-    file per shape. Empty grids are skipped."""
+    binvox file (in ShapeNet's pose, as binvox readers expect), both placed in [-0.5, 0.5]^3; ``none``
+    and ``html`` (the apps' viewer page) write no file per shape. Empty grids are skipped."""
     paths: list[Path] = []
     if file_format in ("none", "html"):
         return paths
@@ -88,7 +88,10 @@ def save_shapes(grids: np.ndarray, folder: Path, names: list[str], file_format: 
         if not grid.any():
             log.warning("%s is empty: no %s written", name, file_format)
         elif file_format == "binvox":
-            paths.append(write_binvox(path, grid, translate=(-0.5, -0.5, -0.5), scale=1.0))
+            # in ShapeNet's pose (front -z), which readers of binvox, voxgan's included, expect: a 180 degree
+            # turn about the up axis; written as voxgan's own frame it read back facing backwards
+            shapenet = np.ascontiguousarray(np.asarray(grid)[::-1, :, ::-1])
+            paths.append(write_binvox(path, shapenet, translate=(-0.5, -0.5, -0.5), scale=1.0))
         else:
             paths.append(save_mesh(grid_to_mesh(grid, smooth=smooth), path))
     return paths
