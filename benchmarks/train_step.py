@@ -501,8 +501,8 @@ def main() -> None:
     print(f"dense matmul peak ({peak_size}^3): {bf16_peak}{fp32} {peaks.fp32 / 1e12:.2f} TFLOP/s;"
           f" %peak below is against the row's precision (bf16 rows: bf16, the others: {fp32})")
     if not native and args.variants is None:
-        print("bf16 is emulated on this device (slower than fp32): its rows are left out; name them with"
-              " --variants to time them anyway", flush=True)
+        print("bf16 is slower than fp32 here (no AMX: emulated, or AVX512-BF16 alone): its rows are left"
+              " out; name them with --variants to time them anyway", flush=True)
     if not torch.cuda.is_available():
         print("no CUDA device here: the GPU rows (bf16, cudnn.benchmark, fused Adam...) need a GPU")
     for case in cases:
