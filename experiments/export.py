@@ -12,6 +12,7 @@ shape's inversion from it. ``ckpt=`` an export exports it again (adding or repla
 weights unchanged).
 """
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +21,8 @@ from omegaconf import MISSING, DictConfig
 
 from voxgan.apps import command_line, register_schema
 from voxgan.device import resolve_device
-from voxgan.export import WEIGHTS_FILE, VoxelGenerator, export_generator, push_folder
-from voxgan.export.folder import INVERSION_ENCODER_KEY
+from voxgan.export import WEIGHTS_FILE, export_generator, push_folder
+from voxgan.export.folder import CONFIG_FILE, INVERSION_ENCODER_KEY
 from voxgan.latent.inversion import EncoderSettings
 
 
@@ -59,7 +60,7 @@ def run(cfg: DictConfig) -> Path:
     for path in sorted(folder.iterdir()):
         print(f"wrote {path} ({path.stat().st_size / 1e3:.1f} kB)")
     print(f"weights: {folder / WEIGHTS_FILE}, {(folder / WEIGHTS_FILE).stat().st_size / 1e6:.2f} MB")
-    record = VoxelGenerator.from_pretrained(folder).config.get(INVERSION_ENCODER_KEY)
+    record = json.loads((folder / CONFIG_FILE).read_text()).get(INVERSION_ENCODER_KEY)
     if cfg.encoder_steps > 0 and record:
         for shapes, m in record["measured"].items():
             if isinstance(m, dict) and "shapes" in m:

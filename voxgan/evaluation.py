@@ -194,9 +194,10 @@ def score_grids(
     return results
 
 
-def runnable_metrics(metrics: list[str], sets: EvaluationSets) -> list[str]:
-    """``metrics`` without those whose inputs the sets lack (their skip was already reported)."""
-    return [name for name in metrics if not (name == "frechet" and sets.feature_fn is None)]
+def runnable_metrics(metrics: list[str], feature_fn: FeatureFn | None) -> list[str]:
+    """``metrics`` without those whose inputs are missing (their skip was already reported): the feature
+    distance without ``feature_fn``."""
+    return [name for name in metrics if not (name == "frechet" and feature_fn is None)]
 
 
 def evaluate_checkpoint(
@@ -246,7 +247,7 @@ def evaluate_sampler(
     feature_fn = None
     if "frechet" in metrics:
         feature_fn = frechet_feature_fn(loaded, reference.categories, reference.resolution, sampler.device)
-    names = [name for name in metrics if not (name == "frechet" and feature_fn is None)]
+    names = runnable_metrics(list(metrics), feature_fn)
     skipped = {}
     if len(names) < len(metrics):
         skipped["frechet"] = FRECHET_WITHOUT_CLASSIFIER if loaded is None else (

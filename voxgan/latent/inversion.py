@@ -205,11 +205,11 @@ def refine_codes(decode: Callable[[torch.Tensor], torch.Tensor], targets: torch.
                     bar.update()
             with torch.no_grad():
                 probs = decode(code)
-                before, after = iou(start_probs, target), iou(probs, target)
-                keep = after >= before
-                out_codes.append(torch.where(keep[:, None], code.detach(), start).cpu())
-                out_probs.append(torch.where(keep.view(-1, 1, 1, 1, 1), probs, start_probs).cpu())
-                out_iou.append(torch.maximum(before, after).cpu())
+                kept = _better(Inversion(start, start_probs, iou(start_probs, target)),
+                               Inversion(code.detach(), probs, iou(probs, target)))
+                out_codes.append(kept.z.cpu())
+                out_probs.append(kept.probs.cpu())
+                out_iou.append(kept.iou.cpu())
             if progress:
                 done = torch.cat(out_iou)
                 bar.set_postfix({"shapes": f"{len(done)}/{len(targets)}", "iou": f"{done.mean():.3f}"},
@@ -257,21 +257,26 @@ def invert(generator: nn.Module, targets: torch.Tensor, sample_z: Sampler, setti
                 probs = generator(z)
                 scores = iou(probs, repeated).view(n, k)
                 pick = scores.argmax(1) + torch.arange(n, device=z.device) * k
-                z, probs, score = z[pick], probs[pick], scores.max(1).values
+                found = Inversion(z[pick], probs[pick], scores.max(1).values)
                 if init is not None:  # a refinement never loses to its encoder's z
                     guess_probs = generator(guess)
-                    guess_score = iou(guess_probs, target)
-                    keep = guess_score > score
-                    z = torch.where(keep[:, None], guess, z)
-                    probs = torch.where(keep.view(-1, 1, 1, 1, 1), guess_probs, probs)
-                    score = torch.maximum(score, guess_score)
-            best_z.append(z.cpu())
-            best_probs.append(probs.cpu())
-            best_iou.append(score.cpu())
+                    found = _better(Inversion(guess, guess_probs, iou(guess_probs, target)), found)
+            best_z.append(found.z.cpu())
+            best_probs.append(found.probs.cpu())
+            best_iou.append(found.iou.cpu())
             done = torch.cat(best_iou)
             bar.set_postfix({"shapes": f"{len(done)}/{len(targets)}", "best_iou": f"{done.mean():.3f}"},
                             refresh=False)
     return Inversion(torch.cat(best_z), torch.cat(best_probs), torch.cat(best_iou))
+
+
+def _better(start: Inversion, result: Inversion) -> Inversion:
+    """Per shape, ``result`` unless ``start`` (where the search began) has the higher IoU: a search that
+    starts from a guess never ends worse than it."""
+    keep = start.iou > result.iou
+    return Inversion(torch.where(keep[:, None], start.z, result.z),
+                     torch.where(keep.view(-1, 1, 1, 1, 1), start.probs, result.probs),
+                     torch.maximum(start.iou, result.iou))
 
 
 def _showing_iou(bar: tqdm, target: torch.Tensor, n: int, k: int, shapes: str

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from voxgan.data.formats import SUFFIXES, load_grids
+from voxgan.metrics.iou import pairwise_iou
 from voxgan.study.session import Study
 
 log = logging.getLogger(__name__)
@@ -216,13 +217,9 @@ def category_labeller(spec: str, study: Study) -> tuple[list[str], Callable[[tor
     references = np.concatenate([procedural_shapes(c, list(range(NEAREST_REFERENCES)), study.resolution).grids
                                  for c in categories])
     owners = np.repeat(np.arange(len(categories)), NEAREST_REFERENCES)
-    flat = torch.from_numpy(references.reshape(len(references), -1)).float()
 
     def nearest(grids: torch.Tensor) -> np.ndarray:
-        samples = grids.reshape(len(grids), -1).float().cpu()
-        overlap = samples @ flat.T
-        union = samples.sum(1, keepdim=True) + flat.sum(1) - overlap
-        return owners[(overlap / union.clamp_min(1)).argmax(1).numpy()]
+        return owners[pairwise_iou(grids.cpu(), references).argmax(1).numpy()]
 
     return categories, nearest
 

@@ -494,7 +494,7 @@ class EvaluationCallback(EveryIterations):
         if not trainer.is_global_zero:
             return None
         start = time.perf_counter()
-        metrics = runnable_metrics(self.metrics, self.sets)
+        metrics = runnable_metrics(self.metrics, self.sets.feature_fn)
         results = evaluate_generator(module.sampler(), self.sets, metrics)
         record = {
             "iteration": module.iteration,
