@@ -322,7 +322,8 @@ def _finished(job: ShardJob) -> tuple[dict | None, str | None]:
             "(changed after it was written)"
         )
     path = Path(job.out) / job.file
-    problem = shard_problem(path, len(result.get("items", [])), job.resolution, result.get("sha256"))
+    problem = shard_problem(path, len(result.get("items", [])), job.resolution, result.get("sha256"),
+                            recorded_in=f"its record {_sidecar(job).name}")
     if problem:
         return None, problem
     # A shard of a version that recorded no checksum: its rows were checked, its bytes are taken as they are.

@@ -8,8 +8,10 @@ one), and ``manifest_sha256``, the checksum of all of that: a label or split cha
 wrote it fails every read with one line saying to rerun prepare.
 
 Every reader checks a shard against the manifest before using it: present, a readable array of the
-listed number of rows, and (where the manifest records one; manifests written before checksums do
-not) the sha256 of its bytes. A shard found sound is remembered by path, size and modification time,
+listed number of rows, and the sha256 of its bytes: the manifest's, or where the manifest records none
+(written before checksums, or with them removed) the one in the shard's own record ``<split>-<nnnnn>.json``
+that prepare wrote beside it. Only a shard recorded nowhere (prepared before checksums) is taken as its
+rows are, with a warning. A shard found sound is remembered by path, size and modification time,
 so it is hashed once per process; :func:`verify_dataset` checks every shard again on demand.
 
 Small datasets are held whole in memory with :func:`load_split`; big ones stay on disk: :class:`ShardRows`
@@ -22,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -180,7 +183,9 @@ class Verification:
     root: str
     shards: int  # shards whose rows (and checksum, where recorded) match the manifest
     grids: int
-    unchecked: list[str]  # shards of a manifest from before checksums: their rows checked, not their bytes
+    # shards whose sha256 neither the manifest nor their own record holds (prepared before checksums): their
+    # rows checked, not their bytes
+    unchecked: list[str]
     labels_checked: bool = True  # False: a manifest from before its labels and splits had a checksum
 
     def line(self) -> str:
@@ -205,9 +210,12 @@ def verify_dataset(root: str | os.PathLike) -> Verification:
     """
     manifest = read_manifest(root)
     problems = []
+    unchecked = []
     for shard in manifest["shards"]:
         path = Path(root) / shard["file"]
-        problem = shard_problem(path, len(shard["items"]), manifest["resolution"], shard.get("sha256"), True)
+        sha256, source = recorded_sha256(path, shard)
+        unchecked += [] if sha256 else [shard["file"]]
+        problem = shard_problem(path, len(shard["items"]), manifest["resolution"], sha256, True, source)
         if problem:
             problems.append(f"{path} {problem}")
     if problems:
@@ -219,7 +227,7 @@ def verify_dataset(root: str | os.PathLike) -> Verification:
         str(root),
         len(manifest["shards"]),
         sum(len(shard["items"]) for shard in manifest["shards"]),
-        [shard["file"] for shard in manifest["shards"] if "sha256" not in shard],
+        unchecked,
         MANIFEST_CHECKSUM in manifest,
     )
 
@@ -451,13 +459,32 @@ def _selected_rows(shard: dict, categories: list[str]) -> tuple[np.ndarray, np.n
 
 # Shards found sound in this process: resolved path -> what was checked (file identity and expectations).
 _SOUND: dict[str, tuple] = {}
+_UNCHECKED_WARNED: set[str] = set()  # shards recorded nowhere, warned about once per process
+
+
+def recorded_sha256(path: Path, shard: dict) -> tuple[str | None, str]:
+    """The sha256 recorded for the shard at ``path`` and where: its manifest entry's, else the one in the
+    shard's own record (``<split>-<nnnnn>.json``, written by prepare beside it) when that record names this
+    file; (None, "") when neither holds one (a dataset prepared before checksums)."""
+    if isinstance(shard.get("sha256"), str):
+        return shard["sha256"], "its manifest"
+    record_path = path.with_suffix(".json")
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        return None, ""
+    if isinstance(record, dict) and record.get("file") == path.name and isinstance(record.get("sha256"), str):
+        return record["sha256"], f"its record {record_path.name}"
+    return None, ""
 
 
 def shard_problem(
-    path: str | os.PathLike, rows: int, resolution: int, sha256: str | None, recheck: bool = False
+    path: str | os.PathLike, rows: int, resolution: int, sha256: str | None, recheck: bool = False,
+    recorded_in: str = "its manifest",
 ) -> str | None:
     """What is wrong with the shard at ``path`` for a manifest entry of ``rows`` rows and checksum
-    ``sha256`` (None: a manifest from before checksums, rows checked only); None when it is sound.
+    ``sha256`` (recorded in ``recorded_in``; None: recorded nowhere, rows checked only); None when it is
+    sound.
 
     A sound shard is remembered by path, size and modification time: unless ``recheck``, it is read
     and hashed once per process, and again only when the file changes.
@@ -485,7 +512,7 @@ def shard_problem(
             f"(uint8 {expected}) for it"
         )
     if sha256 is not None and file_sha256(path) != sha256:
-        return "does not match the sha256 its manifest recorded: its bytes changed after it was written"
+        return f"does not match the sha256 {recorded_in} recorded: its bytes changed after it was written"
     _SOUND[str(path.resolve())] = key
     return None
 
@@ -493,6 +520,11 @@ def shard_problem(
 def _check_shard(root: str | os.PathLike, shard: dict, resolution: int) -> None:
     """Raise DatasetError, naming the shard and what to do, unless it matches its manifest entry."""
     path = Path(root) / shard["file"]
-    problem = shard_problem(path, len(shard["items"]), resolution, shard.get("sha256"))
+    sha256, source = recorded_sha256(path, shard)
+    problem = shard_problem(path, len(shard["items"]), resolution, sha256, recorded_in=source)
     if problem:
         raise DatasetError(f"shard {path} {problem}; {REPAIR_HINT.format(root=root)}")
+    if sha256 is None and str(path.resolve()) not in _UNCHECKED_WARNED:
+        _UNCHECKED_WARNED.add(str(path.resolve()))
+        warnings.warn(f"shard {path} has no recorded sha256 (prepared before checksums): its rows are checked, "
+                      f"not its bytes; {REPAIR_HINT.format(root=root)} to record it", stacklevel=3)
