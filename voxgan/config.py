@@ -358,6 +358,21 @@ def validate_run(cfg: DictConfig | TrainConfig) -> None:
 
 def validate(cfg: DictConfig | TrainConfig, known_categories: tuple[str, ...] | None = None) -> None:
     """Check value ranges that types cannot express; raise ConfigError naming the key."""
+    # A float setting is finite (``inf`` passes every ``> 0`` check, and a learning rate of inf or nan
+    # would train one NaN iteration): checked in every group a run reads, before the ranges.
+    import math
+
+    tree = cfg if OmegaConf.is_config(cfg) else OmegaConf.structured(cfg)
+    plain = OmegaConf.to_container(tree, resolve=False, throw_on_missing=False)
+    pending = [(key, value) for key, value in plain.items() if key not in ("experiment", "hparams_search")]
+    while pending:
+        key, value = pending.pop()
+        if isinstance(value, dict):
+            pending += [(f"{key}.{k}", v) for k, v in value.items()]
+        elif isinstance(value, list):
+            pending += [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+        elif isinstance(value, float):
+            check_value(math.isfinite(value), key, value, "a finite number (not inf or nan)")
     validate_model(cfg.model)
     validate_loss(cfg.loss)
     validate_augment(cfg.augment, cfg.loss.name)
