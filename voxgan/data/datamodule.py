@@ -262,6 +262,9 @@ class VoxelDataModule(pl.LightningDataModule):
         self.train_set: PackedSet | None = None
         self.val_set: PackedSet | None = None
         self._start = 0
+        # The prepared dataset's manifest_sha256 (source=shards, known after setup): checkpoints record it
+        # (``state_dict``), so a resume can tell a dataset prepared again into the same root.
+        self.manifest_sha256: str | None = None
 
     @property
     def categories(self) -> list[str]:
@@ -279,6 +282,15 @@ class VoxelDataModule(pl.LightningDataModule):
             self.train_set = synthetic_set(h.categories, h.resolution, 0, h.num_shapes, h.cache_dir)
             self.val_set = synthetic_set(h.categories, h.resolution, h.num_shapes, n_val, h.cache_dir)
         else:
+            from voxgan.data.shards import DatasetError, manifest_sha256, read_manifest
+
+            if Path(h.root).expanduser().exists() and not Path(h.root).expanduser().is_dir():
+                raise DatasetError(
+                    f"data.root={h.root} is a file, not a folder: pass the folder that "
+                    "`python -m voxgan.data.prepare ... out=<folder>` wrote"
+                )
+            # Of the manifest as it is now (one written before manifests had a checksum gets one here).
+            self.manifest_sha256 = manifest_sha256(read_manifest(h.root))
             # Streamed, the train split stays on disk: what reads train_set (evaluation's memorisation
             # sample, the study apps) reads just the rows it indexes. The val split is small: in memory.
             self.train_set = prepared_set(h.root, "train", h.categories or [], h.in_memory)
@@ -294,6 +306,14 @@ class VoxelDataModule(pl.LightningDataModule):
                 f"data.batch_size={h.batch_size} is more than the {len(self.train_set)} training shapes; "
                 f"lower data.batch_size or add {more}"
             )
+
+    def state_dict(self) -> dict[str, str]:
+        """What a checkpoint records of the data beyond its settings: a prepared dataset's manifest digest."""
+        return {"manifest_sha256": self.manifest_sha256} if self.manifest_sha256 is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, str]) -> None:
+        """Nothing to restore: a resume compared the recorded digest before training (``check_dataset``
+        of ``voxgan.training.train``)."""
 
     def start_at(self, batch_index: int) -> None:
         """Make the training stream (built after this call) resume at global batch ``batch_index``."""

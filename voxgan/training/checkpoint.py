@@ -37,6 +37,14 @@ def read_checkpoint(path: str | Path, key: str = "ckpt", map_location: str | tor
         ) from error
     if not isinstance(state, dict) or "voxgan" not in state:
         raise CheckpointError(f"{key}={path} was not written by voxgan's train.py; pass one that was")
+    record = state["voxgan"]
+    iteration = record.get("iteration") if isinstance(record, dict) else None
+    if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
+        found = f"an iteration of {iteration!r}" if isinstance(record, dict) else f"a {type(record).__name__}"
+        raise CheckpointError(
+            f"{key}={path} has a damaged voxgan record ({found}, where train.py writes a dict with the "
+            "iteration count): use another last.ckpt or iter_*.ckpt written by train.py"
+        )
     return state
 
 

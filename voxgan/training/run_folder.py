@@ -131,6 +131,7 @@ class RunLock:
             uuid.uuid4().hex, os.getpid(), socket.gethostname(), time.time(), process_start(os.getpid())
         )
         self.held = False
+        self.taken_over: str | None = None  # the warning of a stale lock taken over, for the run's log
 
     def acquire(self) -> Holder | None:
         """Claim the folder (made if absent). Returns the stale holder taken over, if any; raises ConfigError
@@ -172,7 +173,15 @@ class RunLock:
             return False
         alive = None if holder is None else is_alive(holder)
         if holder is not None and alive is not False:
-            where = "" if alive else f"; if it is no longer running there, delete {self.path}"
+            if alive is None:
+                where = f"; if it is no longer running there, delete {self.path}"
+            elif holder.pid_start is None:  # no start time recorded: a later process may have its id
+                where = (
+                    f"; pid {holder.pid} now runs {_command_of(holder.pid)}: if that is not this folder's "
+                    f"run, the run has ended and its id was reused: delete {self.path} and start again"
+                )
+            else:
+                where = ""
             raise ConfigError(
                 f"{self.folder} is in use by {holder.describe()}: two runs never share a folder; wait for it "
                 f"to end, or start this one in another folder (hydra.run.dir=...){where}"
@@ -194,7 +203,8 @@ class RunLock:
         aside.unlink()
         stale = holder or Holder("unknown", -1, "?", 0.0)
         who = stale.describe() if holder is not None else "a run whose lock is unreadable"
-        log.warning("%s: took over the lock of %s, which is no longer running", self.folder, who)
+        # Logged by the caller once the folder is claimed, so that the run's own log (train.log) has it.
+        self.taken_over = f"{self.folder}: took over the lock of {who}, which is no longer running"
         return stale if self._try_create() is None else False
 
     def release(self) -> None:
@@ -209,6 +219,18 @@ class RunLock:
     def created(self) -> float:
         """When this run took the lock."""
         return self.holder.started
+
+
+def _command_of(pid: int) -> str:
+    """The command line of process ``pid`` as ``ps -o args`` shows it, quoted (or how to look it up)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return f"what `ps -p {pid} -o args` shows"
+    line = " ".join(arg.decode(errors="replace") for arg in args if arg)
+    if not line:
+        return f"what `ps -p {pid} -o args` shows"
+    return f"`{line[:120]}{'...' if len(line) > 120 else ''}`"
 
 
 def _mtime(path: Path) -> float:

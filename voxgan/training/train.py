@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from voxgan.config import ConfigError, validate
+from voxgan.config import ConfigError, LatentConfig, validate
 from voxgan.data.datamodule import VoxelDataModule
 from voxgan.data.formats.base import VoxelFileError
 from voxgan.data.shards import DatasetError
@@ -46,6 +48,24 @@ from voxgan.training.run_folder import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class StoppedAtOnce(Interrupted):
+    """A second SIGINT or SIGTERM stopped the run at once, without a save: names the checkpoint to resume
+    from (``exit_code`` is 128 + the signal, as for the first)."""
+
+    def __init__(self, signum: int, iteration: int, checkpoint: str | Path | None, saved_at: int) -> None:
+        name = signal.Signals(signum).name
+        if checkpoint is None:
+            then = "no checkpoint was saved: start the run again"
+        else:
+            then = (f"the last checkpoint is {checkpoint} (iteration {saved_at}); resume with "
+                    f"ckpt_path={checkpoint}")
+        Exception.__init__(
+            self, f"stopped at once by a second {name} at iteration {iteration}, without a save; {then}"
+        )
+        self.exit_code = 128 + signum
+
 
 # What a user can fix (a setting, a file, a diverged run): train.py reports these in one line.
 USER_ERRORS = (
@@ -216,25 +236,47 @@ def check_resume(cfg: DictConfig) -> dict | None:
 
 
 # What defines a run: a resume with other values is refused unless finetune=true says it is meant.
-RUN_SETTINGS = ("data.source", "data.root", "data.categories", "seed", "loss.name", "model.prior")
+RUN_SETTINGS = (
+    "data.source", "data.root", "data.categories", "data.num_shapes", "seed", "loss.name", "model.prior",
+)
 # What shapes the weights: no resume, fine-tune or not, can load them into another architecture.
 ARCHITECTURE = (
     "model.name", "model.latent_dim", "model.g_channels", "model.d_channels", "model.minibatch_std",
     "model.latent.code_dim", "model.latent.encoder_channels", "model.latent.width", "model.latent.depth",
     "data.resolution",
 )
+# A family's stages: what its checkpoint's state means beyond the weights, compared like RUN_SETTINGS for
+# checkpoints of that family. The latent GAN's: every model.latent key but its architecture (the
+# autoencoder stage's length and training, whose codes the GAN of stage 2 learns).
+FAMILY_SETTINGS = {
+    "latentgan": tuple(
+        key for key in (f"model.latent.{f.name}" for f in fields(LatentConfig)) if key not in ARCHITECTURE
+    ),
+}
+# What a checkpoint records of the prepared dataset (its manifest digest), as a key of the changes listed.
+MANIFEST_KEY = "data.manifest_sha256"
+# Settings the latent GAN's code bank is made from: its encoder (trained in stage 1) and the training set.
+CODE_BANK_SETTINGS = (
+    *FAMILY_SETTINGS["latentgan"], "data.source", "data.root", "data.categories", "data.num_shapes",
+    MANIFEST_KEY,
+)
+
+
+def _dict(value: Any) -> dict:
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def stored_settings(state: dict) -> dict[str, Any]:
-    """The checkpoint's values of ``RUN_SETTINGS`` and ``ARCHITECTURE`` (those it records)."""
-    hparams = upgrade_checkpoint({"hyper_parameters": dict(state.get("hyper_parameters") or {})}, {})
-    hparams = hparams["hyper_parameters"]
-    data = dict(state.get("datamodule_hyper_parameters") or {})
-    top = {"seed": hparams.get("seed"), "loss.name": hparams["loss"].get("name"),
+    """The checkpoint's values of ``RUN_SETTINGS``, ``ARCHITECTURE`` and its family's ``FAMILY_SETTINGS``:
+    only those it records (an older checkpoint's missing keys are not compared against today's defaults;
+    its weights are, by ``check_weights_fit``)."""
+    hparams = _dict(state.get("hyper_parameters"))
+    data = _dict(state.get("datamodule_hyper_parameters"))
+    top = {"seed": hparams.get("seed"), "loss.name": _dict(hparams.get("loss")).get("name"),
            "data.resolution": hparams.get("resolution")}
-    model = hparams["model"]
+    model = _dict(hparams.get("model"))
     found = {}
-    for key in (*RUN_SETTINGS, *ARCHITECTURE):
+    for key in (*RUN_SETTINGS, *ARCHITECTURE, *FAMILY_SETTINGS.get(model.get("name"), ())):
         group, _, rest = key.partition(".")
         if key in top:
             found[key] = top[key]
@@ -249,6 +291,8 @@ def stored_settings(state: dict) -> dict[str, Any]:
 
 
 def _same(key: str, old: Any, new: Any, source: str) -> bool:
+    if key == "data.num_shapes":  # the procedural set's size: what shards hold is their own
+        return source != "synthetic" or old == new
     if key == "data.root":  # a folder: compared as one, and only where the data come from it
         if source != "shards":
             return True
@@ -266,7 +310,8 @@ def _show(value: Any) -> str:
 
 def check_settings(cfg: DictConfig, state: dict) -> None:
     """Refuse a resume whose settings differ from the checkpoint's in what defines the run, naming each key
-    (old -> new): always for the architecture (its weights would not load), else unless ``finetune``."""
+    (old -> new): always for the architecture (its weights would not load), else unless ``finetune``
+    (``refuse_changes``)."""
     stored = stored_settings(state)
     now = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     changed: dict[str, str] = {}
@@ -275,6 +320,20 @@ def check_settings(cfg: DictConfig, state: dict) -> None:
         new = OmegaConf.to_container(new) if OmegaConf.is_config(new) else new
         if not _same(key, old, new, cfg.data.source):
             changed[key] = f"{key} {_show(old)} -> {_show(new)}"
+    refuse_changes(cfg, state, changed)
+
+
+def has_code_bank(state: dict) -> bool:
+    """Whether the checkpoint is a latent GAN's past its autoencoder stage (its codes encoded)."""
+    codes = _dict(state.get("state_dict")).get("codes")
+    return codes is not None and len(codes) > 0
+
+
+def refuse_changes(cfg: DictConfig, state: dict, changed: dict[str, str]) -> None:
+    """Refuse the ``changed`` settings (key -> ``key old -> new``) of a resume: another architecture always;
+    a latent GAN's autoencoder settings or training set once its code bank is encoded, even with
+    ``finetune`` (the codes and their statistics belong to the old encoder and data); the rest unless
+    ``finetune``."""
     architecture = [text for key, text in changed.items() if key in ARCHITECTURE]
     if architecture:
         even = ", even with finetune=true" if cfg.finetune else ""
@@ -282,6 +341,14 @@ def check_settings(cfg: DictConfig, state: dict) -> None:
             f"ckpt_path={cfg.ckpt_path} holds another architecture than these settings build "
             f"({', '.join(architecture)}): its weights cannot be loaded{even}; resume with the checkpoint's "
             "values of those keys"
+        )
+    stale = [text for key, text in changed.items() if key in CODE_BANK_SETTINGS]
+    if stale and cfg.finetune and has_code_bank(state):
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} is past its autoencoder stage: its code bank and code statistics "
+            f"come from that encoder and training set, which these settings change ({', '.join(stale)}), "
+            "even with finetune=true; resume with the checkpoint's values of those keys, or fine-tune from a "
+            "checkpoint of its autoencoder stage (iteration <= its model.latent.ae_iterations)"
         )
     if changed and not cfg.finetune:
         raise ConfigError(
@@ -291,6 +358,19 @@ def check_settings(cfg: DictConfig, state: dict) -> None:
         )
     if changed:
         log.info("finetune=true: training %s on with %s", cfg.ckpt_path, ", ".join(changed.values()))
+
+
+def check_dataset(cfg: DictConfig, state: dict, datamodule: VoxelDataModule) -> None:
+    """Refuse a resume on a dataset prepared again since the checkpoint (another ``manifest_sha256`` in the
+    same root), like another setting (``refuse_changes``). Checkpoints written before the digest was
+    recorded resume as before."""
+    recorded = _dict(state.get(VoxelDataModule.__qualname__)).get("manifest_sha256")
+    now = datamodule.manifest_sha256
+    if recorded is None or now is None or recorded == now:
+        return
+    text = (f"{MANIFEST_KEY} of data.root={cfg.data.root} {recorded[:12]} -> {now[:12]}: the dataset was "
+            "prepared again there since")
+    refuse_changes(cfg, state, {MANIFEST_KEY: text})
 
 
 def check_weights_fit(module: pl.LightningModule, state: dict, ckpt_path: str) -> None:
@@ -327,12 +407,15 @@ def run(cfg: DictConfig, on_claimed: Callable[[Path, bool], None] | None = None)
     state = check_resume(cfg)
     datamodule = build_datamodule(cfg)
     datamodule.setup()  # a missing or damaged dataset fails here, before the run folder is made
+    if state is not None:
+        check_dataset(cfg, state, datamodule)
     if cfg.callbacks.eval_every > 0 and len(datamodule.val_set) < 2:
         raise ConfigError(
             f"the val split has {len(datamodule.val_set)} shape(s) and evaluation needs at least 2: add "
             "validation shapes (data.num_shapes, data.val_fraction) or turn evaluation off "
             "(callbacks.eval_every=0)"
         )
+    check_files(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
     module = build_module(cfg)
@@ -352,6 +435,8 @@ def run(cfg: DictConfig, on_claimed: Callable[[Path, bool], None] | None = None)
         if main_process:
             check_run_folder(output_dir, cfg.ckpt_path)
     except BaseException:
+        if lock.taken_over:
+            log.warning(lock.taken_over)
         lock.release()
         if made:
             _remove_if_empty(output_dir)
@@ -383,6 +468,8 @@ def _train(
             log.info("%s: removed, left by a save that was killed", path)
     if on_claimed is not None:
         on_claimed(output_dir, main_process)
+    if lock.taken_over:  # once the run's log is open
+        log.warning(lock.taken_over)
     if cfg.ckpt_path is not None and main_process:
         for path in trim_logs(output_dir, resumed_at):  # what a killed run logged past its checkpoint
             log.info("%s: dropped the records past iteration %d (logged again now)", path, resumed_at)
@@ -398,11 +485,36 @@ def _train(
     try:
         with checkpoints.catching_signals():
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    except (KeyboardInterrupt, SystemExit):
+        if checkpoints.received is None:
+            raise
+        # a second signal: Lightning turns the handler's KeyboardInterrupt into exit(1), naming nothing
+        raise _stopped_at_once(cfg, checkpoints, module.iteration, resumed_at) from None
     finally:
         _finish_wandb()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     log.info("finished %d iterations in %s", module.iteration, output_dir)
     return metrics
+
+
+def _stopped_at_once(
+    cfg: DictConfig, checkpoints: IterationCheckpoint, iteration: int, resumed_at: int
+) -> StoppedAtOnce:
+    """The one line of a run a second signal stopped: the checkpoint this run saved last, else the one it
+    resumed from."""
+    if getattr(checkpoints, "_saved_batch", -1) >= 0:  # saved by this run
+        last = checkpoints.dir / "last.ckpt"
+        return StoppedAtOnce(checkpoints.received, iteration, last, checkpoints._last)
+    return StoppedAtOnce(checkpoints.received, iteration, cfg.ckpt_path, resumed_at)
+
+
+def check_files(cfg: DictConfig) -> None:
+    """Read the files the run will read later (the evaluation's classifier), so that a missing or damaged
+    one stops the run before its folder is claimed."""
+    if cfg.callbacks.eval_every > 0:
+        from voxgan.evaluation import load_frechet_classifier
+
+        load_frechet_classifier(cfg.callbacks.classifier, list(cfg.callbacks.eval_metrics))
 
 
 def _remove_if_empty(folder: Path) -> None:
