@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from voxgan.apps import command_line, register_schema
+from voxgan.apps import recorded_command_line, register_schema
 from voxgan.latent import combine, parse_expression
 from voxgan.render import DEFAULT_COLOR, render_grid, save_png
 from voxgan.study import (
@@ -26,6 +26,7 @@ from voxgan.study import (
     StudyConfig,
     StudyRun,
     binary_grids,
+    check_operands,
     resolve_operands,
     run_app,
     save_npz,
@@ -47,8 +48,8 @@ class ArithmeticConfig(StudyConfig):
     smooth: int = 0
 
 
-def arithmetic_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]:
-    """z = expr over operands a..d: a grid of each operand's G(z) and the result, and the result's mesh."""
+def arithmetic_check(cfg: DictConfig, _study: Study) -> None:
+    """The expression and the operands it uses, checked before any work."""
     coefficients = parse_expression(cfg.expr)
     unknown = sorted(set(coefficients) - set(ARITHMETIC_OPERANDS))
     if unknown:
@@ -56,6 +57,12 @@ def arithmetic_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, An
     unset = sorted(name for name in coefficients if cfg[name] is None)
     if unset:
         raise ValueError(f"expr={cfg.expr!r} uses {unset} but they are not set: pass e.g. {unset[0]}=seed:3")
+    check_operands({name: cfg[name] for name in sorted(coefficients)})
+
+
+def arithmetic_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]:
+    """z = expr over operands a..d: a grid of each operand's G(z) and the result, and the result's mesh."""
+    coefficients = parse_expression(cfg.expr)
     operands = resolve_operands({name: cfg[name] for name in sorted(coefficients)}, study, cfg.space)
     result = combine(coefficients, {name: op.vector(cfg.space) for name, op in operands.items()})
     vectors = torch.stack([*(op.vector(cfg.space) for op in operands.values()), result])
@@ -82,12 +89,13 @@ def arithmetic_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, An
 
 
 register_schema("arithmetic", ArithmeticConfig)
-run = partial(run_app, "arithmetic", arithmetic_app)  # run(cfg): the app, errors raised
+# run(cfg): the app, errors raised
+run = partial(run_app, "arithmetic", arithmetic_app, check=arithmetic_check)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="arithmetic")
 def cli(cfg: DictConfig) -> None:
-    command_line(run, cfg)
+    recorded_command_line(run, cfg)
 
 
 if __name__ == "__main__":

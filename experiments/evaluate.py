@@ -7,6 +7,7 @@ Prints a markdown table; writes ``evaluation.md`` and ``evaluation.json`` into t
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig
 
-from voxgan.apps import command_line, register_schema
+from voxgan.apps import recorded_command_line, register_schema
 from voxgan.cleanup import check_share
+from voxgan.config import check_value
 from voxgan.data.datamodule import VoxelDataModule, prepared_set
 from voxgan.data.shards import dataset_info
 from voxgan.device import resolve_device
@@ -29,6 +31,7 @@ from voxgan.evaluation import (
 )
 from voxgan.export import is_checkpoint, load_generator
 from voxgan.io import error_summary
+from voxgan.study.session import claim_folder
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +59,11 @@ class EvaluateConfig:
 register_schema("evaluate", EvaluateConfig)
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Score the checkpoint, print the table and write evaluation.md/.json; errors raised."""
+def run(cfg: DictConfig, on_claimed: Callable[[Path], None] | None = None) -> dict[str, Any]:
+    """Score the checkpoint, print the table and write evaluation.md/.json; errors raised. The run folder is
+    claimed once the scores are in (every check passed), then ``on_claimed(folder)`` records the run there,
+    then the report is written: a refused run leaves nothing behind."""
+    check_value(cfg.n >= 2, "n", cfg.n, "at least 2 samples (and reference shapes) to compare")
     check_share(cfg.clean_share)
     clean = cfg.clean_share if cfg.clean else None
     if is_checkpoint(cfg.ckpt):
@@ -72,7 +78,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if report["samples"] < cfg.n and cfg.n != EvaluateConfig.n:
         log.warning("n=%d asked, but the reference holds %d shapes: evaluated %d samples against them",
                     cfg.n, report["samples"], report["samples"])
-    markdown, _ = write_report(report, Path(cfg.out or HydraConfig.get().runtime.output_dir))
+    out = Path(cfg.out or HydraConfig.get().runtime.output_dir)
+    lock = claim_folder(out)
+    try:
+        if on_claimed is not None:
+            on_claimed(out)
+        markdown, _ = write_report(report, out)
+    finally:
+        lock.release()
     print(report_markdown(report))
     print(f"written to {markdown} and {markdown.with_suffix('.json')}")
     return report
@@ -111,7 +124,7 @@ def evaluate_export(cfg: DictConfig, clean: float | None) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def cli(cfg: DictConfig) -> None:
-    command_line(run, cfg)
+    recorded_command_line(run, cfg)
 
 
 if __name__ == "__main__":

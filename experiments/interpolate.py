@@ -20,14 +20,15 @@ import numpy as np
 from omegaconf import DictConfig
 from PIL import Image
 
-from voxgan.apps import command_line, register_schema
+from voxgan.apps import check_fits, recorded_command_line, register_schema
 from voxgan.latent import default_method, interpolate
-from voxgan.render import hstack_frames, render_grid, save_gif, save_png
+from voxgan.render import CELL, hstack_frames, render_grid, save_gif, save_png
 from voxgan.study import (
     Study,
     StudyConfig,
     StudyRun,
     binary_grids,
+    check_operands,
     resolve_operands,
     run_app,
     save_npz,
@@ -83,13 +84,24 @@ def interpolate_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, A
             "inversion_iou": ious}
 
 
+def interpolate_check(cfg: DictConfig, study: Study) -> None:
+    """The endpoints' forms, and ``steps`` against the memory its frames need (vectors, grids, their
+    renders, the strip and the GIF: all held at once), before any work."""
+    check_operands({"a": cfg.a, "b": cfg.b})
+    frame = 3 * CELL * CELL
+    per_step = 8 * study.latent_dim + 6 * study.resolution**3 + 4 * frame + 200
+    check_fits(f"steps={cfg.steps}", f"{cfg.steps} frames of {study.resolution}^3 and their renders",
+               cfg.steps * per_step)
+
+
 register_schema("interpolate", InterpolateConfig)
-run = partial(run_app, "interpolate", interpolate_app)  # run(cfg): the app, errors raised
+# run(cfg): the app, errors raised
+run = partial(run_app, "interpolate", interpolate_app, check=interpolate_check)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="interpolate")
 def cli(cfg: DictConfig) -> None:
-    command_line(run, cfg)
+    recorded_command_line(run, cfg)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ import hydra
 import numpy as np
 from omegaconf import MISSING, DictConfig
 
-from voxgan.apps import command_line, register_schema
-from voxgan.render import DEFAULT_COLOR, render_grid, save_png
+from voxgan.apps import check_fits, recorded_command_line, register_schema
+from voxgan.render import CELL, DEFAULT_COLOR, render_grid, save_png
 from voxgan.study import (
     TARGET_COLOR,
     Study,
@@ -34,6 +34,7 @@ from voxgan.study import (
     run_app,
     save_npz,
 )
+from voxgan.study.specs import procedural_count
 
 
 @dataclass
@@ -76,13 +77,25 @@ def invert_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]:
     return {**summary, "png": png, "iou": dict(zip(targets.names, ious.tolist(), strict=True))}
 
 
+def invert_sizes(cfg: DictConfig, study: Study) -> None:
+    """Refuse a procedural range (``target=chair:0-N``) whose shapes, reconstructions and renders cannot fit
+    in memory, before any is made (splits, folders and files are bounded by what they hold)."""
+    count = procedural_count(cfg.target, cfg.n)
+    if count is None:
+        return
+    per_shape = 12 * study.resolution**3 + 2 * 3 * CELL * CELL + 16 * study.latent_dim + 200
+    what = f"{count} shapes of {study.resolution}^3, their reconstructions and renders"
+    check_fits(f"target={cfg.target} n={cfg.n}", what, count * per_shape,
+               advice="name fewer shapes (n=... or a shorter range)")
+
+
 register_schema("invert", InvertConfig)
-run = partial(run_app, "invert", invert_app)  # run(cfg): the app, errors raised
+run = partial(run_app, "invert", invert_app, check=invert_sizes)  # run(cfg): the app, errors raised
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="invert")
 def cli(cfg: DictConfig) -> None:
-    command_line(run, cfg)
+    recorded_command_line(run, cfg)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from voxgan.apps import command_line, register_schema
+from voxgan.apps import check_fits, recorded_command_line, register_schema
 from voxgan.latent import embed_2d, generator_features, last_block_features, probe_accuracy, silhouette
 from voxgan.progress import progress_bar, show_stage
 from voxgan.study import (
@@ -150,7 +150,7 @@ def tsne_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]:
     print(f"tsne: {len(panels)} panels: {', '.join(panels)}"
           + "".join(f"; no {panel} panel: {why}" for panel, why in missing.items()), flush=True)
     z = study.seeded_z(range(cfg.seed, cfg.seed + cfg.n))
-    grids = study.generate(z, f"sampling {cfg.n} shapes") >= 0.5
+    grids = study.generate(z, f"sampling {cfg.n} shapes", binary=True)
     features = {k: v.numpy().astype(np.float64) for k, v in _spaces(study, z, grids, study.progress).items()}
     colored_by = list(features)[-1]
     coloring = _color_labels(study, grids, colored_by, features[colored_by], cfg.clusters, cfg.seed)
@@ -207,13 +207,29 @@ def _short(reason: str) -> str:
     return reason.split(" is ", 1)[-1].split(":")[0]
 
 
+def tsne_sizes(cfg: DictConfig, study: Study) -> None:
+    """Refuse an ``n`` whose samples, their features and the embeddings cannot fit in memory, before any is
+    drawn: the feature sizes are those of one sample."""
+    z = study.seeded_z([cfg.seed])
+    dims = sum(v.shape[1] for v in _spaces(study, z, study.generate(z, binary=True)).values())
+    shapes = cfg.n + (cfg.real_n if cfg.real else 0)
+    neighbours = int(3 * cfg.perplexity + 1)
+    per_shape = (study.resolution**3  # its grid
+                 + dims * (4 + 8 + 8)  # its features: torch's float32, numpy's float64, joined with the real
+                 + 4 * study.latent_dim + 400  # z, and its seeded draw
+                 + neighbours * 8 * 4)  # t-SNE's neighbours and affinities, per space at a time
+    working = 4 * 256 * study.resolution**3 * 3  # a chunk's probabilities
+    check_fits(f"n={cfg.n}", f"{shapes} shapes, {dims} features each, and their t-SNE", shapes * per_shape
+               + working)
+
+
 register_schema("tsne", TsneConfig)
-run = partial(run_app, "tsne", tsne_app)  # run(cfg): the app, errors raised
+run = partial(run_app, "tsne", tsne_app, check=tsne_sizes)  # run(cfg): the app, errors raised
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="tsne")
 def cli(cfg: DictConfig) -> None:
-    command_line(run, cfg)
+    recorded_command_line(run, cfg)
 
 
 if __name__ == "__main__":

@@ -139,7 +139,7 @@ def test_the_default_evaluation_warns_of_nothing_and_its_report_says_what_it_lef
     assert "5 shapes of the run's val split (chair), all it holds of the n=200 asked" in markdown
     assert "Not measured: frechet, as no classifier was given" in markdown
     assert "evaluating: 100% 1/1 [" in capsys.readouterr().err  # its progress: one metric, one z set
-    evaluate_app("n=8", "progress=false")
+    evaluate_app("n=8", "progress=false", f"out={tmp_path / 'eval8'}")  # a folder of its own: 'eval' is taken
     assert "evaluating" not in capsys.readouterr().err
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warned == ["n=8 asked, but the reference holds 5 shapes: evaluated 5 samples against them"]

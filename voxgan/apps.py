@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import resource
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -54,6 +56,104 @@ def command_line(
         raise SystemExit(f"error: {error}") from None
 
 
+def recorded_command_line(
+    run: Callable[..., Result],
+    cfg: DictConfig,
+    user_errors: tuple[type[BaseException], ...] = (ValueError,),
+) -> Result:
+    """``command_line`` for an app that claims its folder as ``train.py`` does: ``run(cfg, on_claimed=...)``
+    checks its arguments, claims its folder, then calls ``on_claimed(folder)``, which writes Hydra's record
+    (``.hydra/``, ``<app>.log``) there; a refused run leaves nothing behind (see :class:`RunRecord`). The
+    app's YAML sets ``hydra.output_subdir: null`` and ``override hydra/job_logging: console``. Called
+    without Hydra's launch (a test passing its own config), ``run`` gets no ``on_claimed``."""
+    if not HydraConfig.initialized():
+        return command_line(lambda c: run(c, on_claimed=None), cfg, user_errors)
+    record = RunRecord(cfg)
+    try:
+        return command_line(lambda c: run(c, on_claimed=record.write), cfg, user_errors)
+    finally:
+        record.close()
+
+
+def _size(n: float) -> str:
+    """Bytes in words: ``1.5 GB``."""
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} PB"
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        text = Path(path).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def memory_available() -> tuple[int, str] | None:
+    """The memory this process may still allocate, in bytes, and where that limit comes from: the least of
+    the kernel's ``MemAvailable`` (/proc/meminfo), the cgroup's ``memory.max`` less its use, and the
+    process's address-space limit (``ulimit -v``) less its size. None where none of them is known."""
+    limits: list[tuple[int, str]] = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                limits.append((int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo"))
+    except (OSError, ValueError, IndexError):
+        pass
+    cap, used = _read_int("/sys/fs/cgroup/memory.max"), _read_int("/sys/fs/cgroup/memory.current")
+    if cap is not None and used is not None:
+        limits.append((max(0, cap - used), "the cgroup's memory.max"))
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        size = 0
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmSize:"):
+                    size = int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        limits.append((max(0, soft - size), "the address-space limit (ulimit -v)"))
+    return min(limits) if limits else None
+
+
+def disk_available(folder: str | os.PathLike) -> int:
+    """Free bytes on the disk that holds ``folder`` (or its nearest existing parent)."""
+    path = Path(os.path.abspath(folder))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+# What an app may plan to use of the memory or disk available: the rest is for Python, the libraries and
+# the estimate's error.
+HEADROOM = 0.8
+
+
+def check_fits(setting: str, what: str, memory: float, disk: float = 0.0,
+               folder: str | os.PathLike | None = None, advice: str = "") -> None:
+    """Refuse, with one line naming ``setting`` (``key=value``), a size whose estimated ``memory`` (bytes
+    held at once) or ``disk`` (bytes written into ``folder``) exceeds what the machine has left: checked
+    before any of it is allocated or written. ``what`` says what the bytes are for; ``advice`` what to do
+    (by default: lower the setting)."""
+    advice = advice or f"lower {setting.split('=')[0]}"
+    available = memory_available()
+    if available is not None and memory > HEADROOM * available[0]:
+        raise ValueError(
+            f"{setting} needs about {_size(memory)} of memory ({what}), more than this machine can give: "
+            f"{_size(available[0])} available ({available[1]}); {advice}"
+        )
+    if disk and folder is not None:
+        free = disk_available(folder)
+        if disk > HEADROOM * free:
+            raise ValueError(
+                f"{setting} writes about {_size(disk)} into {folder} ({what}), more than the {_size(free)} "
+                f"free on that disk; {advice}, or write elsewhere (hydra.run.dir=...)"
+            )
+
+
 def quiet_wandb(cfg: DictConfig) -> None:
     """W&B prints nothing in an app whose ``logger.backends`` has ``wandb``: its runs record everything in
     the run folder, and the app says where its outputs are. Set once for the process (``wandb.setup``),
@@ -75,8 +175,9 @@ class RunRecord:
     run's. An app whose Hydra config sets ``output_subdir: null`` and logs only to the console
     (``hydra/job_logging: console``) makes a ``RunRecord`` at the start of its task function and calls
     ``write`` once the folder is its own: the same files, written atomically, and the log from then on.
-    ``close`` ends the log, and removes the job's folder if the run wrote nothing there and Hydra made it
-    for this process (a refused run leaves no folder behind).
+    ``close`` ends the log, and removes the job's folder (and the empty folders above it, under the working
+    folder) if the run wrote nothing there and Hydra made it for this process (a refused run leaves no
+    folder behind).
     """
 
     def __init__(self, cfg: DictConfig) -> None:
@@ -113,8 +214,19 @@ class RunRecord:
             self._handler.close()
             self._handler = None
         if not self.written:
-            try:
-                if self.folder.stat().st_ctime >= STARTED - 1 and not any(self.folder.iterdir()):
-                    self.folder.rmdir()
-            except OSError:
-                pass
+            # the job's folder, then the folders above it Hydra made with it (outputs/<app>/<date>), while
+            # they are empty and were made by this process
+            folder, top = self.folder.resolve(), Path.cwd().resolve()
+            while _remove_if_new_and_empty(folder) and top in folder.parent.parents:
+                folder = folder.parent
+
+
+def _remove_if_new_and_empty(folder: Path) -> bool:
+    """Remove ``folder`` if it is empty and was made by this process; whether it was removed."""
+    try:
+        if folder.stat().st_ctime < STARTED - 1 or any(folder.iterdir()):
+            return False
+        folder.rmdir()
+    except OSError:
+        return False
+    return True

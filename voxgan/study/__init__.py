@@ -5,6 +5,7 @@ themselves are ``experiments/{generate,interpolate,arithmetic,invert,tsne}.py``.
 from voxgan.study.outputs import (
     OUTPUT_FORMATS,
     RESULT_COLOR,
+    SHAPE_FILE_BYTES,
     TARGET_COLOR,
     VIEWER_SHAPES,
     StudyRun,
@@ -25,7 +26,15 @@ from voxgan.study.session import (
     check_config,
     run_app,
 )
-from voxgan.study.specs import SPEC_FORMS, Operand, RealShapes, load_real, procedural_shapes, resolve_operands
+from voxgan.study.specs import (
+    SPEC_FORMS,
+    Operand,
+    RealShapes,
+    check_operands,
+    load_real,
+    procedural_shapes,
+    resolve_operands,
+)
 
 __all__ = [
     "App",
@@ -35,6 +44,7 @@ __all__ = [
     "Operand",
     "RESULT_COLOR",
     "RealShapes",
+    "SHAPE_FILE_BYTES",
     "SPEC_FORMS",
     "Study",
     "StudyConfig",
@@ -43,6 +53,7 @@ __all__ = [
     "VIEWER_SHAPES",
     "binary_grids",
     "category_color",
+    "check_operands",
     "check_config",
     "load_real",
     "procedural_shapes",

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = (*MESH_FORMATS, "binvox", "html", "none")
 VIEWER_SHAPES = 16  # shapes one HTML viewer shows (a browser keeps 16 WebGL scenes alive)
+# Bytes of one shape's file per R^2 of its grid (procedural chairs at 16^3, 32^3 and 64^3): the disk a run
+# of many shapes will fill, estimated before it starts.
+SHAPE_FILE_BYTES = {"obj": 160, "ply": 95, "glb": 90, "stl": 250, "binvox": 3}
 
 
 TARGET_COLOR = (150, 150, 150)  # real shapes, beside their reconstructions in DEFAULT_COLOR

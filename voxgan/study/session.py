@@ -23,7 +23,7 @@ from voxgan.cleanup import keep_largest_piece
 from voxgan.config import LoggerConfig, check_value
 from voxgan.device import resolve_device
 from voxgan.export import is_checkpoint, load_generator
-from voxgan.io import atomic_write
+from voxgan.io import atomic_write, error_summary
 from voxgan.latent import (
     INTERPOLATIONS,
     RECONSTRUCTION_LOSSES,
@@ -41,6 +41,7 @@ from voxgan.progress import progress_bar
 from voxgan.sampling import Sampler
 from voxgan.study.outputs import OUTPUT_FORMATS, StudyRun, save_json, study_run
 from voxgan.training.checkpoint import load_checkpoint
+from voxgan.training.run_folder import RunLock, run_files, write_error
 
 log = logging.getLogger(__name__)
 
@@ -250,15 +251,17 @@ class Study:
         """One z per seed, each drawn from the prior by its own seeded generator."""
         return torch.cat([self.sampler.sample_z(1, torch.Generator().manual_seed(int(s))) for s in seeds])
 
-    def generate(self, z: torch.Tensor, label: str | None = None) -> torch.Tensor:
+    def generate(self, z: torch.Tensor, label: str | None = None, binary: bool = False) -> torch.Tensor:
         """Occupancy probabilities (N, 1, R, R, R) on the CPU; ``label``: with a progress bar so named
-        (for thousands of samples)."""
-        if label is None or not self.progress:
+        (for thousands of samples); ``binary``: occupied voxels (bool, probabilities >= 0.5), thresholded a
+        chunk at a time (a quarter of the memory)."""
+        if label is None and not binary:
             return self.sampler.generate(z).cpu()
         parts = []
-        with progress_bar(label, len(z), unit="shape") as bar:
+        with progress_bar(label or "generating", len(z), self.progress and label is not None, "shape") as bar:
             for part in z.split(GENERATE_CHUNK):
-                parts.append(self.sampler.generate(part).cpu())
+                probs = self.sampler.generate(part).cpu()
+                parts.append(probs >= 0.5 if binary else probs)
                 bar.update(len(part))
         return torch.cat(parts)
 
@@ -365,12 +368,19 @@ def save_encoder(encoder: LatentEncoder, path: Path) -> Path:
 
 
 def load_encoder(path: str | Path, device: torch.device) -> LatentEncoder:
-    """An encoder written by :func:`save_encoder`."""
+    """An encoder written by :func:`save_encoder`; a ValueError naming ``inversion.encoder`` for a file that
+    is not one (read with ``weights_only=True``: a pickled payload is refused, never run)."""
     if not Path(path).is_file():
         raise ValueError(f"inversion.encoder={path} does not exist; leave it null to train an encoder")
-    state = torch.load(path, map_location=device, weights_only=True)
-    encoder = LatentEncoder(state["latent_dim"], state["resolution"], state["channels"]).to(device)
-    encoder.load_state_dict(state["state_dict"])
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        encoder = LatentEncoder(state["latent_dim"], state["resolution"], state["channels"]).to(device)
+        encoder.load_state_dict(state["state_dict"])
+    except Exception as error:  # torch raises several unrelated types for a damaged or foreign file
+        raise ValueError(
+            f"inversion.encoder={path} is not an inversion encoder voxgan wrote ({error_summary(error)}); "
+            "pass the encoder.pt of an earlier invert or interpolate run, or leave it null to train one"
+        ) from error
     return encoder.eval()
 
 
@@ -407,19 +417,78 @@ def check_config(cfg: DictConfig) -> None:
 
 
 App = Callable[[DictConfig, Study, StudyRun], dict[str, Any]]
+Check = Callable[[DictConfig, Study], None]  # an app's own checks: its specs, its sizes; raises ValueError
+
+# The reports of the apps: a folder holding one holds that app's run.
+APP_REPORTS = ("generate.json", "interpolate.json", "arithmetic.json", "invert.json", "tsne.json",
+               "evaluation.json")
 
 
-def run_app(app: str, body: App, cfg: DictConfig) -> dict[str, Any]:
-    """Run a latent-space app into ``cfg.out``: its files, ``<app>.json`` and its W&B run."""
+def other_run(folder: Path) -> list[str]:
+    """What of another run ``folder`` holds: a training run's files, an app's report, Hydra's record."""
+    held = run_files(folder) + [name for name in APP_REPORTS if (folder / name).is_file()]
+    if (folder / ".hydra" / "config.yaml").is_file():
+        held.append(".hydra/config.yaml")
+    return held
+
+
+def claim_folder(out: Path) -> RunLock:
+    """Claim an app's run folder (made if absent) with the lock ``train.py`` takes
+    (``voxgan.training.run_folder``): one line, and nothing left behind, for a folder that holds another
+    run or is being used by one. Returns the lock, to release when the app ends."""
+    held = other_run(out) if out.is_dir() else []
+    if held:
+        raise ValueError(f"{out} already holds another run's {', '.join(held)}; start this one in another "
+                         "folder (out=... or hydra.run.dir=...), or delete that folder first")
+    made = not out.exists()
+    lock = RunLock(out)
+    lock.acquire()
+    held = other_run(out)  # written by a run that claimed it between the check and the lock
+    if held:
+        lock.release()
+        if made:
+            _remove_if_empty(out)
+        raise ValueError(f"{out} already holds another run's {', '.join(held)}; start this one in another "
+                         "folder (out=... or hydra.run.dir=...)")
+    return lock
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def run_app(app: str, body: App, cfg: DictConfig, check: Check | None = None,
+            on_claimed: Callable[[Path], None] | None = None) -> dict[str, Any]:
+    """Run a latent-space app into ``cfg.out``: its files, ``<app>.json`` and its W&B run.
+
+    Everything that can be checked is checked before the folder is touched: the keys, the checkpoint (and
+    classifier, encoder) opened, then ``check(cfg, study)``, the app's own (its specs, its sizes against
+    the machine's memory and disk). Then the app claims ``cfg.out`` (:func:`claim_folder`), ``on_claimed``
+    records the run there (the command line: Hydra's record and log), and the W&B run starts."""
     check_config(cfg)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     study = Study(cfg, out)
-    with study_run(app, cfg, out) as run:
-        report = body(cfg, study, run)
-    report = {"app": app, "checkpoint": cfg.ckpt, "iteration": study.iteration, **report}
-    if study.inversions:
-        report["inversions"] = study.inversions
-    save_json(out / f"{app}.json", report)
+    if check is not None:
+        check(cfg, study)
+    lock = claim_folder(out)
+    try:
+        if on_claimed is not None:
+            on_claimed(out)
+        with study_run(app, cfg, out) as run:
+            report = body(cfg, study, run)
+        report = {"app": app, "checkpoint": cfg.ckpt, "iteration": study.iteration, **report}
+        if study.inversions:
+            report["inversions"] = study.inversions
+        save_json(out / f"{app}.json", report)
+    except OSError as error:  # a write the disk or the folder refused: one line
+        failure = write_error(error, error.filename or out)
+        if failure is None:
+            raise
+        raise failure from error
+    finally:
+        lock.release()
     print(f"{app}: outputs in {out}")
     return report

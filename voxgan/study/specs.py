@@ -92,7 +92,7 @@ def _procedural_seeds(spec: str, limit: int | None) -> tuple[str, list[int]] | N
         return None
     first = int(match["first"] or 0)
     last = int(match["last"]) if match["last"] else first
-    return match["category"], list(range(first, last + 1))[:limit]
+    return match["category"], list(range(first, last + 1)[:limit])  # sliced before it is listed
 
 
 def procedural_shapes(category: str, seeds: list[int], resolution: int) -> RealShapes:
@@ -252,6 +252,28 @@ def _attribute_mean(spec: str, study: Study, space: str) -> Operand:
     inverted = study.invert(grids, f"inverting {shapes}")
     log.info("%s: mean z of %d inverted %ss (IoU %.3f)", spec, len(seeds), category, inverted.iou.mean())
     return Operand(spec, inverted.z.mean(0), iou=float(inverted.iou.mean()))
+
+
+def procedural_count(spec: str, limit: int | None) -> int | None:
+    """How many shapes a procedural range spec names (at most ``limit``); None for other specs."""
+    from voxgan.data.procedural import CATEGORIES
+
+    match = _PROCEDURAL.match(spec)
+    if match is None or match["category"] not in CATEGORIES:
+        return None
+    first = int(match["first"] or 0)
+    last = int(match["last"]) if match["last"] else first
+    return len(range(first, last + 1)[:limit])
+
+
+def check_operands(specs: dict[str, str]) -> None:
+    """The form of each named spec, as :func:`resolve_operands` reads it, checked before any work."""
+    for name, spec in specs.items():
+        spec = str(spec)
+        if _SEED.match(spec) or spec.startswith(("mean:", "attr:")):
+            continue
+        if _procedural_seeds(spec, 1) is None and not Path(spec).expanduser().is_file():
+            raise ValueError(f"{name}={spec!r} is not a shape spec (or no such file): use {SPEC_FORMS}")
 
 
 def resolve_operands(specs: dict[str, str], study: Study, space: str = "z") -> dict[str, Operand]:
