@@ -21,7 +21,8 @@ def test_a_swapped_shard_fails_its_own_record_when_the_manifest_lost_its_checksu
     for shard in manifest["shards"]:
         del shard["sha256"]
     (damaged / "manifest.json").write_text(json.dumps(manifest))
-    train = [s for s in manifest["shards"] if s["split"] == "train" and s["count"] == manifest["shards"][0]["count"]]
+    size = manifest["shards"][0]["count"]
+    train = [s for s in manifest["shards"] if s["split"] == "train" and s["count"] == size]
     first, second = (damaged / s["file"] for s in train[:2])
     assert not np.array_equal(np.load(first), np.load(second))
     second.write_bytes(first.read_bytes())  # a valid shard of as many rows, in the wrong place

@@ -526,5 +526,5 @@ def _check_shard(root: str | os.PathLike, shard: dict, resolution: int) -> None:
         raise DatasetError(f"shard {path} {problem}; {REPAIR_HINT.format(root=root)}")
     if sha256 is None and str(path.resolve()) not in _UNCHECKED_WARNED:
         _UNCHECKED_WARNED.add(str(path.resolve()))
-        warnings.warn(f"shard {path} has no recorded sha256 (prepared before checksums): its rows are checked, "
-                      f"not its bytes; {REPAIR_HINT.format(root=root)} to record it", stacklevel=3)
+        warnings.warn(f"shard {path} has no recorded sha256 (prepared before checksums): its rows are "
+                      f"checked, not its bytes; {REPAIR_HINT.format(root=root)} to record it", stacklevel=3)
