@@ -1,11 +1,21 @@
-"""What an export folder holds: its file names, config.json's format, and the checks of both."""
+"""What an export folder holds: its file names, config.json's format, and the checks of both.
+
+config.json records ``sha256``: one digest over everything a load reads, config.json's settings and the
+bytes of model.safetensors (``export_digest``), checked before any network is built. Its settings are
+then checked by the training schemas (``voxgan.config``: the ranges the command line gets), and the
+size of the networks they describe is estimated without building them, so that no value can make a
+load allocate past what the machine holds.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+from voxgan.io import error_summary
 from voxgan.models import LATENT_GAN, MODEL_NAMES
 from voxgan.sampling import PRIORS
 
@@ -14,7 +24,10 @@ CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
 SAMPLES_FILE = "samples.png"
 FORMAT = "voxgan-generator"
-FORMAT_VERSION = 1
+# 2: config.json records DIGEST_KEY (config and weights); 1: the weights' digest alone, or no digest (older)
+FORMAT_VERSION = 2
+DIGEST_KEY = "sha256"  # config.json's digest of itself (without this key) and of model.safetensors
+WEIGHTS_DIGEST_KEY = "weights_sha256"  # the weights' own digest: says which file changed, read by version 1
 # Keys of config.json that rebuild G, with their types.
 GENERATOR_KEYS = {
     "architecture": str,
@@ -59,12 +72,156 @@ def check_config(config: Any, source: str | Path) -> None:
         raise ExportError(f"{source}: prior {config['prior']!r} is not one of {PRIORS}")
 
 
+def export_digest(config: dict[str, Any], weights: Path | bytes) -> str:
+    """SHA-256 of config.json's settings (every key but ``DIGEST_KEY``, as compact JSON with sorted keys)
+    followed by the bytes of the weights (model.safetensors, or its bytes): what ``DIGEST_KEY`` records."""
+    body = {key: value for key, value in config.items() if key != DIGEST_KEY}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    if isinstance(weights, bytes):
+        digest.update(weights)
+        return digest.hexdigest()
+    with open(weights, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# Keys of the training schema's messages, as config.json spells them.
+SCHEMA_KEYS = {"model.name": "architecture", "model.latent.": "latent.", "model.": "", "data.": ""}
+
+
+def check_settings(config: dict[str, Any], source: str | Path) -> None:
+    """Check config.json's settings of G as the command line's are checked (``voxgan.config``'s schemas and
+    ``validate_model`` / ``validate_data``), then the size of the networks they describe; ExportError
+    naming ``source`` and the key. Call after ``check_config`` (which checks the keys' types)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from voxgan.config import ConfigError, DataConfig, ModelConfig, check_value, validate_data, validate_model
+
+    latent = config.get("latent") or {}
+    model = {"name": config["architecture"], "latent_dim": config["latent_dim"], "prior": config["prior"],
+             "g_channels": config["g_channels"],
+             "latent": {k: latent[k] for k in (*LATENT_KEYS, "encoder_channels") if k in latent}}
+    encoder = config.get(INVERSION_ENCODER_KEY)
+    try:
+        validate_model(OmegaConf.merge(OmegaConf.structured(ModelConfig), model))
+        validate_data(OmegaConf.merge(OmegaConf.structured(DataConfig), {"resolution": config["resolution"]}),
+                      None)
+        if encoder is not None:
+            channels = encoder["channels"]
+            check_value(channels > 0, f"{INVERSION_ENCODER_KEY}.channels", channels, "a positive integer")
+        names = config["categories"]
+        check_value(all(isinstance(c, str) for c in names), "categories", names, "a list of names")
+    except ConfigError as error:
+        message = str(error)
+        for schema_key, key in SCHEMA_KEYS.items():
+            if message.startswith(schema_key):
+                message = key + message[len(schema_key):]
+                break
+        raise ExportError(f"{source}: {message}") from None
+    except OmegaConfBaseException as error:
+        first = str(error).strip().splitlines()[0]
+        raise ExportError(f"{source}: {first}") from None
+    # every size is a lower bound of the parameters (each is some layer's width): absurd ones stop here
+    sizes = [config["latent_dim"], config["g_channels"], *(v for v in latent.values() if isinstance(v, int)),
+             encoder["channels"] if encoder else 0]
+    check_size(max(sizes), source)
+    try:
+        parameters = network_parameters(config, encoder["channels"] if encoder else None)
+    except (RuntimeError, OverflowError, ValueError, TypeError) as error:  # sizes past what torch can count
+        raise ExportError(f"{source}: its settings describe networks too large to build "
+                          f"({error_summary(error)}); "
+                          "check g_channels, latent_dim and the latent sizes") from None
+    check_size(parameters, source)
+
+
+def network_parameters(config: dict[str, Any], inversion_channels: int | None = None,
+                       d_channels: int | None = None) -> int:
+    """Parameters and buffers of the networks config.json's settings describe (G, a latent GAN's encoder,
+    an encoder of G's samples, and D when ``d_channels`` is given), counted on the meta device: no memory
+    is allocated, and a latent GAN's hidden layers past the second are counted, not built."""
+    import torch
+
+    from voxgan.models import build_discriminator, build_generator
+    from voxgan.models.autoencoder import VoxelEncoder
+
+    name, resolution, latent_dim = config["architecture"], config["resolution"], config["latent_dim"]
+    latent = dict(config.get("latent") or {})
+    extra = 0
+    if name == LATENT_GAN:
+        depth, width = latent["depth"], latent["width"]
+        extra = max(depth - 2, 0) * (width * width + width)  # the hidden layers past the second
+        latent["depth"] = min(depth, 2)
+    networks = []
+    with torch.device("meta"):
+        networks.append(build_generator(name, latent_dim, resolution, config["g_channels"], latent or None))
+        if name == LATENT_GAN and latent.get("encoder_channels"):
+            networks.append(VoxelEncoder(resolution, latent["code_dim"], latent["encoder_channels"]))
+        if inversion_channels is not None:
+            from voxgan.latent.inversion import LatentEncoder
+
+            networks.append(LatentEncoder(latent_dim, resolution, inversion_channels))
+        if d_channels is not None and name != LATENT_GAN:
+            networks.append(build_discriminator(name, resolution, d_channels, "batch", True))
+    tensors = [t for net in networks for t in (*net.parameters(), *net.buffers())]
+    return extra + sum(t.numel() for t in tensors)
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory (64 GB where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 64 * 10**9
+
+
+def check_size(parameters: int, source: str | Path) -> None:
+    """Refuse networks whose float32 weights, held twice while they load (the file's tensors and the
+    network's), would not fit in this machine's memory."""
+    needed, memory = 2 * 4 * parameters, memory_bytes()
+    if needed > memory:
+        raise ExportError(
+            f"{source}: its settings describe networks of at least {parameters:.3g} parameters, "
+            f"{needed / 1e9:.3g} GB to load: more than this machine's {memory / 1e9:.3g} GB of memory; "
+            "check g_channels, latent_dim and the latent sizes"
+        )
+
+
 def is_export(folder: Path) -> bool:
     """Whether ``folder`` holds an earlier export (a config.json of this format)."""
     try:
         return json.loads((folder / CONFIG_FILE).read_text()).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
         return False
+
+
+# What makes two exports the same model: G's settings and the run it came from (a later checkpoint of that
+# run, or the export again with an encoder of its samples, replaces it; another model only when asked).
+MODEL_KEYS = ("architecture", "latent_dim", "prior", "resolution", "g_channels", "latent", "categories")
+
+
+def _model(config: dict[str, Any]) -> tuple:
+    training = config.get("training") if isinstance(config.get("training"), dict) else {}
+    return ({key: config.get(key) for key in MODEL_KEYS}, training.get("seed"), training.get("checkpoint"))
+
+
+def _described(config: dict[str, Any]) -> str:
+    training = config.get("training") if isinstance(config.get("training"), dict) else {}
+    return f"{config.get('architecture')} from {training.get('checkpoint') or 'an unknown run'}"
+
+
+def check_replacement(folder: Path, config: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to replace an earlier export in ``folder`` of another model than ``config``'s, unless
+    ``overwrite``: the same model's (the same run, or the export itself exported again) is replaced."""
+    if overwrite or not is_export(folder):
+        return
+    old = json.loads((folder / CONFIG_FILE).read_text())
+    if _model(old) != _model(config):
+        raise ExportError(
+            f"export destination {folder} holds the export of another model ({_described(old)}, not "
+            f"{_described(config)}); pass overwrite=true to replace it, or another out= folder"
+        )
 
 
 def check_destination(folder: Path) -> None:

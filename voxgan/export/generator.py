@@ -30,19 +30,26 @@ from voxgan.export.card import model_card
 from voxgan.export.folder import (
     CARD_FILE,
     CONFIG_FILE,
+    DIGEST_KEY,
     FORMAT,
     FORMAT_VERSION,
     INVERSION_ENCODER_KEY,
     LATENT_KEYS,
     SAMPLE_COUNT,
     SAMPLES_FILE,
+    WEIGHTS_DIGEST_KEY,
     WEIGHTS_FILE,
     ExportError,
     check_config,
     check_destination,
+    check_replacement,
+    check_settings,
+    check_size,
+    export_digest,
+    network_parameters,
 )
 from voxgan.export.hub import HUB_ID, download, push_folder
-from voxgan.export.pretrained import shipped_folder, shipped_names
+from voxgan.export.pretrained import REINSTALL_HINT, is_shipped, shipped_folder, shipped_names
 from voxgan.io import atomic_write, error_summary, file_sha256, read_jsonl
 from voxgan.latent.inversion import (
     EncoderSettings,
@@ -80,6 +87,7 @@ class VoxelGenerator(nn.Module):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
         check_config(config, CONFIG_FILE)
+        check_settings(config, CONFIG_FILE)  # before any network is built
         self.config = json.loads(json.dumps(config))  # a private copy, and proof that it is pure JSON
         self.net = build_generator(
             config["architecture"], config["latent_dim"], config["resolution"], config["g_channels"],
@@ -210,6 +218,7 @@ class VoxelGenerator(nn.Module):
         with its BatchNorm statistics measured as ``VoxelGAN.sampler`` does), with the run's provenance."""
         from voxgan.training.checkpoint import load_checkpoint
 
+        check_checkpoint_settings(Path(ckpt_path))  # before load_checkpoint builds its networks
         module, data = load_checkpoint(ckpt_path, map_location=map_location)
         network = module.sampler(use_ema=True).network
         config = _checkpoint_config(Path(ckpt_path), module, data)
@@ -246,56 +255,70 @@ class VoxelGenerator(nn.Module):
 
     @classmethod
     def _from_folder(cls, folder: Path, map_location: str | torch.device) -> VoxelGenerator:
+        """Load an export folder: its digest (config and weights) and its settings are checked before any
+        network is built. A shipped model's damage is reported with the advice to reinstall voxgan."""
+        shipped = is_shipped(folder)
+        again = REINSTALL_HINT if shipped else "export the generator again"
         if not folder.is_dir():
             raise ExportError(f"{folder} is a file, not an export folder; pass the folder of {CONFIG_FILE}")
         missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (folder / name).is_file()]
         if missing:
-            raise ExportError(
-                f"{folder} has no {' and no '.join(missing)}: it is not an exported generator; "
-                "export one with experiments/export.py ckpt=<last.ckpt> out=<folder>"
-            )
-        config_path = folder / CONFIG_FILE
+            hint = again if shipped else "export one with experiments/export.py ckpt=<last.ckpt> out=<folder>"
+            missing_files = " and no ".join(missing)
+            raise ExportError(f"{folder} has no {missing_files}: it is not an exported generator; {hint}")
+        config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
         try:
             config = json.loads(config_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            message = f"{config_path} is not valid JSON ({error}); export the generator again"
-            raise ExportError(message) from error
-        check_config(config, config_path)
+            raise ExportError(f"{config_path} is not valid JSON ({error}); {again}") from error
+        if not isinstance(config, dict) or config.get("format") != FORMAT:
+            raise ExportError(f"{config_path} is not a voxgan generator config (format {FORMAT!r}); {again}")
+        check_digest(config, weights_path, config_path, shipped)
+        try:
+            check_config(config, config_path)
+            check_settings(config, config_path)
+        except ExportError as error:
+            raise ExportError(f"{error}; {REINSTALL_HINT}" if shipped else str(error)) from None
         generator = cls(config)
-        weights_path = folder / WEIGHTS_FILE
-        check_digest(weights_path, config.get("weights_sha256"), config_path)
         try:
             tensors = load_file(weights_path, device=str(torch.device(map_location)))
             generator._load_state(tensors)
         except (SafetensorError, RuntimeError, OSError) as error:
             raise ExportError(
                 f"{weights_path} does not hold this config's generator ({error_summary(error)}); "
-                "it may be damaged or from another export: export the generator again"
+                f"it may be damaged or from another export: {again}"
             ) from error
         return generator.to(map_location).eval()
 
     # ------------------------------------------------------------------------------------- saving
     def save_pretrained(
         self, save_directory: str | Path, samples_png: bool = True, repo_id: str | None = None,
-        dtype: str = "float32",
+        dtype: str = "float32", overwrite: bool = False,
     ) -> Path:
         """Write the export folder: weights, config.json, ``samples.png`` when asked, and the model card
         (whose loading example names ``repo_id`` when given). ``dtype="float16"`` stores the floating
         weights in half the space (they load back into float32). Refuses a non-empty folder that is not
-        an earlier export; each file is replaced atomically."""
+        an earlier export, and an earlier export of another model unless ``overwrite``; each file is
+        replaced atomically."""
         if dtype not in WEIGHT_DTYPES:
             raise ExportError(f"dtype={dtype!r}: weights are stored as one of {sorted(WEIGHT_DTYPES)}")
         folder = Path(save_directory)
         check_destination(folder)
+        check_replacement(folder, self.config, overwrite)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {name: _stored(t, dtype) for name, t in self._state().items()}
         self._load_state(tensors)  # the networks now hold what is stored: samples.png shows those weights
         payload = safetensors_bytes(tensors, metadata={"format": "pt"})
+        self.config.pop(DIGEST_KEY, None)
+        self.config["version"] = FORMAT_VERSION
         self.config["weights_dtype"] = dtype
-        self.config["weights_sha256"] = hashlib.sha256(payload).hexdigest()  # checked on every load
-        atomic_write(folder / WEIGHTS_FILE, lambda f: f.write(payload))
+        self.config[WEIGHTS_DIGEST_KEY] = hashlib.sha256(payload).hexdigest()  # which file changed, on a load
+        # config.json is written first: until the weights follow, the folder fails its digest, never loads
+        # a config with the earlier weights
+        self.config[DIGEST_KEY] = export_digest(self.config, payload)  # config and weights, checked on load
         text = json.dumps(self.config, indent=2) + "\n"
         atomic_write(folder / CONFIG_FILE, lambda f: f.write(text), "w")
+        atomic_write(folder / WEIGHTS_FILE, lambda f: f.write(payload))
         if samples_png:
             from voxgan.render import render_grid, save_png
 
@@ -316,14 +339,93 @@ class VoxelGenerator(nn.Module):
             return push_folder(folder, repo_id, token, private)
 
 
-def check_digest(weights_path: Path, expected: str | None, config_path: Path) -> None:
-    """Raise ExportError when the weights file's SHA-256 differs from the one config.json records
-    (exports written before digests were recorded carry none and are read as they are)."""
-    if expected is not None and file_sha256(weights_path) != expected:
-        raise ExportError(
-            f"{weights_path} does not match the digest recorded in {config_path} (the file is damaged or "
-            "was replaced): export the generator again, or download it again"
-        )
+def check_digest(config: dict[str, Any], weights_path: Path, config_path: Path,
+                 shipped: bool = False) -> None:
+    """Raise ExportError unless config.json's digest (``DIGEST_KEY``: its settings and the weights) matches.
+
+    Every export of format version 2 records it, and a shipped model must; an export of version 1 (older
+    voxgan) is checked by the weights' digest it recorded, or read as it is when it recorded none (exports
+    of before digests, which strict loading still checks tensor by tensor)."""
+    again = REINSTALL_HINT if shipped else "export the generator again, or download it again"
+    version = config.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+        raise ExportError(f"{config_path}: format version {version!r} is not one this voxgan reads "
+                          f"(1 to {FORMAT_VERSION}); upgrade voxgan, or {again}")
+    recorded = config.get(DIGEST_KEY)
+    if recorded is None and (shipped or version >= 2):
+        raise ExportError(f"{config_path} records no digest ({DIGEST_KEY!r}) of its settings and weights, so "
+                          f"neither can be checked; {again}")
+    if recorded is None:  # version 1
+        weights = config.get(WEIGHTS_DIGEST_KEY)
+        if weights is not None and file_sha256(weights_path) != weights:
+            raise ExportError(f"{weights_path} does not match the digest recorded in {config_path} "
+                              "(the file is "
+                              f"damaged or was replaced): {again}")
+        return
+    if export_digest(config, weights_path) != recorded:
+        weights = config.get(WEIGHTS_DIGEST_KEY)
+        changed = (f"{weights_path} does not match" if weights is None or file_sha256(weights_path) != weights
+                   else f"{config_path}'s settings do not match")
+        raise ExportError(f"{changed} the digest recorded in {config_path} (a file is damaged, edited or was "
+                          f"replaced since the export was written): {again}")
+
+
+def check_checkpoint_settings(ckpt: Path) -> None:
+    """Check a training checkpoint's settings by the training schemas (``voxgan.config``: model, loss,
+    augmentation, resolution) and the size of its networks (G, its moving average and D) before anything
+    is built from them; ExportError naming ``ckpt=`` and the key."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from voxgan.config import (
+        AugmentConfig,
+        ConfigError,
+        DataConfig,
+        LossConfig,
+        ModelConfig,
+        validate_augment,
+        validate_data,
+        validate_loss,
+        validate_model,
+    )
+    from voxgan.training.checkpoint import read_checkpoint
+    from voxgan.training.module import upgrade_checkpoint
+
+    hint = "use a last.ckpt or iter_*.ckpt written by train.py"
+    raw = upgrade_checkpoint(read_checkpoint(ckpt), {})
+    hp = raw.get("hyper_parameters")
+    try:
+        groups = {key: hp[key] for key in ("model", "loss", "augment", "resolution")}
+        typed = {}
+        for key, schema in (("model", ModelConfig), ("loss", LossConfig), ("augment", AugmentConfig)):
+            known = {f: v for f, v in dict(groups[key]).items() if f in OmegaConf.structured(schema)}
+            typed[key] = OmegaConf.merge(OmegaConf.structured(schema), known)
+        validate_model(typed["model"])
+        validate_loss(typed["loss"])
+        validate_augment(typed["augment"], typed["loss"].name)
+        validate_data(OmegaConf.merge(OmegaConf.structured(DataConfig), {"resolution": groups["resolution"]}),
+                      None)
+    except (TypeError, KeyError) as error:
+        summary = error_summary(error)
+        raise ExportError(f"ckpt={ckpt} records no settings of its model ({summary}); {hint}") from None
+    except (ConfigError, OmegaConfBaseException) as error:
+        first = str(error).strip().splitlines()[0]
+        raise ExportError(f"ckpt={ckpt} records settings train.py refuses ({first}); {hint}") from None
+    model = typed["model"]
+    config = {"architecture": model.name, "latent_dim": model.latent_dim, "resolution": groups["resolution"],
+              "g_channels": model.g_channels,
+              "latent": dict(model.latent) if model.name == LATENT_GAN else None}
+    source = f"ckpt={ckpt}"
+    check_size(max(model.latent_dim, model.g_channels, model.d_channels,
+                   *(v for v in dict(model.latent).values() if isinstance(v, int))), source)
+    try:
+        parameters = network_parameters(config, d_channels=model.d_channels)
+        if model.ema_decay > 0 and model.name != LATENT_GAN:
+            parameters += network_parameters(config)
+    except (RuntimeError, OverflowError, ValueError, TypeError) as error:
+        raise ExportError(f"{source}: its settings describe networks too large to build "
+                          f"({error_summary(error)}); {hint}") from None
+    check_size(parameters, source)
 
 
 def export_generator(
@@ -338,6 +440,7 @@ def export_generator(
     encoder_steps: int = 0,
     encoder: EncoderSettings | None = None,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Export the generator of a training checkpoint, or export again an export (a folder, a shipped name
     or a hub id, e.g. to add an encoder), into ``out_dir`` (which may be that export's own folder);
@@ -348,12 +451,14 @@ def export_generator(
     config.json and the card instead of the run's last in-training evaluation; ``commands``: how the
     model was made and measured (e.g. ``{"train": ..., "evaluate": ...}``), recorded likewise;
     ``encoder_steps`` > 0: train an encoder of G's samples for inversion (``encoder``: its settings) and
-    carry it (an export's earlier one is kept otherwise)."""
+    carry it (an export's earlier one is kept otherwise); ``overwrite``: replace an earlier export of
+    another model in ``out_dir`` (refused otherwise, before anything is written)."""
     check_destination(Path(out_dir))
     if is_checkpoint(ckpt_path):
         generator = VoxelGenerator.from_checkpoint(ckpt_path, map_location)
     else:
         generator = VoxelGenerator.from_pretrained(ckpt_path, map_location)
+    check_replacement(Path(out_dir), generator.config, overwrite)  # before minutes of encoder training
     dtype = dtype or generator.config.get("weights_dtype", "float32")
     if evaluation is not None:
         generator.config["evaluation"] = _evaluation_record(Path(evaluation), generator.config)
@@ -364,7 +469,7 @@ def export_generator(
         # the encoder is trained on the weights as stored, the ones its users will invert through
         generator._load_state({k: _stored(v, dtype) for k, v in generator._state().items()})
         generator.add_inversion_encoder(encoder_steps, encoder, progress=progress, dtype=dtype)
-    return generator.save_pretrained(out_dir, samples_png, repo_id, dtype)
+    return generator.save_pretrained(out_dir, samples_png, repo_id, dtype, overwrite)
 
 
 def _stored(tensor: torch.Tensor, dtype: str) -> torch.Tensor:

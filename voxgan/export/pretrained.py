@@ -27,6 +27,20 @@ REFERENCE_COUNT = 4
 MIN_MARGIN = 1e-5
 
 
+# What to do about a shipped model that fails its checks: its files come with the package.
+REINSTALL_HINT = ("the models shipped in voxgan/pretrained are damaged or were edited: reinstall voxgan "
+                  "(pip install -e . in a checkout, after git checkout voxgan/pretrained; else "
+                  "pip install --force-reinstall voxgan)")
+
+
+def is_shipped(folder: Path) -> bool:
+    """Whether ``folder`` is one of the shipped models' folders (as it resolves: a link to one is too)."""
+    try:
+        return folder.resolve().parent == SHIPPED_DIR
+    except OSError:
+        return False
+
+
 def shipped_names() -> list[str]:
     """The short names of the generators shipped with this version of voxgan."""
     if not SHIPPED_DIR.is_dir():
