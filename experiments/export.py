@@ -9,7 +9,8 @@ card) and ``samples.png``;
 ``voxgan.export.VoxelGenerator.from_pretrained(<folder or user/name>)`` loads them. ``encoder_steps=N``
 trains an encoder of G's samples (grid -> z) and ships it in the export: the study apps start a known
 shape's inversion from it. ``ckpt=`` an export exports it again (adding or replacing that encoder; G's
-weights unchanged).
+weights unchanged). An earlier export in ``out`` is replaced when it is the same model's (the same run, or
+that export itself); another model's is refused unless ``overwrite=true``.
 """
 
 import json
@@ -31,7 +32,10 @@ class ExportConfig:
     """Keys of conf/export.yaml."""
 
     ckpt: str = MISSING  # a training checkpoint, or an export (folder, shipped name, hub id) to export again
-    out: str = MISSING  # the export folder: new, empty, or an earlier export (replaced; ckpt's own too)
+    # the export folder: new, empty, or an earlier export of the same model (the same run, or ckpt's own
+    # folder), replaced; an export of another model only with overwrite=true
+    out: str = MISSING
+    overwrite: bool = False  # true: replace an earlier export of another model in out
     samples_png: bool = True
     push_to_hub: str | None = None  # user/name of a Hub model repository
     private: bool | None = None
@@ -55,7 +59,7 @@ def run(cfg: DictConfig) -> Path:
     encoder = EncoderSettings(**cfg.encoder)
     folder = export_generator(
         cfg.ckpt, cfg.out, cfg.samples_png, resolve_device(cfg.device), cfg.push_to_hub, cfg.dtype,
-        cfg.evaluation, dict(cfg.commands), cfg.encoder_steps, encoder, cfg.progress,
+        cfg.evaluation, dict(cfg.commands), cfg.encoder_steps, encoder, cfg.progress, cfg.overwrite,
     )
     for path in sorted(folder.iterdir()):
         print(f"wrote {path} ({path.stat().st_size / 1e3:.1f} kB)")
