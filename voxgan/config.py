@@ -40,7 +40,9 @@ class LatentConfig:
 class ModelConfig:
     """Architecture of G and D."""
 
-    name: str = "dcgan3d"  # dcgan3d | resgan3d (the 3D-GAN family) | latentgan (voxgan.training.families)
+    # dcgan3d | resgan3d (the 3D-GAN family) | latentgan, or a family registered by
+    # voxgan.training.families.register_family
+    name: str = "dcgan3d"
     latent_dim: int = 200
     prior: str = "normal"  # normal | uniform (uniform on [-1, 1], as in the paper)
     # Channels of G's finest hidden level; 64 is the paper's width (512-256-128-64 at 64^3), 32 trains
@@ -242,11 +244,12 @@ def validate_augment(a: DictConfig | AugmentConfig, loss_name: str) -> None:
 
 def validate_model(m: DictConfig | ModelConfig) -> None:
     """Check the architecture settings."""
-    from voxgan.models import MODEL_NAMES
+    from voxgan.models import architecture_names
     from voxgan.models.layers import D_NORMS
     from voxgan.sampling import PRIORS
 
-    check_value(m.name in MODEL_NAMES, "model.name", m.name, f"one of {sorted(MODEL_NAMES)}")
+    names = architecture_names()  # the registered ones (voxgan.training.families.register_family)
+    check_value(m.name in names, "model.name", m.name, f"one of {list(names)}")
     check_value(m.latent_dim > 0, "model.latent_dim", m.latent_dim, "a positive integer")
     check_value(m.prior in PRIORS, "model.prior", m.prior, " or ".join(PRIORS))
     check_value(

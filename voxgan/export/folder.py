@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from voxgan.io import error_summary
-from voxgan.models import LATENT_GAN, MODEL_NAMES
+from voxgan.models import ARCHITECTURES, architecture, architecture_names, architecture_settings
 from voxgan.sampling import PRIORS
 
 WEIGHTS_FILE = "model.safetensors"
@@ -46,9 +46,6 @@ class ExportError(ValueError):
     """An export folder, destination or hub id that cannot be used as asked."""
 
 
-LATENT_KEYS = ("code_dim", "width", "depth")  # what rebuilds a latent GAN's code generator
-
-
 def check_config(config: Any, source: str | Path) -> None:
     """Raise ExportError naming ``source`` and the key when ``config`` cannot rebuild a generator."""
     if not isinstance(config, dict) or config.get("format") != FORMAT:
@@ -56,15 +53,14 @@ def check_config(config: Any, source: str | Path) -> None:
     for key, kind in GENERATOR_KEYS.items():
         if not isinstance(config.get(key), kind) or isinstance(config.get(key), bool):
             raise ExportError(f"{source}: key {key!r} must be a {kind.__name__}, got {config.get(key)!r}")
-    if config["architecture"] not in MODEL_NAMES:
-        known = sorted(MODEL_NAMES)
-        raise ExportError(f"{source}: architecture {config['architecture']!r} is not one of {known}")
-    latent = config.get("latent")
-    if config["architecture"] == LATENT_GAN and not (
-        isinstance(latent, dict) and all(isinstance(latent.get(k), int) for k in LATENT_KEYS)
-    ):
-        keys = list(LATENT_KEYS)
-        raise ExportError(f"{source}: a {LATENT_GAN} generator needs 'latent' with integer {keys}")
+    name = config["architecture"]
+    if name not in architecture_names():
+        raise ExportError(f"{source}: architecture {name!r} is not one of {list(architecture_names())}")
+    arch = architecture(name)  # what else rebuilds its G: integer keys of its own settings
+    own = config.get(arch.settings) if arch.settings is not None else {}
+    if not (isinstance(own, dict) and all(isinstance(own.get(k), int) for k in arch.generator_keys)):
+        keys = list(arch.generator_keys)
+        raise ExportError(f"{source}: a {name} generator needs {arch.settings!r} with integer {keys}")
     encoder = config.get(INVERSION_ENCODER_KEY, {"channels": 1})
     if not (isinstance(encoder, dict) and isinstance(encoder.get("channels"), int)):
         raise ExportError(f"{source}: {INVERSION_ENCODER_KEY!r} must record the encoder's integer 'channels'")
@@ -86,8 +82,9 @@ def export_digest(config: dict[str, Any], weights: Path | bytes) -> str:
     return digest.hexdigest()
 
 
-# Keys of the training schema's messages, as config.json spells them.
-SCHEMA_KEYS = {"model.name": "architecture", "model.latent.": "latent.", "model.": "", "data.": ""}
+# Keys of the training schema's messages, as config.json spells them (an architecture's own settings,
+# ``model.<group>.``, are ``<group>.`` there).
+SCHEMA_KEYS = {"model.name": "architecture", "model.": "", "data.": ""}
 
 
 def check_settings(config: dict[str, Any], source: str | Path) -> None:
@@ -99,10 +96,12 @@ def check_settings(config: dict[str, Any], source: str | Path) -> None:
 
     from voxgan.config import ConfigError, DataConfig, ModelConfig, check_value, validate_data, validate_model
 
-    latent = config.get("latent") or {}
+    arch = architecture(config["architecture"])
+    own = architecture_settings(config["architecture"], config)
     model = {"name": config["architecture"], "latent_dim": config["latent_dim"], "prior": config["prior"],
-             "g_channels": config["g_channels"],
-             "latent": {k: latent[k] for k in (*LATENT_KEYS, "encoder_channels") if k in latent}}
+             "g_channels": config["g_channels"]}
+    if arch.settings is not None:
+        model[arch.settings] = {k: own[k] for k in arch.export_keys if k in own}
     encoder = config.get(INVERSION_ENCODER_KEY)
     try:
         validate_model(OmegaConf.merge(OmegaConf.structured(ModelConfig), model))
@@ -115,7 +114,8 @@ def check_settings(config: dict[str, Any], source: str | Path) -> None:
         check_value(all(isinstance(c, str) for c in names), "categories", names, "a list of names")
     except ConfigError as error:
         message = str(error)
-        for schema_key, key in SCHEMA_KEYS.items():
+        own_keys = {f"model.{arch.settings}.": f"{arch.settings}."} if arch.settings is not None else {}
+        for schema_key, key in {**own_keys, **SCHEMA_KEYS}.items():
             if message.startswith(schema_key):
                 message = key + message[len(schema_key):]
                 break
@@ -124,7 +124,8 @@ def check_settings(config: dict[str, Any], source: str | Path) -> None:
         first = str(error).strip().splitlines()[0]
         raise ExportError(f"{source}: {first}") from None
     # every size is a lower bound of the parameters (each is some layer's width): absurd ones stop here
-    sizes = [config["latent_dim"], config["g_channels"], *(v for v in latent.values() if isinstance(v, int)),
+    sizes = [config["latent_dim"], config["g_channels"],
+             *(own[k] for k in arch.export_keys if isinstance(own.get(k), int)),
              encoder["channels"] if encoder else 0]
     check_size(max(sizes), source)
     try:
@@ -137,35 +138,29 @@ def check_settings(config: dict[str, Any], source: str | Path) -> None:
 
 
 def network_parameters(config: dict[str, Any], inversion_channels: int | None = None,
-                       d_channels: int | None = None) -> int:
-    """Parameters and buffers of the networks config.json's settings describe (G, a latent GAN's encoder,
-    an encoder of G's samples, and D when ``d_channels`` is given), counted on the meta device: no memory
-    is allocated, and a latent GAN's hidden layers past the second are counted, not built."""
+                       d_channels: int | None = None, generators: int = 1) -> int:
+    """Parameters and buffers of the networks config.json's settings describe (``generators`` copies of G,
+    the encoder of grids its architecture exports beside G, an encoder of G's samples, and D of voxel
+    grids when ``d_channels`` is given and the architecture has one), counted on the meta device: no
+    memory is allocated (``voxgan.models.generator_parameters``)."""
     import torch
 
-    from voxgan.models import build_discriminator, build_generator
-    from voxgan.models.autoencoder import VoxelEncoder
+    from voxgan.models import build_discriminator, count_tensors, generator_parameters
 
     name, resolution, latent_dim = config["architecture"], config["resolution"], config["latent_dim"]
-    latent = dict(config.get("latent") or {})
-    extra = 0
-    if name == LATENT_GAN:
-        depth, width = latent["depth"], latent["width"]
-        extra = max(depth - 2, 0) * (width * width + width)  # the hidden layers past the second
-        latent["depth"] = min(depth, 2)
+    arch, own = architecture(name), architecture_settings(name, config)
+    count = generators * generator_parameters(name, latent_dim, resolution, config["g_channels"], own)
     networks = []
     with torch.device("meta"):
-        networks.append(build_generator(name, latent_dim, resolution, config["g_channels"], latent or None))
-        if name == LATENT_GAN and latent.get("encoder_channels"):
-            networks.append(VoxelEncoder(resolution, latent["code_dim"], latent["encoder_channels"]))
+        if arch.encoder is not None and (encoder := arch.encoder(resolution, own)) is not None:
+            networks.append(encoder)
         if inversion_channels is not None:
             from voxgan.latent.inversion import LatentEncoder
 
             networks.append(LatentEncoder(latent_dim, resolution, inversion_channels))
-        if d_channels is not None and name != LATENT_GAN:
+        if d_channels is not None and arch.discriminator is not None:
             networks.append(build_discriminator(name, resolution, d_channels, "batch", True))
-    tensors = [t for net in networks for t in (*net.parameters(), *net.buffers())]
-    return extra + sum(t.numel() for t in tensors)
+    return count + sum(count_tensors(net) for net in networks)
 
 
 def memory_bytes() -> int:
@@ -196,14 +191,17 @@ def is_export(folder: Path) -> bool:
         return False
 
 
-# What makes two exports the same model: G's settings and the run it came from (a later checkpoint of that
-# run, or the export again with an encoder of its samples, replaces it; another model only when asked).
-MODEL_KEYS = ("architecture", "latent_dim", "prior", "resolution", "g_channels", "latent", "categories")
+# What makes two exports the same model: G's settings (these, and the architectures' own settings) and
+# the run it came from (a later checkpoint of that run, or the export again with an encoder of its
+# samples, replaces it; another model only when asked).
+MODEL_KEYS = ("architecture", "latent_dim", "prior", "resolution", "g_channels", "categories")
 
 
 def _model(config: dict[str, Any]) -> tuple:
     training = config.get("training") if isinstance(config.get("training"), dict) else {}
-    return ({key: config.get(key) for key in MODEL_KEYS}, training.get("seed"), training.get("checkpoint"))
+    groups = sorted({a.settings for a in ARCHITECTURES.values() if a.settings is not None})
+    settings = {key: config.get(key) for key in (*MODEL_KEYS, *groups)}
+    return settings, training.get("seed"), training.get("checkpoint")
 
 
 def _described(config: dict[str, Any]) -> str:

@@ -34,7 +34,6 @@ from voxgan.export.folder import (
     FORMAT,
     FORMAT_VERSION,
     INVERSION_ENCODER_KEY,
-    LATENT_KEYS,
     SAMPLE_COUNT,
     SAMPLES_FILE,
     WEIGHTS_DIGEST_KEY,
@@ -58,8 +57,7 @@ from voxgan.latent.inversion import (
     measure_inversion,
     train_encoder,
 )
-from voxgan.models import LATENT_GAN, build_generator
-from voxgan.models.autoencoder import VoxelEncoder
+from voxgan.models import architecture, architecture_settings, build_generator
 from voxgan.sampling import Sampler
 
 ENCODER_PREFIX = "encoder."  # a latent GAN's encoder's tensors in model.safetensors
@@ -89,16 +87,15 @@ class VoxelGenerator(nn.Module):
         check_config(config, CONFIG_FILE)
         check_settings(config, CONFIG_FILE)  # before any network is built
         self.config = json.loads(json.dumps(config))  # a private copy, and proof that it is pure JSON
-        self.net = build_generator(
-            config["architecture"], config["latent_dim"], config["resolution"], config["g_channels"],
-            config.get("latent"),
-        )
+        name = config["architecture"]
+        own = architecture_settings(name, config)  # the architecture's own settings (a latent GAN's)
+        sizes = (config["latent_dim"], config["resolution"], config["g_channels"])
+        self.net = build_generator(name, *sizes, own)
         self.sampler = Sampler(self.net, config["prior"], config["latent_dim"], config["resolution"])
-        latent = config.get("latent") or {}
-        # a latent GAN's encoder of grids, when exported with it: a known shape's code in one pass
-        self.encoder: VoxelEncoder | None = None
-        if isinstance(latent.get("encoder_channels"), int):
-            self.encoder = VoxelEncoder(config["resolution"], latent["code_dim"], latent["encoder_channels"])
+        # the encoder of grids its architecture exports beside G, when there is one (a latent GAN's, into
+        # its code space): a known shape's code in one pass
+        build_encoder = architecture(name).encoder
+        self.encoder: nn.Module | None = build_encoder(config["resolution"], own) if build_encoder else None
         # an encoder of G's samples, grid -> z, when exported with one: the start of a known shape's inversion
         self.inversion_encoder: LatentEncoder | None = None
         if INVERSION_ENCODER_KEY in config:
@@ -215,7 +212,8 @@ class VoxelGenerator(nn.Module):
         cls, ckpt_path: str | Path, map_location: str | torch.device = "cpu"
     ) -> VoxelGenerator:
         """The generator a training checkpoint samples from (G's moving average when the run kept one,
-        with its BatchNorm statistics measured as ``VoxelGAN.sampler`` does), with the run's provenance."""
+        with its BatchNorm statistics measured as the module's ``sampler`` does), with the run's
+        provenance."""
         from voxgan.training.checkpoint import load_checkpoint
 
         check_checkpoint_settings(Path(ckpt_path))  # before load_checkpoint builds its networks
@@ -412,16 +410,16 @@ def check_checkpoint_settings(ckpt: Path) -> None:
         first = str(error).strip().splitlines()[0]
         raise ExportError(f"ckpt={ckpt} records settings train.py refuses ({first}); {hint}") from None
     model = typed["model"]
+    arch = architecture(model.name)
+    own = architecture_settings(model.name, model)
     config = {"architecture": model.name, "latent_dim": model.latent_dim, "resolution": groups["resolution"],
-              "g_channels": model.g_channels,
-              "latent": dict(model.latent) if model.name == LATENT_GAN else None}
+              "g_channels": model.g_channels, **({arch.settings: own} if arch.settings is not None else {})}
     source = f"ckpt={ckpt}"
     check_size(max(model.latent_dim, model.g_channels, model.d_channels,
-                   *(v for v in dict(model.latent).values() if isinstance(v, int))), source)
-    try:
-        parameters = network_parameters(config, d_channels=model.d_channels)
-        if model.ema_decay > 0 and model.name != LATENT_GAN:
-            parameters += network_parameters(config)
+                   *(own[k] for k in arch.export_keys if isinstance(own.get(k), int))), source)
+    try:  # G, its moving average when kept, the encoder it exports and D of grids where it has one
+        parameters = network_parameters(config, d_channels=model.d_channels,
+                                        generators=2 if model.ema_decay > 0 else 1)
     except (RuntimeError, OverflowError, ValueError, TypeError) as error:
         raise ExportError(f"{source}: its settings describe networks too large to build "
                           f"({error_summary(error)}); {hint}") from None
@@ -530,8 +528,7 @@ def _checkpoint_config(ckpt: Path, module: Any, data: dict[str, Any]) -> dict[st
         "prior": model["prior"],
         "resolution": module.hparams.resolution,
         "g_channels": model["g_channels"],
-        **({"latent": {k: model["latent"][k] for k in (*LATENT_KEYS, "encoder_channels")}}
-           if model["name"] == LATENT_GAN else {}),
+        **_own_settings(model),
         "categories": categories,
         "training": {
             "iterations": module.iteration,
@@ -552,6 +549,15 @@ def _checkpoint_config(ckpt: Path, module: Any, data: dict[str, Any]) -> dict[st
         },
         "evaluation": _last_evaluation(ckpt.resolve().parent.parent, module.iteration),
     }
+
+
+def _own_settings(model: dict[str, Any]) -> dict[str, Any]:
+    """What config.json records of the architecture's own settings (``export_keys`` of its group)."""
+    arch = architecture(model["name"])
+    if arch.settings is None:
+        return {}
+    own = model[arch.settings]
+    return {arch.settings: {key: own[key] for key in arch.export_keys}}
 
 
 def _dataset_summary(data: dict[str, Any]) -> dict[str, Any] | None:
