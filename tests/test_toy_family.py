@@ -32,7 +32,8 @@ class ToyGenerator(nn.Module):
     def __init__(self, latent_dim: int, resolution: int, width: int) -> None:
         super().__init__()
         self.resolution = resolution
-        self.net = nn.Sequential(nn.Linear(latent_dim, width), nn.LeakyReLU(0.2), nn.Linear(width, resolution**3))
+        hidden = nn.Linear(latent_dim, width)
+        self.net = nn.Sequential(hidden, nn.LeakyReLU(0.2), nn.Linear(width, resolution**3))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         r = self.resolution
@@ -42,7 +43,8 @@ class ToyGenerator(nn.Module):
 class ToyDiscriminator(nn.Module):
     """(N, 1, R, R, R) -> one strided convolution -> a linear logit (N,); ``features``: the block's output."""
 
-    def __init__(self, resolution: int, channels: int, norm: str = "none", minibatch_std: bool = False) -> None:
+    def __init__(self, resolution: int, channels: int, norm: str = "none", minibatch_std: bool = False
+                 ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList([nn.Sequential(nn.Conv3d(1, channels, 4, 2, 1), nn.LeakyReLU(0.2))])
         self.head = nn.Linear(channels * (resolution // 2) ** 3, 1)
@@ -54,10 +56,11 @@ class ToyDiscriminator(nn.Module):
         return self.head(self.features(x)[-1].flatten(1)).flatten()
 
 
-TOY_NETWORKS = Architecture(
-    generator=lambda latent_dim, resolution, channels, _settings: ToyGenerator(latent_dim, resolution, channels),
-    discriminator=ToyDiscriminator,
-)
+def toy_generator(latent_dim: int, resolution: int, channels: int, _settings: dict[str, Any]) -> nn.Module:
+    return ToyGenerator(latent_dim, resolution, channels)
+
+
+TOY_NETWORKS = Architecture(generator=toy_generator, discriminator=ToyDiscriminator)
 
 
 class ToyGAN(GenerativeModule):
@@ -71,7 +74,8 @@ class ToyGAN(GenerativeModule):
         self.save_hyperparameters(logger=False)
         self.objective = build_objective(loss)
         self.generator = build_generator(model["name"], model["latent_dim"], resolution, model["g_channels"])
-        self.discriminator = build_discriminator(model["name"], resolution, model["d_channels"], "none", False)
+        d_channels = model["d_channels"]
+        self.discriminator = build_discriminator(model["name"], resolution, d_channels, "none", False)
         self.g_ema = copy.deepcopy(self.generator).requires_grad_(False) if model["ema_decay"] > 0 else None
         self.register_buffer("fixed_z", self.sample_z(num_samples, torch.Generator().manual_seed(seed)))
         self.setup_adversarial(loss, augment)
@@ -144,8 +148,8 @@ def test_a_family_registered_in_a_test_trains_resumes_evaluates_exports_and_samp
     z = module.sample_z(3, torch.Generator().manual_seed(0))
 
     # evaluates, from its checkpoint
-    report = evaluate.run(app_cfg("evaluate", f"ckpt={ckpt}", f"out={tmp_path / 'eval'}", "n=4", "clean=false",
-                                  "metrics=[distribution]", "progress=false"))
+    report = evaluate.run(app_cfg("evaluate", f"ckpt={ckpt}", f"out={tmp_path / 'eval'}", "n=4",
+                                  "clean=false", "metrics=[distribution]", "progress=false"))
     assert report["iteration"] == 4 and 0 <= report["metrics"]["1nna"] <= 1
 
     # exports; the export loads (by its registered architecture) and samples what the checkpoint samples
