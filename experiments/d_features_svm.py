@@ -9,6 +9,7 @@ baseline, and writes ``svm.json`` into the run folder.
 """
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig
 
 from voxgan.analysis.d_features import d_features_svm, labelled_sets
-from voxgan.apps import command_line, register_schema
+from voxgan.apps import recorded_command_line, register_schema
 from voxgan.device import resolve_device
 from voxgan.io import atomic_write
 from voxgan.training.checkpoint import load_checkpoint
@@ -43,9 +44,17 @@ class DFeaturesSvmConfig:
 register_schema("d_features_svm", DFeaturesSvmConfig)
 
 
-def run(cfg: DictConfig) -> float:
-    """Score the SVM on D's features into the run folder's svm.json; D's accuracy. Errors raised."""
-    module, settings = load_checkpoint(cfg.ckpt, map_location=resolve_device(cfg.device))
+def run(cfg: DictConfig, on_claimed: Callable[[], None] | None = None) -> float:
+    """Score the SVM on D's features into the run folder's svm.json; D's accuracy. Errors raised.
+    ``on_claimed``: writes Hydra's record and starts the log, once the checkpoint is checked."""
+    module, settings = load_checkpoint(cfg.ckpt, map_location=resolve_device(cfg.device), samples=False)
+    if not module.voxel_discriminator:
+        raise ValueError(
+            f"ckpt={cfg.ckpt} is a model={module.family} checkpoint, whose D judges codes, not voxel grids: "
+            "D's features need a model whose D reads grids (model=dcgan3d or resgan3d)"
+        )
+    if on_claimed is not None:
+        on_claimed()
     settings.update(num_shapes=cfg.num_shapes, val_fraction=cfg.val_fraction)
     train, test = labelled_sets(settings, cfg.ref, list(cfg.categories), cfg.test_split)
     scores = d_features_svm(module, train, test, cfg.pool, cfg.c, cfg.seed, cfg.baseline)
@@ -59,7 +68,7 @@ def run(cfg: DictConfig) -> float:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="d_features_svm")
 def cli(cfg: DictConfig) -> float:
-    return command_line(run, cfg)
+    return recorded_command_line(run, cfg)
 
 
 if __name__ == "__main__":

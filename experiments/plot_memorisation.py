@@ -53,7 +53,7 @@ def checkpoint_series(run: Path, batches: int = 4) -> dict[str, tuple[np.ndarray
     values: dict[str, list[tuple[int, float]]] = {key: [] for key, _, _ in SERIES}
     data = None
     for path in paths:
-        module, data_settings = load_checkpoint(path)
+        module, data_settings = load_checkpoint(path, samples=False)
         if data is None:
             data = VoxelDataModule(**data_settings)
             data.setup()

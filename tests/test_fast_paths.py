@@ -127,7 +127,7 @@ def _real_and_fake() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_bce_losses_stay_fp32_under_bf16_autocast() -> None:
-    d = build_discriminator("dcgan3d", 16, 8, "batch")
+    d = build_discriminator("dcgan3d", 16, 8, "batch", minibatch_std=False)
     logits = _discriminator_outputs(d)
     real, fake = _real_and_fake()
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -141,7 +141,7 @@ def test_bce_losses_stay_fp32_under_bf16_autocast() -> None:
 
 
 def test_gradient_penalty_runs_in_fp32_under_bf16_autocast() -> None:
-    d = build_discriminator("dcgan3d", 16, 8, "layer")
+    d = build_discriminator("dcgan3d", 16, 8, "layer", minibatch_std=False)
     scores = _discriminator_outputs(d)
     real, fake = _real_and_fake()
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -155,7 +155,7 @@ def test_gradient_penalty_runs_in_fp32_under_bf16_autocast() -> None:
 
 @pytest.mark.parametrize(("name", "norm"), [("dcgan3d", "batch"), ("resgan3d", "spectral")])
 def test_analytic_flops_match_torch_counter(name: str, norm: str) -> None:
-    g, d = build_generator(name, 200, 16, 8), build_discriminator(name, 16, 8, norm)
+    g, d = build_generator(name, 200, 16, 8), build_discriminator(name, 16, 8, norm, minibatch_std=False)
     for net, example in ((g, torch.zeros(2, 200)), (d, torch.zeros(2, 1, 16, 16, 16))):
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             net(example)
@@ -174,7 +174,8 @@ def test_paper_model_iteration_is_about_ten_teraflop() -> None:
     # 64^3, widths 512-256-128-64, batch 100, BCE: 3 G forwards + 9 D forwards per sample, the
     # per-sample forwards counted by torch (not by the module under test)
     def paper() -> tuple[torch.nn.Module, torch.nn.Module]:
-        return build_generator("dcgan3d", 200, 64, 64), build_discriminator("dcgan3d", 64, 64, "batch")
+        d = build_discriminator("dcgan3d", 64, 64, "batch", minibatch_std=False)
+        return build_generator("dcgan3d", 200, 64, 64), d
 
     g = _counted_forward_flops(paper()[0], torch.zeros(1, 200))
     d = _counted_forward_flops(paper()[1], torch.zeros(1, 1, 64, 64, 64))

@@ -10,7 +10,8 @@ from voxgan.models.layers import level_channels
 @pytest.mark.parametrize("resolution", [16, 32])
 def test_generator_and_discriminator_shapes(name: str, resolution: int) -> None:
     g = build_generator(name, 200, resolution, 4)
-    d = build_discriminator(name, resolution, 4, "batch" if name == "dcgan3d" else "spectral")
+    norm = "batch" if name == "dcgan3d" else "spectral"
+    d = build_discriminator(name, resolution, 4, norm, minibatch_std=False)
     x = g(torch.randn(3, 200))
     assert x.shape == (3, 1, resolution, resolution, resolution)
     assert 0 <= x.min() and x.max() <= 1
@@ -29,10 +30,10 @@ def test_paper_widths_at_64() -> None:
 
 
 def test_critic_for_wgan_has_no_batchnorm_and_resgan_d_is_spectral() -> None:
-    critic = build_discriminator("dcgan3d", 16, 4, "layer")
+    critic = build_discriminator("dcgan3d", 16, 4, "layer", minibatch_std=False)
     assert not any(isinstance(m, nn.BatchNorm3d) for m in critic.modules())
     assert any(isinstance(m, nn.GroupNorm) for m in critic.modules())
-    res_d = build_discriminator("resgan3d", 16, 4, "spectral")
+    res_d = build_discriminator("resgan3d", 16, 4, "spectral", minibatch_std=False)
     assert any("parametrizations" in name for name, _ in res_d.named_modules())
 
 
@@ -55,8 +56,8 @@ def test_unknown_architecture() -> None:
 def test_channels_last_is_kept_off_cuda_group_norm_critics_only() -> None:
     from voxgan.training.module import channels_last_pays
 
-    critic = build_discriminator("dcgan3d", 16, 8, "layer")  # WGAN-GP's critic: GroupNorm
-    batch_norm_d = build_discriminator("dcgan3d", 16, 8, "batch")
+    critic = build_discriminator("dcgan3d", 16, 8, "layer", minibatch_std=False)  # WGAN-GP's: GroupNorm
+    batch_norm_d = build_discriminator("dcgan3d", 16, 8, "batch", minibatch_std=False)
     assert any(isinstance(m, torch.nn.GroupNorm) for m in critic.modules())
     assert not channels_last_pays(critic, "cuda")  # CUDA's GroupNorm copies to contiguous
     assert channels_last_pays(critic, "cpu")

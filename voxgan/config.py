@@ -26,11 +26,22 @@ class LatentConfig:
 
     code_dim: int = 128  # numbers per shape in the autoencoder's code
     ae_iterations: int = 2000  # stage 1: autoencoder iterations; the GAN on the codes trains after
+    # stage 1 takes at most this share of `iterations`, and of trainer.max_time when set: the code GAN
+    # always has the rest
+    ae_share: float = 0.75
     ae_lr: float = 1e-3  # the autoencoder's Adam learning rate
     pos_weight: float = 3.0  # weight of occupied voxels in the reconstruction cross-entropy (~7% occupied)
     # Gaussian noise on the codes while the autoencoder trains, as a share of each code dimension's spread
     # over the batch (0: off): the decoder learns the space between the training codes, where G's land
     code_noise: float = 0.0
+    # > 0: the codes are a posterior N(mu(x), sigma^2) (sigma learned per code number) drawn from while the
+    # autoencoder trains, with this weight on its KL divergence from N(0, 1) per code number: a smooth,
+    # filled code space (the autoencoders under latent diffusion models); 0: plain codes
+    kl_weight: float = 0.0
+    # > 0: ACAI (Berthelot et al. 2018): a critic on voxels learns how far between two codes a decoded mix
+    # lies, and the autoencoder gets this weight on the critic's output for its mixes, so shapes decoded
+    # between codes look like decoded codes (costs about one more decoder and critic pass a step); 0: off
+    acai_weight: float = 0.0
     encoder_channels: int = 16  # channels of the encoder's first level (doubling per level)
     width: int = 256  # hidden width of the code GAN's MLPs
     depth: int = 2  # hidden layers of the code GAN's MLPs
@@ -263,6 +274,9 @@ def validate_model(m: DictConfig | ModelConfig) -> None:
         check_value(value > 0, f"model.latent.{key}", value, "a positive integer")
     check_value(la.ae_lr > 0, "model.latent.ae_lr", la.ae_lr, "a positive learning rate")
     check_value(la.pos_weight > 0, "model.latent.pos_weight", la.pos_weight, "> 0 (1: unweighted)")
+    check_value(0 < la.ae_share < 1, "model.latent.ae_share", la.ae_share, "a share in (0, 1)")
+    check_value(la.kl_weight >= 0, "model.latent.kl_weight", la.kl_weight, ">= 0 (0: off)")
+    check_value(la.acai_weight >= 0, "model.latent.acai_weight", la.acai_weight, ">= 0 (0: off)")
     check_value(la.code_noise >= 0, "model.latent.code_noise", la.code_noise, ">= 0 (0: off)")
 
 

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from voxgan.data.datamodule import PackedSet, VoxelDataModule, prepared_set
 from voxgan.models import build_discriminator, resolve_d_norm
-from voxgan.training.module import VoxelGAN
+from voxgan.training.base import GenerativeModule
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,15 @@ def svm_accuracy(
     return float((classifier.predict(test_x) == test_y).mean())
 
 
-def random_discriminator(module: VoxelGAN, seed: int) -> nn.Module:
+def random_discriminator(module: GenerativeModule, seed: int) -> nn.Module:
     """A discriminator of the module's architecture with fresh random weights (the untrained baseline)."""
     hp = module.hparams
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         d_norm = resolve_d_norm(hp.model["d_norm"], hp.model["name"], module.objective.default_d_norm)
-        network = build_discriminator(hp.model["name"], hp.resolution, hp.model["d_channels"], d_norm)
+        network = build_discriminator(
+            hp.model["name"], hp.resolution, hp.model["d_channels"], d_norm, hp.model["minibatch_std"]
+        )
     return network.to(module.device)
 
 
@@ -81,7 +83,7 @@ def labelled_sets(
 
 
 def d_features_svm(
-    module: VoxelGAN, train: PackedSet, test: PackedSet, pool: int = 2, c: float = 1.0, seed: int = 0,
+    module: GenerativeModule, train: PackedSet, test: PackedSet, pool: int = 2, c: float = 1.0, seed: int = 0,
     baseline: bool = True,
 ) -> dict[str, Any]:
     """SVM accuracy on the trained D's features (and a random D's when ``baseline``), with the set sizes."""

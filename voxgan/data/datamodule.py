@@ -23,12 +23,14 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from voxgan import augment as augmentations
-from voxgan.config import ConfigError
+from voxgan.config import ConfigError, DataConfig
 from voxgan.data.grid import pack_grids, unpack_bits
 from voxgan.io import atomic_write, error_summary
 
 if TYPE_CHECKING:
     from voxgan.data.shards import ShardRows
+
+_DATA = DataConfig()  # the keyword defaults of VoxelDataModule: the schema's (one home per default)
 
 
 @dataclass
@@ -242,19 +244,19 @@ class VoxelDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        source: str = "synthetic",
-        categories: list[str] | None = None,
-        resolution: int = 32,
-        batch_size: int = 32,
-        num_shapes: int = 1000,
-        val_fraction: float = 0.1,
-        root: str | None = None,
-        in_memory: bool = True,
-        num_workers: int = 0,
-        shuffle_buffer: int = 2048,
-        mirror: bool = False,
-        shift: int = 0,
-        cache_dir: str | None = None,
+        source: str = _DATA.source,
+        categories: list[str] | None = None,  # shards: every category (the schema's [] there)
+        resolution: int = _DATA.resolution,
+        batch_size: int = _DATA.batch_size,
+        num_shapes: int = _DATA.num_shapes,
+        val_fraction: float = _DATA.val_fraction,
+        root: str | None = _DATA.root,
+        in_memory: bool = _DATA.in_memory,
+        num_workers: int = _DATA.num_workers,
+        shuffle_buffer: int = _DATA.shuffle_buffer,
+        mirror: bool = _DATA.mirror,
+        shift: int = _DATA.shift,
+        cache_dir: str | None = None,  # the schema's resolves to paths.cache_dir; here: no cache
         seed: int = 0,
     ) -> None:
         super().__init__()

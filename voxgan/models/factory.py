@@ -134,7 +134,7 @@ def resolve_d_norm(d_norm: str, name: str, objective_norm: str) -> str:
 
 
 def build_discriminator(
-    name: str, resolution: int, base_channels: int, norm: str, minibatch_std: bool = False
+    name: str, resolution: int, base_channels: int, norm: str, minibatch_std: bool
 ) -> nn.Module:
     """The discriminator/critic of architecture ``name``: (N, 1, R, R, R) -> (N,) logits."""
     return _voxel_discriminator(name)(resolution, base_channels, norm, minibatch_std)

@@ -135,9 +135,9 @@ class Study:
         if is_checkpoint(cfg.ckpt):
             module, self.data = load_checkpoint(cfg.ckpt, map_location=self.device)
             self.sampler: Sampler = module.sampler(cfg.use_ema)
-            self._codes = module.encode if hasattr(module, "encode") else None  # a latent GAN's encoder
-            # a latent GAN's D reads codes, not grids
-            self._discriminator = None if self._codes else module.discriminator
+            self._codes = module.encode if module.has_encoder else None  # the family declares an encoder
+            # a D of grids, where the family has one (a latent GAN's D reads codes)
+            self._discriminator = module.discriminator if module.voxel_discriminator else None
             self.iteration: int = module.iteration
             self.categories: list[str] = list(self.data.get("categories") or [])
         else:  # an exported generator (a folder or a hub id): the moving-average G alone

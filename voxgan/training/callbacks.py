@@ -32,9 +32,8 @@ from voxgan.evaluation import (
 )
 from voxgan.io import append_jsonl, atomic_write
 from voxgan.models.layers import batch_norms
-from voxgan.training.base import finite_on_every_process
+from voxgan.training.base import GenerativeModule, RunD, finite_on_every_process
 from voxgan.training.losses import Stats
-from voxgan.training.module import RunD, VoxelGAN
 from voxgan.training.run_folder import write_error
 
 log = logging.getLogger(__name__)
@@ -57,12 +56,16 @@ class FiniteLossGuard(Callback):
         self.last_checkpoint = Path(checkpoint_dir) / "last.ckpt"
         self._pending: list[tuple[int, torch.Tensor]] = []
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, outputs: Any, *args: Any) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: GenerativeModule, outputs: Any, *args: Any,
+    ) -> None:
         self._pending.append((outputs["iteration"], outputs["losses"]))
         if outputs["iteration"] == module.iteration and module.iteration % self.every == 0:
             self.check()
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, module: VoxelGAN, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, module: GenerativeModule, checkpoint: dict[str, Any],
+    ) -> None:
         self.check()
 
     def check(self) -> None:
@@ -128,14 +131,16 @@ class MemorisationProbe(Callback):
     def __init__(self) -> None:
         self.val: torch.Tensor | None = None
 
-    def on_train_start(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
+    def on_train_start(self, trainer: pl.Trainer, module: GenerativeModule) -> None:
         datamodule = getattr(trainer, "datamodule", None)
         val = getattr(datamodule, "val_set", None)
-        if isinstance(module, VoxelGAN) and val is not None and len(val) > 0:  # a D on voxels to probe
+        if module.voxel_discriminator and val is not None and len(val) > 0:  # a D on voxels to probe
             n = min(len(val), datamodule.hparams.batch_size)
             self.val = module.as_d_input(val.grids(slice(0, n)).to(module.device).float())
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, outputs: Any, *args: Any) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: GenerativeModule, outputs: Any, *args: Any,
+    ) -> None:
         if self.val is None or "metrics" not in outputs:
             return
         run_d = module.run_d(augment=False)
@@ -149,13 +154,15 @@ class IterationLogger(Callback):
     """Writes each logged iteration's record (the module's, with what the probes added) to every logger,
     one record per iteration, at step = generator iteration."""
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, outputs: Any, *args: Any) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: GenerativeModule, outputs: Any, *args: Any,
+    ) -> None:
         if "metrics" in outputs:
             for logger in trainer.loggers:
                 logger.log_metrics(outputs["metrics"], step=module.iteration)
 
 
-def is_new_iteration(module: VoxelGAN, every: int, last: int) -> bool:
+def is_new_iteration(module: GenerativeModule, every: int, last: int) -> bool:
     """True once per ``every`` generator iterations (callbacks run after every batch, D-only ones too)."""
     return module.iteration > 0 and module.iteration != last and module.iteration % every == 0
 
@@ -168,18 +175,18 @@ class EveryIterations(Callback):
         self.every = every
         self._last = -1
 
-    def on_train_start(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
+    def on_train_start(self, trainer: pl.Trainer, module: GenerativeModule) -> None:
         self._last = module.iteration
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, *args: Any) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, module: GenerativeModule, *args: Any) -> None:
         if is_new_iteration(module, self.every, self._last):
             self.fire(trainer, module, periodic=True)
 
-    def on_train_end(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
+    def on_train_end(self, trainer: pl.Trainer, module: GenerativeModule) -> None:
         if module.iteration != self._last:
             self.fire(trainer, module, periodic=False)
 
-    def fire(self, trainer: pl.Trainer, module: VoxelGAN, periodic: bool) -> None:
+    def fire(self, trainer: pl.Trainer, module: GenerativeModule, periodic: bool) -> None:
         """The work, at ``module.iteration``; it records that iteration in ``self._last``."""
         raise NotImplementedError
 
@@ -191,11 +198,11 @@ class SampleGrid(EveryIterations):
         super().__init__(every)
         self.dir = Path(output_dir) / "samples"
 
-    def fire(self, trainer: pl.Trainer, module: VoxelGAN, periodic: bool) -> None:
+    def fire(self, trainer: pl.Trainer, module: GenerativeModule, periodic: bool) -> None:
         if module.sampling_ready:
             self.render(trainer, module)
 
-    def render(self, trainer: pl.Trainer, module: VoxelGAN) -> Path | None:
+    def render(self, trainer: pl.Trainer, module: GenerativeModule) -> Path | None:
         self._last = module.iteration
         if not trainer.is_global_zero:
             return None
@@ -321,12 +328,12 @@ class IterationCheckpoint(EveryIterations):
             flush=True,
         )
 
-    def on_train_start(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
+    def on_train_start(self, trainer: pl.Trainer, module: GenerativeModule) -> None:
         super().on_train_start(trainer, module)
         if self._previous and threading.current_thread() is threading.main_thread():
             self._install()  # Lightning put its own SIGTERM handler in place when fit began
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module: VoxelGAN, *args: Any) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, module: GenerativeModule, *args: Any) -> None:
         super().on_train_batch_end(trainer, module, *args)
         stop = self.received is not None
         if trainer.world_size > 1:  # every process stops at the same batch, whichever got the signal
@@ -336,10 +343,10 @@ class IterationCheckpoint(EveryIterations):
                 self.save(trainer, module, periodic=False)
             raise Interrupted(self.received or signal.SIGTERM, module.iteration, self.dir / "last.ckpt")
 
-    def fire(self, trainer: pl.Trainer, module: VoxelGAN, periodic: bool) -> None:
+    def fire(self, trainer: pl.Trainer, module: GenerativeModule, periodic: bool) -> None:
         self.save(trainer, module, periodic)
 
-    def save(self, trainer: pl.Trainer, module: VoxelGAN, periodic: bool) -> None:
+    def save(self, trainer: pl.Trainer, module: GenerativeModule, periodic: bool) -> None:
         self._last = module.iteration
         self._saved_batch = module.batches_seen
         if periodic:
@@ -451,15 +458,15 @@ class EvaluationCallback(EveryIterations):
         self._wall_offset = 0.0
         self._fit_start = time.monotonic()
 
-    def on_fit_start(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
+    def on_fit_start(self, trainer: pl.Trainer, module: GenerativeModule) -> None:
         self._fit_start = time.monotonic()
 
-    def on_train_start(self, trainer: pl.Trainer, module: VoxelGAN) -> None:
+    def on_train_start(self, trainer: pl.Trainer, module: GenerativeModule) -> None:
         super().on_train_start(trainer, module)
         if trainer.is_global_zero:
             self.sets = self.prepare(trainer, module)
 
-    def fire(self, trainer: pl.Trainer, module: VoxelGAN, periodic: bool) -> None:
+    def fire(self, trainer: pl.Trainer, module: GenerativeModule, periodic: bool) -> None:
         if module.sampling_ready:  # a latent GAN's samples mean nothing while its autoencoder trains
             self.evaluate(trainer, module)
 
@@ -473,7 +480,7 @@ class EvaluationCallback(EveryIterations):
     def load_state_dict(self, state_dict: dict[str, float]) -> None:
         self._wall_offset = float(state_dict["wall_s"])
 
-    def prepare(self, trainer: pl.Trainer, module: VoxelGAN) -> EvaluationSets:
+    def prepare(self, trainer: pl.Trainer, module: GenerativeModule) -> EvaluationSets:
         """The fixed z and real sets of this run, from the trainer's datamodule."""
         data = trainer.datamodule
         if getattr(data, "val_set", None) is None:
@@ -488,7 +495,7 @@ class EvaluationCallback(EveryIterations):
         sampler = module.sampler(use_ema=False)
         return build_sets(sampler, val, data.train_set, self.num_samples, self.seed, feature_fn)
 
-    def evaluate(self, trainer: pl.Trainer, module: VoxelGAN) -> dict[str, float] | None:
+    def evaluate(self, trainer: pl.Trainer, module: GenerativeModule) -> dict[str, float] | None:
         """Score the current generator; log, record and return the results (None on ranks but zero)."""
         self._last = module.iteration
         if not trainer.is_global_zero:

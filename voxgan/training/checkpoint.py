@@ -48,8 +48,14 @@ def read_checkpoint(path: str | Path, key: str = "ckpt", map_location: str | tor
     return state
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Any, dict[str, Any]]:
-    """The trained module of its family (eval mode) and its data settings (categories, resolution...)."""
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", samples: bool = True
+) -> tuple[Any, dict[str, Any]]:
+    """The trained module of its family (eval mode) and its data settings (categories, resolution...).
+
+    With ``samples`` (every app that samples, evaluates, exports or studies the model), a checkpoint whose
+    samples mean nothing yet (a latent GAN stopped before its code GAN took a step) is refused in one
+    line naming its iteration and stage."""
     raw = upgrade_checkpoint(read_checkpoint(path, map_location=map_location), {})
     settings = {key: raw["hyper_parameters"][key] for key in ("model", "loss", "augment")}
     try:
@@ -61,4 +67,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "use a last.ckpt or iter_*.ckpt written by train.py"
         ) from error
     module.eval()
+    if samples and not module.sampling_ready:
+        raise CheckpointError(
+            f"ckpt={path} is at iteration {module.iteration}, in {module.stage()}: its generator has not "
+            f"trained yet, so it has no samples to give; train it on (python train.py ... ckpt_path={path}) "
+            "or pass a later checkpoint"
+        )
     return module, dict(raw.get("datamodule_hyper_parameters", {}))

@@ -1,11 +1,14 @@
 """The LightningModule of the latent-GAN family: a voxel autoencoder, then a GAN on its codes.
 
-Stage 1 (the first ``model.latent.ae_iterations`` iterations): the encoder and decoder learn to
-reconstruct the training grids, with a cross-entropy that weighs the rare occupied voxels up. At the
-switch the encoder's codes of every training shape are computed once, standardised, and kept in the
-module (checkpoints carry them). Stage 2 (the rest of the budget): an MLP G learns the distribution of
-those codes against an MLP D, with the objective of ``loss`` (bce or wgan_gp, as for the 3D-GAN); the
-decoder is frozen. Samples are decoder(G(z)), through ``LatentGenerator``.
+Stage 1: the encoder and decoder learn to reconstruct the training grids, with a cross-entropy that
+weighs the rare occupied voxels up. It lasts ``model.latent.ae_iterations`` iterations, but never more
+than ``model.latent.ae_share`` of the run's budget: of ``iterations``, and of ``trainer.max_time`` when
+set, so every run trains both stages. At the switch the encoder's codes of every training shape are
+computed once, standardised, and kept in the module (checkpoints carry them, and the iteration of the
+switch). Stage 2 (the rest of the budget): an MLP G learns the distribution of those codes against an
+MLP D, through the shared adversarial step of voxgan.training.base (the objective of ``loss``, the gate,
+lazy penalties, instance noise, mode seeking, gradient norms, EMA, as for the 3D-GAN); the decoder is
+frozen. Samples are decoder(G(z)), through ``LatentGenerator``; until G has trained, none are drawn.
 
 A batch of stage 2 draws its codes from the bank with the batch's seed, so the loaded voxel batch is
 not used; randomness comes from (seed, rank, batch index) as in the 3D-GAN, and a resumed run
@@ -15,17 +18,19 @@ replays an uninterrupted one in either stage.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from dataclasses import fields
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.callbacks import Timer
 
+from voxgan.config import LatentConfig
 from voxgan.metrics.iou import OCCUPANCY_THRESHOLD
+from voxgan.models.dcgan3d import DCGANDiscriminator
 from voxgan.models.autoencoder import LatentGenerator, VoxelEncoder, mlp
 from voxgan.training.base import GenerativeModule
-from voxgan.training.ema import update_average
-from voxgan.training.losses import Stats, build_objective
-from voxgan.training.module import RunD, grad_norm
+from voxgan.training.losses import build_objective
 
 
 def batch_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -47,10 +52,26 @@ def noisy_codes(codes: torch.Tensor, share: float) -> torch.Tensor:
     return codes + share * spread * torch.randn_like(codes)
 
 
+ACAI_GAMMA = 0.2  # ACAI's blend of a shape and its reconstruction that the critic must call unmixed
+
+
+def kl_per_number(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, 1)) per code number, averaged over the batch: ``logvar`` (code_dim,)
+    is the posterior's log-variance per code number, shared by every shape."""
+    return 0.5 * (mean.square() + logvar.exp() - 1 - logvar).mean()
+
+
 class LatentGAN(GenerativeModule):
     """A latent GAN: voxel autoencoder (stage 1), then G and D on the autoencoder's codes (stage 2)."""
 
-    checkpoint_sized_buffers = ("codes",)  # the code bank's size is known only from the checkpoint
+    has_encoder: ClassVar[bool] = True  # encode / decode / reconstruct: grids <-> standardised codes
+    checkpoint_sized_buffers: ClassVar[tuple[str, ...]] = ("codes",)  # the bank's size: from the checkpoint
+    # the autoencoder stage's length and training, whose codes the GAN of stage 2 learns (the rest of
+    # model.latent is architecture, compared by train.py as such)
+    stage_settings: ClassVar[tuple[str, ...]] = tuple(
+        f"model.latent.{f.name}" for f in fields(LatentConfig)
+        if f.name not in ("code_dim", "encoder_channels", "width", "depth")
+    )
 
     def __init__(
         self,
@@ -59,9 +80,9 @@ class LatentGAN(GenerativeModule):
         augment: dict[str, Any],
         resolution: int,
         iterations: int,
-        seed: int = 0,
-        log_every: int = 10,
-        num_samples: int = 16,
+        seed: int,
+        log_every: int,
+        num_samples: int,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -76,15 +97,102 @@ class LatentGAN(GenerativeModule):
         self.g_ema = copy.deepcopy(self.generator).requires_grad_(False) if model["ema_decay"] > 0 else None
         self.register_buffer("fixed_z", self.sample_z(num_samples, torch.Generator().manual_seed(seed)))
         self.register_buffer("codes", torch.zeros(0, latent["code_dim"]))  # standardised, after stage 1
+        # stage 1's options that teach the decoder the space between codes (see LatentConfig)
+        self.code_logvar = torch.nn.Parameter(torch.zeros(latent["code_dim"])) if latent["kl_weight"] > 0 else None
+        self.acai_critic = (
+            DCGANDiscriminator(resolution, latent["encoder_channels"], "none", False)
+            if latent["acai_weight"] > 0 else None
+        )
+        self.stage_two_from: int | None = None  # the iteration stage 1 ended at (checkpoints carry it)
+        self.setup_adversarial(loss, augment)
+        # Plain attributes, not submodules: what the shared step calls (compiled by configure_model)
+        self.__dict__["_g_forward"] = self.generator.code_generator
+        self.__dict__["_d_forward"] = self.discriminator
+        self.__dict__["_encode"] = self.encoder
+        self.__dict__["_decode"] = self.generator.decoder
+        self.channels_last = False  # the autoencoder's grids in channels_last_3d (configure_model)
+
+    @classmethod
+    def refused_settings(
+        cls,
+        model: dict[str, Any],
+        loss: dict[str, Any],
+        augment: dict[str, Any],
+        iterations: int | None = None,
+    ) -> list[str]:
+        refused = super().refused_settings(model, loss, augment, iterations)
+        if iterations is not None and cls.stage_one_budget(model["latent"], iterations) >= iterations:
+            refused.append(
+                f"iterations={iterations} leaves the code GAN of model={model['name']} no iteration after "
+                "its autoencoder (stage 1 takes at most model.latent.ae_share of the budget): raise iterations"
+            )
+        return refused
+
+    @staticmethod
+    def stage_one_budget(latent: dict[str, Any], iterations: int) -> int:
+        """Stage 1's iterations: ``ae_iterations``, at most ``ae_share`` of ``iterations`` (at least 1)."""
+        return max(1, min(latent["ae_iterations"], int(latent["ae_share"] * iterations)))
 
     @property
     def ae_iterations(self) -> int:
-        return self.hparams.model["latent"]["ae_iterations"]
+        """The iterations stage 1 takes at most under this run's ``iterations``."""
+        return self.stage_one_budget(self.hparams.model["latent"], self.hparams.iterations)
+
+    @property
+    def d_steps(self) -> int:
+        """D steps taken: the batches of stage 2 whose step the gate did not skip (stage 1's batches
+        are autoencoder steps, not on the clock of D's lazy penalties)."""
+        return super().d_steps - (self.stage_two_from or 0)
+
+    @property
+    def in_stage_one(self) -> bool:
+        """Whether the autoencoder still trains (no code bank yet)."""
+        return len(self.codes) == 0
 
     @property
     def sampling_ready(self) -> bool:
-        """Whether samples mean anything yet: G has codes to learn once the autoencoder is trained."""
-        return self.iteration > self.ae_iterations
+        """Whether samples mean anything: G has taken steps on the autoencoder's codes."""
+        return not self.in_stage_one and self.iteration > (self.stage_two_from or 0)
+
+    def stage(self) -> str:
+        if self.in_stage_one:
+            return (f"stage 1 of 2 (the autoencoder; the code GAN starts after at most {self.ae_iterations} "
+                    "iterations)")
+        if not self.sampling_ready:
+            return f"the switch to stage 2 (no step of the code GAN since iteration {self.stage_two_from})"
+        return f"stage 2 of 2 (the code GAN, since iteration {self.stage_two_from})"
+
+    def stage_one_over(self) -> bool:
+        """Whether stage 1 has used its share: its iterations, or ``ae_share`` of ``trainer.max_time``."""
+        if self.iteration >= self.ae_iterations:
+            return True
+        trainer = self._trainer
+        timers = [c for c in trainer.callbacks if isinstance(c, Timer)] if trainer is not None else []
+        share = self.hparams.model["latent"]["ae_share"]
+        for timer in timers:
+            elapsed, remaining = timer.time_elapsed("train"), timer.time_remaining("train")
+            if remaining is not None and elapsed >= share * (elapsed + remaining):
+                return True
+        return False
+
+    def configure_model(self) -> None:
+        """Memory format (the autoencoder's 3D convolutions) and compilation, once on the device."""
+        model = self.hparams.model
+        self.channels_last = bool(model["channels_last"])
+        if self.channels_last:
+            self.encoder.to(memory_format=torch.channels_last_3d)
+            self.generator.decoder.to(memory_format=torch.channels_last_3d)
+            if self.g_ema is not None:
+                self.g_ema.decoder.to(memory_format=torch.channels_last_3d)
+        if model["compile"]:
+            self.__dict__["_g_forward"] = torch.compile(self.generator.code_generator)
+            if not self.objective.double_backward:  # aot_autograd has no double backward
+                self.__dict__["_d_forward"] = torch.compile(self.discriminator)
+            self.__dict__["_encode"] = torch.compile(self.encoder)
+            self.__dict__["_decode"] = torch.compile(self.generator.decoder)
+
+    def g_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.generator.code_generator.parameters())
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         loss, latent = self.hparams.loss, self.hparams.model["latent"]
@@ -92,31 +200,60 @@ class LatentGAN(GenerativeModule):
         opt_g = torch.optim.Adam(self.generator.code_generator.parameters(), lr=loss["g_lr"], betas=betas)
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=loss["d_lr"], betas=betas)
         autoencoder = [*self.encoder.parameters(), *self.generator.decoder.parameters()]
+        if self.code_logvar is not None:
+            autoencoder.append(self.code_logvar)
         opt_ae = torch.optim.Adam(autoencoder, lr=latent["ae_lr"])
-        return [opt_g, opt_d, opt_ae]
+        if self.acai_critic is None:
+            return [opt_g, opt_d, opt_ae]
+        return [opt_g, opt_d, opt_ae, torch.optim.Adam(self.acai_critic.parameters(), lr=latent["ae_lr"])]
 
     # ------------------------------------------------------------------------------------- loop
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, Any]:
         """One batch: an autoencoder step in stage 1; in stage 2 a D step on codes, and a G step every
         ``n_critic``-th batch. Returns the losses (NaN guard) and, when logged, the iteration's record."""
         self._seed_batch()
-        if self.iteration < self.ae_iterations:
-            return self.autoencoder_step(batch[0].float())
-        if len(self.codes) == 0:
+        if self.in_stage_one and not self.stage_one_over():
+            grids = batch[0].float()
+            if self.channels_last:
+                grids = grids.contiguous(memory_format=torch.channels_last_3d)
+            return self.autoencoder_step(grids)
+        if self.in_stage_one:
             self.encode_training_set()
-        return self.code_gan_step()
+        n = self.trainer.datamodule.hparams.batch_size
+        real = self.codes[torch.randint(len(self.codes), (n,), device=self.codes.device)]
+        return self.adversarial_step(real)
 
     def autoencoder_step(self, grids: torch.Tensor) -> dict[str, Any]:
-        """Encode, perturb the code (``code_noise``), decode; weighted cross-entropy; step."""
+        """Encode, perturb the code (``code_noise``; with ``kl_weight`` a draw of its posterior), decode;
+        weighted cross-entropy (plus the KL term, plus ACAI's term with ``acai_weight``); step, and the
+        ACAI critic's step."""
         latent = self.hparams.model["latent"]
         opt_ae = self.optimizers()[2]
-        code = noisy_codes(self.encoder(grids), latent["code_noise"])
-        logits = self.generator.decoder(code)
+        mean = self._encode(grids)
+        terms: dict[str, torch.Tensor] = {}
+        code = mean
+        if self.code_logvar is not None:
+            code = mean + torch.exp(0.5 * self.code_logvar) * torch.randn_like(mean)
+            terms["kl"] = kl_per_number(mean.float(), self.code_logvar.float())
+        code = noisy_codes(code, latent["code_noise"])
+        logits = self._decode(code)
         pos_weight = torch.tensor(latent["pos_weight"], device=grids.device)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), grids, pos_weight=pos_weight)
+        reconstruction = F.binary_cross_entropy_with_logits(logits.float(), grids, pos_weight=pos_weight)
+        loss = reconstruction + latent["kl_weight"] * terms["kl"] if "kl" in terms else reconstruction
+        critic_loss = None
+        if self.acai_critic is not None:
+            acai, critic_loss = self.acai_terms(mean, grids, logits)
+            terms["acai"] = acai
+            loss = loss + latent["acai_weight"] * acai
         opt_ae.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt_ae.step()
+        if critic_loss is not None:
+            opt_critic = self.optimizers()[3]
+            opt_critic.zero_grad(set_to_none=True)
+            self.manual_backward(critic_loss)
+            opt_critic.step()
+            terms["acai_critic"] = critic_loss
         self.batches_seen += 1
         self.iteration += 1
         outputs: dict[str, Any] = {"losses": loss.detach().float().repeat(2), "iteration": self.iteration}
@@ -124,9 +261,27 @@ class LatentGAN(GenerativeModule):
             outputs["metrics"] = {
                 "train/ae_loss": float(loss.detach()),
                 "train/recon_iou": float(batch_iou(logits, grids)),
+                **({"train/reconstruction": float(reconstruction.detach())} if terms else {}),
+                **{f"train/{k}": float(v.detach()) for k, v in terms.items()},
                 "iteration": self.iteration,
             }
         return outputs
+
+    def acai_terms(
+        self, codes: torch.Tensor, grids: torch.Tensor, logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ACAI's two losses on a batch: the autoencoder's (the critic's squared output on shapes decoded
+        from mixes of two codes of the batch, which it should take for no mix) and the critic's (predict
+        each mix's share alpha in [0, 0.5], and 0 for a blend of a shape and its reconstruction, the
+        paper's gamma = 0.2 regulariser)."""
+        alpha = 0.5 * torch.rand(len(codes), 1, device=codes.device)
+        mixed = torch.lerp(codes, codes.roll(1, dims=0), alpha)
+        decoded = torch.sigmoid(self._decode(mixed).float())
+        acai = self.acai_critic(decoded).float().square().mean()
+        blend = ACAI_GAMMA * grids + (1 - ACAI_GAMMA) * torch.sigmoid(logits.detach().float())
+        critic = (self.acai_critic(decoded.detach()).float() - alpha[:, 0]).square().mean()
+        critic = critic + self.acai_critic(blend).float().square().mean()
+        return acai, critic
 
     @torch.no_grad()
     def encode_training_set(self) -> None:
@@ -148,6 +303,7 @@ class LatentGAN(GenerativeModule):
         self.generator.decoder.requires_grad_(False)
         if self.g_ema is not None:
             self.g_ema.load_state_dict(self.generator.state_dict())
+        self.stage_two_from = self.iteration
         record = {"ae/train_iou": self.reconstruction_iou(train), "iteration": self.iteration}
         if data.val_set is not None and len(data.val_set) > 0:
             record["ae/val_iou"] = self.reconstruction_iou(data.val_set)
@@ -169,57 +325,6 @@ class LatentGAN(GenerativeModule):
         for m, mode in zip(modules, modes):
             m.train(mode)
         return float(torch.stack(ious).sum() / n)
-
-    def code_gan_step(self) -> dict[str, Any]:
-        """A D step on a batch of training codes and G's codes; a G step every ``n_critic``-th batch."""
-        opt_g, opt_d = self.optimizers()[:2]
-        n = self.trainer.datamodule.hparams.batch_size
-        real = self.codes[torch.randint(len(self.codes), (n,), device=self.codes.device)]
-        g_step = (self.batches_seen + 1) % self.objective.n_critic == 0
-        logging = g_step and (self.iteration + 1) % self.hparams.log_every == 0
-        z = self.sample_z(n)
-        with torch.set_grad_enabled(g_step):
-            fake = self.generator.code_generator(z)
-        run_d = RunD(self.discriminator, self.instance_noise_std())
-        real = run_d.noised(real)
-        d_loss, stats = self.objective.d_loss(run_d, real, run_d.noised(fake.detach()))
-        if "d_acc" in stats and (self.objective.gated or logging):  # one gate decision on every process
-            stats["d_acc"] = self.trainer.strategy.reduce(stats["d_acc"], reduce_op="mean")
-        gate = self.objective.update_d(stats)
-        if gate is None or bool(gate):
-            if self.objective.penalty_due(self.d_steps):  # lazy R1 every k D steps, only when D steps
-                penalty, penalty_stats = self.objective.lazy_penalty(run_d, real)
-                d_loss = d_loss + penalty
-                stats.update(penalty_stats)
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_loss)
-            opt_d.step()
-        else:
-            self.d_skipped += 1
-        self.batches_seen += 1
-        if not g_step:
-            return {"losses": d_loss.detach().float().repeat(2), "iteration": self.iteration + 1}
-
-        self.toggle_optimizer(opt_g)
-        g_loss, g_stats = self.objective.g_loss(run_d, run_d.noised(fake))
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(g_loss)
-        if logging:
-            g_stats["g_grad_norm"] = grad_norm(list(self.generator.code_generator.parameters()))
-        opt_g.step()
-        self.untoggle_optimizer(opt_g)
-        if self.g_ema is not None:
-            update_average(self.g_ema, self.generator, self.hparams.model["ema_decay"], self.iteration)
-        self.iteration += 1
-        if self.iteration >= self.hparams.iterations:
-            self.trainer.should_stop = True
-        outputs = {"losses": torch.stack([d_loss.detach().float(), g_loss.detach().float()]),
-                   "iteration": self.iteration}
-        if logging:
-            values: Stats = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **stats, **g_stats}
-            outputs["metrics"] = {f"train/{k}": float(v) for k, v in values.items()}
-            outputs["metrics"]["iteration"] = self.iteration
-        return outputs
 
     # ---------------------------------------------------------------------------------- sampling
     def sampling_network(self, use_ema: bool = True) -> LatentGenerator:
@@ -251,6 +356,10 @@ class LatentGAN(GenerativeModule):
         return self.decode(torch.cat([self.encode(part) for part in grids.split(64)]))
 
     # ------------------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["voxgan"]["stage_two_from"] = self.stage_two_from
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         codes = checkpoint["state_dict"].get("codes")
         if codes is not None:  # the bank's size is known only from the checkpoint
@@ -258,3 +367,7 @@ class LatentGAN(GenerativeModule):
             if len(codes):
                 self.generator.decoder.requires_grad_(False)
         super().on_load_checkpoint(checkpoint)
+        state = checkpoint["voxgan"]
+        if len(self.codes) and state.get("stage_two_from") is None:  # written before the switch was recorded
+            state["stage_two_from"] = self.hparams.model["latent"]["ae_iterations"]
+        self.stage_two_from = state.get("stage_two_from")

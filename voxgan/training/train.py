@@ -8,7 +8,6 @@ import signal
 import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from voxgan.config import ConfigError, LatentConfig, validate
+from voxgan.config import ConfigError, validate
 from voxgan.data.datamodule import VoxelDataModule
 from voxgan.data.formats.base import VoxelFileError
 from voxgan.data.shards import DatasetError
@@ -245,21 +244,16 @@ ARCHITECTURE = (
     "model.latent.code_dim", "model.latent.encoder_channels", "model.latent.width", "model.latent.depth",
     "data.resolution",
 )
-# A family's stages: what its checkpoint's state means beyond the weights, compared like RUN_SETTINGS for
-# checkpoints of that family. The latent GAN's: every model.latent key but its architecture (the
-# autoencoder stage's length and training, whose codes the GAN of stage 2 learns).
-FAMILY_SETTINGS = {
-    "latentgan": tuple(
-        key for key in (f"model.latent.{f.name}" for f in fields(LatentConfig)) if key not in ARCHITECTURE
-    ),
-}
 # What a checkpoint records of the prepared dataset (its manifest digest), as a key of the changes listed.
 MANIFEST_KEY = "data.manifest_sha256"
-# Settings the latent GAN's code bank is made from: its encoder (trained in stage 1) and the training set.
-CODE_BANK_SETTINGS = (
-    *FAMILY_SETTINGS["latentgan"], "data.source", "data.root", "data.categories", "data.num_shapes",
-    MANIFEST_KEY,
-)
+# What a family's derived state (a latent GAN's code bank) is made from besides its stage settings.
+DATA_SETTINGS = ("data.source", "data.root", "data.categories", "data.num_shapes", MANIFEST_KEY)
+
+
+def _family_of(state: dict) -> type | None:
+    """The family class of a checkpoint (by its stored model.name), None where it records none."""
+    name = _dict(_dict(state.get("hyper_parameters")).get("model")).get("name")
+    return module_class(name) if isinstance(name, str) else None
 
 
 def _dict(value: Any) -> dict:
@@ -267,7 +261,7 @@ def _dict(value: Any) -> dict:
 
 
 def stored_settings(state: dict) -> dict[str, Any]:
-    """The checkpoint's values of ``RUN_SETTINGS``, ``ARCHITECTURE`` and its family's ``FAMILY_SETTINGS``:
+    """The checkpoint's values of ``RUN_SETTINGS``, ``ARCHITECTURE`` and its family's ``stage_settings``:
     only those it records (an older checkpoint's missing keys are not compared against today's defaults;
     its weights are, by ``check_weights_fit``)."""
     hparams = _dict(state.get("hyper_parameters"))
@@ -276,7 +270,8 @@ def stored_settings(state: dict) -> dict[str, Any]:
            "data.resolution": hparams.get("resolution")}
     model = _dict(hparams.get("model"))
     found = {}
-    for key in (*RUN_SETTINGS, *ARCHITECTURE, *FAMILY_SETTINGS.get(model.get("name"), ())):
+    family = _family_of(state)
+    for key in (*RUN_SETTINGS, *ARCHITECTURE, *(family.stage_settings if family else ())):
         group, _, rest = key.partition(".")
         if key in top:
             found[key] = top[key]
@@ -323,10 +318,11 @@ def check_settings(cfg: DictConfig, state: dict) -> None:
     refuse_changes(cfg, state, changed)
 
 
-def has_code_bank(state: dict) -> bool:
-    """Whether the checkpoint is a latent GAN's past its autoencoder stage (its codes encoded)."""
-    codes = _dict(state.get("state_dict")).get("codes")
-    return codes is not None and len(codes) > 0
+def has_derived_state(state: dict) -> bool:
+    """Whether the checkpoint holds state its family derived from its data and stage settings (a latent
+    GAN past its autoencoder stage: its code bank), as the family declares."""
+    family = _family_of(state)
+    return family is not None and family.holds_derived_state(_dict(state.get("state_dict")))
 
 
 def refuse_changes(cfg: DictConfig, state: dict, changed: dict[str, str]) -> None:
@@ -342,8 +338,10 @@ def refuse_changes(cfg: DictConfig, state: dict, changed: dict[str, str]) -> Non
             f"({', '.join(architecture)}): its weights cannot be loaded{even}; resume with the checkpoint's "
             "values of those keys"
         )
-    stale = [text for key, text in changed.items() if key in CODE_BANK_SETTINGS]
-    if stale and cfg.finetune and has_code_bank(state):
+    family = _family_of(state)
+    derived_from = (*(family.stage_settings if family else ()), *DATA_SETTINGS)
+    stale = [text for key, text in changed.items() if key in derived_from]
+    if stale and cfg.finetune and has_derived_state(state):
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path} is past its autoencoder stage: its code bank and code statistics "
             f"come from that encoder and training set, which these settings change ({', '.join(stale)}), "
@@ -379,7 +377,7 @@ def check_weights_fit(module: pl.LightningModule, state: dict, ckpt_path: str) -
     # compared in today's layout (earlier versions stored G and D twice)
     stored = upgrade_checkpoint({"state_dict": dict(state.get("state_dict", {}))}, {})["state_dict"]
     own = module.state_dict()
-    sized_by_checkpoint = set(getattr(module, "checkpoint_sized_buffers", ()))  # a latent GAN's code bank
+    sized_by_checkpoint = set(module.checkpoint_sized_buffers)  # e.g. a latent GAN's code bank
     problems = [
         f"{key} {tuple(stored[key].shape)} -> {tuple(tensor.shape)}"
         for key, tensor in own.items()

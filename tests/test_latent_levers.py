@@ -1,0 +1,71 @@
+"""Stage 1's options that teach the latent GAN's decoder the space between codes: a KL term on the codes
+(``model.latent.kl_weight``) and an ACAI critic on decoded mixes of codes (``model.latent.acai_weight``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from voxgan.training.checkpoint import load_checkpoint
+from voxgan.training.latent_module import kl_per_number
+from voxgan.training.train import build_module, run
+
+LATENT = ("model=latentgan", "model.latent.code_dim=16", "model.latent.width=32", "model.latent.ae_iterations=3",
+          "model.g_channels=8", "iterations=5")
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_kl_per_number_is_the_gaussian_kl_and_zero_only_at_the_prior() -> None:
+    mean, logvar = torch.zeros(4, 3), torch.zeros(3)
+    assert kl_per_number(mean, logvar) == 0
+    mean, logvar = torch.tensor([[1.0, 0.0]]), torch.tensor([0.0, 2.0])
+    expected = 0.5 * ((1 + 1 - 1 - 0) + (0 + torch.e**2 - 1 - 2)) / 2
+    assert torch.isclose(kl_per_number(mean, logvar), torch.tensor(expected))
+
+
+def test_the_kl_term_is_in_the_autoencoders_loss_and_trains_the_posteriors_spread(make_cfg, tmp_path: Path
+                                                                                 ) -> None:
+    run(make_cfg(*LATENT, "model.latent.kl_weight=0.5"))
+    stage1 = [r for r in _records(tmp_path / "run") if "train/ae_loss" in r]
+    assert len(stage1) == 3
+    for r in stage1:
+        assert r["train/kl"] > 0
+        assert r["train/ae_loss"] == pytest.approx(r["train/reconstruction"] + 0.5 * r["train/kl"], rel=1e-5)
+    module, _ = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert module.code_logvar is not None and not torch.equal(module.code_logvar, torch.zeros(16))
+    # the bank holds the posterior means (no draw): encoding is deterministic
+    grids = torch.rand(2, 1, 16, 16, 16).round()
+    assert torch.equal(module.encode(grids), module.encode(grids))
+
+
+def test_the_acai_critic_reaches_the_decoders_gradients_and_learns_the_mix(make_cfg, tmp_path: Path) -> None:
+    module = build_module(make_cfg(*LATENT, "model.latent.acai_weight=0.5"))
+    grids = torch.rand(4, 1, 16, 16, 16).round()
+    codes = module.encoder(grids)
+    acai, critic = module.acai_terms(codes, grids, module.generator.decoder(codes))
+    acai.backward(retain_graph=True)
+    decoder = list(module.generator.decoder.parameters())
+    assert all(p.grad is not None for p in decoder) and sum(p.grad.abs().sum() for p in decoder) > 0
+    assert all(p.grad is not None for p in module.encoder.parameters())  # through the mixed codes
+    for p in [*decoder, *module.encoder.parameters(), *module.acai_critic.parameters()]:
+        p.grad = None
+    critic.backward()
+    # the critic's own loss trains the critic and never the autoencoder (its inputs are detached)
+    assert all(p.grad is None for p in decoder)
+    assert all(p.grad is not None for p in module.acai_critic.parameters())
+
+    run(make_cfg(*LATENT, "model.latent.acai_weight=0.5"))
+    stage1 = [r for r in _records(tmp_path / "run") if "train/ae_loss" in r]
+    assert all(r["train/acai"] >= 0 and r["train/acai_critic"] >= 0 for r in stage1)
+    assert all(r["train/ae_loss"] == pytest.approx(r["train/reconstruction"] + 0.5 * r["train/acai"], rel=1e-5)
+               for r in stage1)
+    trained, _ = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    fresh = build_module(make_cfg(*LATENT, "model.latent.acai_weight=0.5"))
+    assert any(not torch.equal(a, b) for a, b in zip(trained.acai_critic.state_dict().values(),
+                                                     fresh.acai_critic.state_dict().values()))
