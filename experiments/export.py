@@ -14,13 +14,14 @@ that export itself); another model's is refused unless ``overwrite=true``.
 """
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
 from omegaconf import MISSING, DictConfig
 
-from voxgan.apps import command_line, register_schema
+from voxgan.apps import recorded_command_line, register_schema
 from voxgan.device import resolve_device
 from voxgan.export import WEIGHTS_FILE, export_generator, push_folder
 from voxgan.export.folder import CONFIG_FILE, INVERSION_ENCODER_KEY
@@ -54,13 +55,17 @@ class ExportConfig:
 register_schema("export", ExportConfig)
 
 
-def run(cfg: DictConfig) -> Path:
-    """Export the checkpoint's generator (and push it when asked), printing what it wrote; errors raised."""
+def run(cfg: DictConfig, on_claimed: Callable[[], None] | None = None) -> Path:
+    """Export the checkpoint's generator (and push it when asked), printing what it wrote; errors raised.
+    ``on_claimed``: writes Hydra's record of the run, once the export is written (a refused export leaves
+    no run folder)."""
     encoder = EncoderSettings(**cfg.encoder)
     folder = export_generator(
         cfg.ckpt, cfg.out, cfg.samples_png, resolve_device(cfg.device), cfg.push_to_hub, cfg.dtype,
         cfg.evaluation, dict(cfg.commands), cfg.encoder_steps, encoder, cfg.progress, cfg.overwrite,
     )
+    if on_claimed is not None:
+        on_claimed()
     for path in sorted(folder.iterdir()):
         print(f"wrote {path} ({path.stat().st_size / 1e3:.1f} kB)")
     print(f"weights: {folder / WEIGHTS_FILE}, {(folder / WEIGHTS_FILE).stat().st_size / 1e6:.2f} MB")
@@ -78,7 +83,7 @@ def run(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def cli(cfg: DictConfig) -> None:
-    command_line(run, cfg)
+    recorded_command_line(run, cfg)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Writes ``classifier.ckpt`` (weights, categories, resolution, val accuracy) into 
 pass it to training as ``callbacks.classifier=...`` or to ``experiments/evaluate.py classifier=...``.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from voxgan.analysis.classification import train_classifier
-from voxgan.apps import command_line, register_schema
+from voxgan.apps import recorded_command_line, register_schema
 from voxgan.config import DataConfig, PathsConfig
 from voxgan.data.datamodule import VoxelDataModule
 from voxgan.models.classifier import save_classifier
@@ -36,10 +37,13 @@ class TrainClassifierConfig:
 register_schema("train_classifier", TrainClassifierConfig)
 
 
-def run(cfg: DictConfig) -> float:
-    """Train the classifier into ``paths.output_dir``/classifier.ckpt; its val accuracy. Errors raised."""
+def run(cfg: DictConfig, on_claimed: Callable[[], None] | None = None) -> float:
+    """Train the classifier into ``paths.output_dir``/classifier.ckpt; its val accuracy. Errors raised.
+    ``on_claimed``: writes Hydra's record and starts the log, once the data have loaded."""
     data = VoxelDataModule(**OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
     data.setup()
+    if on_claimed is not None:
+        on_claimed()
     model, val_accuracy = train_classifier(
         data.train_set, data.val_set, cfg.epochs, cfg.data.batch_size, cfg.lr, cfg.channels,
         cfg.feature_dim, cfg.data.mirror, cfg.data.shift, cfg.seed, cfg.device,
@@ -55,7 +59,7 @@ def run(cfg: DictConfig) -> float:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train_classifier")
 def cli(cfg: DictConfig) -> float:
-    return command_line(run, cfg)
+    return recorded_command_line(run, cfg)
 
 
 if __name__ == "__main__":
