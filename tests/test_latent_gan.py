@@ -125,12 +125,35 @@ def test_evaluation_reports_the_autoencoders_ceilings_beside_the_samples(make_cf
     run(make_cfg(*LATENT, "iterations=5"))
     report = evaluate_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", num_samples=4)
     rows = report["ceilings"]
-    assert set(rows) == {"reference", "decoded reference", "decoded training codes", "decoded code mixture"}
+    between = {f"between reference codes, t={t}" for t in (0.25, 0.5, 0.75)}
+    assert set(rows) == {"reference", "decoded reference", "decoded training codes", "decoded code mixture",
+                         *between}
+    assert all(0 <= rows[row]["1nna"] <= 1 and rows[row]["pieces_gen"] >= 0 for row in between)
     assert 0 <= rows["decoded code mixture"]["1nna"] <= 1 and "pieces_gen" in rows["decoded code mixture"]
     assert 0 <= rows["reference"]["nn_iou_gt_0.9"] <= 1 and "mmd" not in rows["reference"]
     # a reconstruction of the reference is scored against that reference: its MMD is 1 - its IoU
     assert 0 <= rows["decoded reference"]["mmd"] <= 1 and "1nna" in rows["decoded training codes"]
     assert "decoded training codes" in report_markdown(report)
+
+
+def test_between_codes_decodes_the_lerp_of_fixed_pairs_of_shapes_codes(make_cfg, tmp_path: Path) -> None:
+    """The space between codes is scored where the study's interpolations walk: decoder((1-t) a + t b) for
+    the codes a, b of two reference shapes, each shape paired with another."""
+    from voxgan.evaluation import between_codes
+    from voxgan.metrics.iou import OCCUPANCY_THRESHOLD
+
+    run(make_cfg(*LATENT, "iterations=5"))
+    module, _ = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    data = build_datamodule(make_cfg(*LATENT))
+    data.setup()
+    grids = data.val_set.grids(slice(0, 5))[:, 0] >= OCCUPANCY_THRESHOLD
+    frames = between_codes(module, grids, seed=3)
+    assert sorted(frames) == [0.25, 0.5, 0.75] and all(f.shape == grids.shape for f in frames.values())
+    codes = module.encode(grids.unsqueeze(1).float())
+    order = torch.randperm(5, generator=torch.Generator().manual_seed(3))
+    expected = module.decode(0.5 * codes[order] + 0.5 * codes[order.roll(-1)])[:, 0] >= OCCUPANCY_THRESHOLD
+    assert torch.equal(frames[0.5], expected)
+    assert set(order.tolist()) == set(order.roll(-1).tolist()) and (order != order.roll(-1)).all()
 
 
 @pytest.fixture
@@ -146,9 +169,9 @@ def test_the_study_apps_open_a_latent_gan(latent_checkpoint: Path, tmp_path: Pat
     from tests.conftest import CONF
     from voxgan.study import session
 
-    def cfg(app: str, *overrides: str):
+    def cfg(app: str, *overrides: str, out: str | None = None):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            common = [f"ckpt={latent_checkpoint}", f"out={tmp_path / app}", "device=cpu", "logger=none"]
+            common = [f"ckpt={latent_checkpoint}", f"out={tmp_path / (out or app)}", "device=cpu", "logger=none"]
             return compose(app, overrides=[*common, *overrides])
 
     quick = ("inversion.restarts=1", "inversion.steps=2", "inversion.init=encoder")
@@ -165,7 +188,7 @@ def test_the_study_apps_open_a_latent_gan(latent_checkpoint: Path, tmp_path: Pat
     assert report["spaces"]["codes"]["dims"] == 16  # model.latent.code_dim of LATENT
     assert "real_silhouette" not in report["spaces"]["codes"]  # one category: nothing to separate
     # real shapes of known categories (the run's val chairs and airplanes): how those categories separate
-    report = tsne.run(cfg("tsne", "n=12", "perplexity=3", "real=val", "real_n=10", *quick))
+    report = tsne.run(cfg("tsne", "n=12", "perplexity=3", "real=val", "real_n=10", *quick, out="tsne_val"))
     assert all(-1 <= s["real_silhouette"] <= 1 for s in report["spaces"].values())
 
 

@@ -289,7 +289,11 @@ CEILINGS = {
     "decoded training codes": "decoded codes of training shapes: a code GAN that only copied its data",
     "decoded code mixture": "decoded draws of a Gaussian mixture (8 components, full covariances) fitted to "
                             "the training codes in a fraction of a second: a code sampler without a GAN",
+    **{f"between reference codes, t={t}": f"decoded codes {t} of the way between the codes of two reference "
+       "shapes (each paired with another, fixed pairs): how whole the study's interpolation frames are, "
+       "and how real" for t in (0.25, 0.5, 0.75)},
 }
+BETWEEN = (0.25, 0.5, 0.75)  # where between two reference shapes' codes the decoder is scored
 MIXTURE_COMPONENTS = 8
 
 
@@ -317,7 +321,7 @@ def ceilings(module: Any, sets: EvaluationSets, metrics: list[str], bar: tqdm | 
     if "memorisation" in metrics and sets.train is not None:
         _extend(bar, 1)
         rows["reference"] = score_grids(sets.reference, sets, ["memorisation"], device, bar)
-    if hasattr(module, "encode"):
+    if module is not None and module.has_encoder:  # the family declares an encoder
         shown = [m for m in metrics if m not in ("frechet",)]
         _extend(bar, 3 * len(shown))
         rebuilt = module.reconstruct(sets.reference.unsqueeze(1).float())[:, 0] >= OCCUPANCY_THRESHOLD
@@ -328,7 +332,22 @@ def ceilings(module: Any, sets: EvaluationSets, metrics: list[str], bar: tqdm | 
         draws = code_mixture_draws(module.codes, len(sets.reference))
         mixture = module.decode(draws)[:, 0] >= OCCUPANCY_THRESHOLD
         rows["decoded code mixture"] = score_grids(mixture.to(device), sets, shown, device, bar)
+        _extend(bar, len(BETWEEN) * len(shown))
+        for t, grids in between_codes(module, sets.reference).items():
+            rows[f"between reference codes, t={t}"] = score_grids(grids.to(device), sets, shown, device, bar)
     return rows
+
+
+@torch.no_grad()
+def between_codes(module: Any, shapes: torch.Tensor, seed: int = 0, ts: tuple[float, ...] = BETWEEN
+                  ) -> dict[float, torch.Tensor]:
+    """The decoder's bool grids (n, R, R, R) of codes ``t`` of the way between the codes of two of
+    ``shapes`` (bool (n, R, R, R)), for each t of ``ts``: shape i of a fixed shuffle (``seed``) is paired
+    with the next one, so every shape is an endpoint twice and no shape is paired with itself."""
+    codes = torch.cat([module.encode(part.unsqueeze(1).float()) for part in shapes.split(64)])
+    order = torch.randperm(len(codes), generator=torch.Generator().manual_seed(seed)).to(codes.device)
+    a, b = codes[order], codes[order.roll(-1)]
+    return {t: module.decode(torch.lerp(a, b, t))[:, 0] >= OCCUPANCY_THRESHOLD for t in ts}
 
 
 def _extend(bar: tqdm | None, steps: int) -> None:
