@@ -205,7 +205,8 @@ class TrainConfig:
     seed: int = 0
     ckpt_path: str | None = None  # resume from this checkpoint
     # true: resume ckpt_path with other data, seed, loss or prior on purpose (a fine-tune; without it such a
-    # resume is refused, naming the keys). The architecture must still be the checkpoint's.
+    # resume is refused, naming the keys). The architecture must still be the checkpoint's, and a latent
+    # GAN's autoencoder settings and data may change only while its checkpoint has no code bank yet.
     finetune: bool = False
     optimized_metric: str | None = None  # the metric train.py returns to a sweeper (hparams_search)
     experiment: Any = None
