@@ -153,3 +153,20 @@ def test_a_checkpoint_whose_code_gan_has_not_trained_is_refused_by_everything_th
         assert result.returncode != 0, app
         assert len(lines) == 1 and "iteration 2, in stage 1 of 2" in lines[0], (app, result.stderr[-2000:])
         assert not (tmp_path / app).exists() or not any((tmp_path / app).iterdir()), app
+
+
+def test_a_latent_checkpoint_from_before_the_stage_settings_loads_and_samples(make_cfg, tmp_path: Path) -> None:
+    """Checkpoints written before model.latent gained keys (ae_share, kl_weight, acai_weight) and before
+    the switch's iteration was recorded still load: missing keys take the schema's defaults, group by
+    group, and the switch is where their ae_iterations put it."""
+    run(make_cfg(*LATENT, "iterations=5"))
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(path, weights_only=True)
+    for key in ("ae_share", "kl_weight", "acai_weight"):
+        del state["hyper_parameters"]["model"]["latent"][key]
+    del state["voxgan"]["stage_two_from"]
+    older = tmp_path / "older.ckpt"
+    torch.save(state, older)
+    module, _ = load_checkpoint(older)
+    assert module.hparams.model["latent"]["kl_weight"] == 0 and module.stage_two_from == 3
+    assert module.sampling_ready and module.generate(module.sample_z(2)).shape == (2, 1, 16, 16, 16)

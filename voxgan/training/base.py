@@ -104,8 +104,18 @@ def upgrade_checkpoint(checkpoint: dict[str, Any], buffers: dict[str, torch.Tens
     if hparams is not None:
         for key, schema in (("model", ModelConfig), ("loss", LossConfig), ("augment", AugmentConfig)):
             stored = hparams.get(key) or {}
-            hparams[key] = {**schema_defaults(schema), **stored}
+            hparams[key] = _with_defaults(schema_defaults(schema), stored)
     return checkpoint
+
+
+def _with_defaults(defaults: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
+    """``stored`` settings with the ``defaults`` of keys added since, group by group (``model.latent``...)."""
+    merged = dict(defaults)
+    for key, value in stored.items():
+        default = defaults.get(key)
+        merged[key] = _with_defaults(default, value) if isinstance(default, dict) and isinstance(value, dict) \
+            else value
+    return merged
 
 
 class RunD:
