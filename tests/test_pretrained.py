@@ -41,6 +41,18 @@ def test_a_shipped_model_loads_by_name_and_samples_what_was_recorded(
     assert "python train.py" in card and "experiments/evaluate.py" in card  # how it was made and measured
 
 
+def test_a_name_that_says_the_family_loads_the_same_shipped_model(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    from voxgan.export.pretrained import ALIASES
+
+    monkeypatch.chdir(tmp_path)
+    for alias, name in ALIASES.items():
+        assert shipped_folder(alias) == shipped_folder(name) is not None
+        by_alias, _ = load_generator(alias)
+        assert by_alias.config["architecture"] == "latentgan" and alias.endswith("_latent")  # says its family
+        assert torch.equal(by_alias.sample(1, 3, clean=False), load_generator(name)[0].sample(1, 3, clean=False))
+
+
 def test_sample_shows_shapes_as_the_apps_do_unless_asked_for_the_raw_output() -> None:
     """The shipped default-run model leaves loose voxels around its chairs: ``sample`` drops them as the
     study apps do (largest piece and pieces of at least a tenth of it), ``clean=False`` keeps them."""

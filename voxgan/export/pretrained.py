@@ -48,8 +48,15 @@ def shipped_names() -> list[str]:
     return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / CONFIG_FILE).is_file())
 
 
+# Names that say the model's family, for shipped models whose folder name does not: `real_chair32` is a
+# latent GAN, while `experiment=real_chair32` trains the 3D-GAN. Both names load the same folder.
+ALIASES = {"real_chair32_latent": "real_chair32"}
+
+
 def shipped_folder(name: str) -> Path | None:
-    """The export folder of a shipped generator's short name, or None when no model has that name."""
+    """The export folder of a shipped generator's short name (or its alias, ``ALIASES``), or None when no
+    model has that name."""
+    name = ALIASES.get(name, name)
     if name in shipped_names():
         return SHIPPED_DIR / name
     return None
