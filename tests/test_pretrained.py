@@ -49,7 +49,7 @@ def test_a_name_that_says_the_family_loads_the_same_shipped_model(monkeypatch: p
     for alias, name in ALIASES.items():
         assert shipped_folder(alias) == shipped_folder(name) is not None
         by_alias, _ = load_generator(alias)
-        assert by_alias.config["architecture"] == "latentgan" and alias.endswith("_latent")  # says its family
+        assert by_alias.config["architecture"] == "latentgan" and alias.endswith("_latent")
         assert torch.equal(by_alias.sample(1, 3, clean=False), load_generator(name)[0].sample(1, 3, clean=False))
 
 
