@@ -39,7 +39,8 @@ VARIANTS = {
 def build(overrides: list[str]):
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=real_chair32_latent", "paths.output_dir=/tmp/x", *overrides])
+        recipe = ["experiment=real_chair32_latent", "paths.output_dir=/tmp/x"]
+        cfg = compose("train", overrides=[*recipe, *overrides])
     module = build_module(cfg)
     module.configure_model()
     params = [*module.encoder.parameters(), *module.generator.decoder.parameters()]
@@ -62,7 +63,8 @@ def step(module, opt, critic_opt, grids: torch.Tensor) -> None:
         code = mean + torch.exp(0.5 * module.code_logvar) * torch.randn_like(mean)
         loss = latent["kl_weight"] * kl_per_number(mean, module.code_logvar)
     logits = module._decode(noisy_codes(code, latent["code_noise"]))
-    loss = loss + F.binary_cross_entropy_with_logits(logits, grids, pos_weight=torch.tensor(latent["pos_weight"]))
+    pos_weight = torch.tensor(latent["pos_weight"])
+    loss = loss + F.binary_cross_entropy_with_logits(logits, grids, pos_weight=pos_weight)
     critic = None
     if module.acai_critic is not None:
         acai, critic = module.acai_terms(mean, grids, logits)
@@ -77,7 +79,9 @@ def step(module, opt, critic_opt, grids: torch.Tensor) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=10, help="timed steps of each variant")

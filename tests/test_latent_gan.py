@@ -171,7 +171,8 @@ def test_the_study_apps_open_a_latent_gan(latent_checkpoint: Path, tmp_path: Pat
 
     def cfg(app: str, *overrides: str, out: str | None = None):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            common = [f"ckpt={latent_checkpoint}", f"out={tmp_path / (out or app)}", "device=cpu", "logger=none"]
+            folder = tmp_path / (out or app)
+            common = [f"ckpt={latent_checkpoint}", f"out={folder}", "device=cpu", "logger=none"]
             return compose(app, overrides=[*common, *overrides])
 
     quick = ("inversion.restarts=1", "inversion.steps=2", "inversion.init=encoder")

@@ -113,8 +113,8 @@ def _with_defaults(defaults: dict[str, Any], stored: dict[str, Any]) -> dict[str
     merged = dict(defaults)
     for key, value in stored.items():
         default = defaults.get(key)
-        merged[key] = _with_defaults(default, value) if isinstance(default, dict) and isinstance(value, dict) \
-            else value
+        nested = isinstance(default, dict) and isinstance(value, dict)
+        merged[key] = _with_defaults(default, value) if nested else value
     return merged
 
 

@@ -27,8 +27,8 @@ from pytorch_lightning.callbacks import Timer
 
 from voxgan.config import LatentConfig
 from voxgan.metrics.iou import OCCUPANCY_THRESHOLD
-from voxgan.models.dcgan3d import DCGANDiscriminator
 from voxgan.models.autoencoder import LatentGenerator, VoxelEncoder, mlp
+from voxgan.models.dcgan3d import DCGANDiscriminator
 from voxgan.training.base import GenerativeModule
 from voxgan.training.losses import build_objective
 
@@ -98,7 +98,9 @@ class LatentGAN(GenerativeModule):
         self.register_buffer("fixed_z", self.sample_z(num_samples, torch.Generator().manual_seed(seed)))
         self.register_buffer("codes", torch.zeros(0, latent["code_dim"]))  # standardised, after stage 1
         # stage 1's options that teach the decoder the space between codes (see LatentConfig)
-        self.code_logvar = torch.nn.Parameter(torch.zeros(latent["code_dim"])) if latent["kl_weight"] > 0 else None
+        self.code_logvar = (
+            torch.nn.Parameter(torch.zeros(latent["code_dim"])) if latent["kl_weight"] > 0 else None
+        )
         self.acai_critic = (
             DCGANDiscriminator(resolution, latent["encoder_channels"], "none", False)
             if latent["acai_weight"] > 0 else None
@@ -124,7 +126,8 @@ class LatentGAN(GenerativeModule):
         if iterations is not None and cls.stage_one_budget(model["latent"], iterations) >= iterations:
             refused.append(
                 f"iterations={iterations} leaves the code GAN of model={model['name']} no iteration after "
-                "its autoencoder (stage 1 takes at most model.latent.ae_share of the budget): raise iterations"
+                "its autoencoder (stage 1 takes at most model.latent.ae_share of the budget): raise "
+                "iterations"
             )
         return refused
 
