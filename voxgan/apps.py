@@ -56,6 +56,17 @@ def command_line(
         raise SystemExit(f"error: {error}") from None
 
 
+def _launched_by_hydra() -> bool:
+    """Whether Hydra launched this job (its run folder is known), not merely composed a config earlier in
+    the process (a test calling an app's ``cli`` with its own config)."""
+    if not HydraConfig.initialized():
+        return False
+    try:
+        return bool(HydraConfig.get().runtime.output_dir)
+    except Exception:  # omegaconf's MissingMandatoryValue: composed, never launched
+        return False
+
+
 def recorded_command_line(
     run: Callable[..., Result],
     cfg: DictConfig,
@@ -66,7 +77,7 @@ def recorded_command_line(
     (``.hydra/``, ``<app>.log``) there; a refused run leaves nothing behind (see :class:`RunRecord`). The
     app's YAML sets ``hydra.output_subdir: null`` and ``override hydra/job_logging: console``. Called
     without Hydra's launch (a test passing its own config), ``run`` gets no ``on_claimed``."""
-    if not HydraConfig.initialized():
+    if not _launched_by_hydra():
         return command_line(lambda c: run(c, on_claimed=None), cfg, user_errors)
     record = RunRecord(cfg)
     try:
