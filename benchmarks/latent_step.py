@@ -5,7 +5,7 @@ so each pair of rows runs under the same load of a shared machine.
 
 The module is the one training builds (``voxgan.training.train.build_module`` from the composed
 ``conf/train.yaml`` with ``experiment=real_chair32_latent``); its step runs as in training, through
-``LatentGAN.autoencoder_step``'s own arithmetic (the Lightning loop around it is the same for every row).
+``AutoencoderGAN.autoencoder_step``'s own arithmetic (the Lightning loop around it is the same for every row).
 
     OMP_NUM_THREADS=1 python benchmarks/latent_step.py                 # 32^3, batch 32, one thread
     python benchmarks/latent_step.py --variants plain channels_last acai --repeats 20
@@ -52,7 +52,7 @@ def build(overrides: list[str]):
 
 
 def step(module, opt, critic_opt, grids: torch.Tensor) -> None:
-    """One autoencoder step, the arithmetic of ``LatentGAN.autoencoder_step``."""
+    """One autoencoder step, the arithmetic of ``AutoencoderGAN.autoencoder_step``."""
     latent = module.hparams.model["latent"]
     if module.channels_last:
         grids = grids.contiguous(memory_format=torch.channels_last_3d)

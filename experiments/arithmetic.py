@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from voxgan.apps import recorded_command_line, register_schema
-from voxgan.latent import combine, parse_expression
+from voxgan.latentspace import combine, parse_expression
 from voxgan.render import DEFAULT_COLOR, render_grid, save_png
 from voxgan.study import (
     RESULT_COLOR,

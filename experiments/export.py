@@ -25,7 +25,7 @@ from voxgan.apps import recorded_command_line, register_schema
 from voxgan.device import resolve_device
 from voxgan.export import WEIGHTS_FILE, export_generator, push_folder
 from voxgan.export.folder import CONFIG_FILE, INVERSION_ENCODER_KEY
-from voxgan.latent.inversion import EncoderSettings
+from voxgan.latentspace.inversion import EncoderSettings
 
 
 @dataclass

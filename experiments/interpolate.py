@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from voxgan.apps import check_fits, recorded_command_line, register_schema
-from voxgan.latent import default_method, interpolate
+from voxgan.latentspace import default_method, interpolate
 from voxgan.render import CELL, hstack_frames, render_grid, save_gif, save_png
 from voxgan.study import (
     Study,

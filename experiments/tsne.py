@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig
 
 from voxgan.apps import check_fits, recorded_command_line, register_schema
-from voxgan.latent import embed_2d, generator_features, last_block_features, probe_accuracy, silhouette
+from voxgan.latentspace import embed_2d, generator_features, last_block_features, probe_accuracy, silhouette
 from voxgan.progress import progress_bar, show_stage
 from voxgan.study import (
     Study,

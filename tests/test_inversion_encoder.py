@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from tests.test_study_apps import app_cfg, run_app, tiny_checkpoint  # noqa: F401  (module-scoped fixture)
 from voxgan.export import ExportError, VoxelGenerator, export_generator
-from voxgan.latent.inversion import EncoderSettings, InversionSettings, encode, invert, train_encoder
+from voxgan.latentspace.inversion import EncoderSettings, InversionSettings, encode, invert, train_encoder
 
 ENCODER_STEPS = 150
 SMALL = EncoderSettings(channels=8)  # and 30 steps on reconstructions

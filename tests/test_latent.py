@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.test_study_apps import tiny_checkpoint  # noqa: F401  (module-scoped fixture)
-from voxgan.latent import (
+from voxgan.latentspace import (
     ExpressionError,
     InversionSettings,
     combine,
@@ -211,3 +211,21 @@ def test_probe_and_silhouette_see_separable_classes() -> None:
 
 def test_a_tiny_embedding_adapts_its_perplexity() -> None:
     assert embed_2d(np.random.default_rng(1).normal(size=(8, 5))).shape == (8, 2)
+
+
+def test_the_former_names_keep_importing():
+    """Code written against the former names (voxgan.latent, LatentGAN, LatentEncoder) imports the same
+    objects as the new ones."""
+    import voxgan.latent.inversion
+    from voxgan.latent.networks import frozen
+
+    import voxgan.latent
+    import voxgan.latentspace
+    import voxgan.latentspace.inversion
+    from voxgan.models.layers import frozen as frozen_now
+    from voxgan.training.latent_module import AutoencoderGAN, LatentGAN
+
+    assert voxgan.latent.inversion is voxgan.latentspace.inversion
+    assert voxgan.latent.interpolate is voxgan.latentspace.interpolate
+    assert voxgan.latent.inversion.LatentEncoder is voxgan.latentspace.SampleEncoder
+    assert frozen is frozen_now and LatentGAN is AutoencoderGAN

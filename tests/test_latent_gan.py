@@ -10,7 +10,7 @@ import torch
 
 from tests.resume import full_and_resumed
 from voxgan.training.checkpoint import load_checkpoint
-from voxgan.training.latent_module import LatentGAN
+from voxgan.training.latent_module import AutoencoderGAN
 from voxgan.training.train import build_datamodule, build_module, run
 
 LATENT = ("model=latentgan", "loss=wgan_gp", "loss.n_critic=2", "model.latent.code_dim=16",
@@ -39,7 +39,7 @@ def test_both_stages_train_log_and_sample(make_cfg, tmp_path: Path) -> None:
 def test_the_gan_learns_the_codes_of_the_training_shapes_not_grids(make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg(*LATENT, "iterations=5")
     module, data = build_module(cfg), build_datamodule(cfg)
-    assert isinstance(module, LatentGAN)
+    assert isinstance(module, AutoencoderGAN)
     seen: list[torch.Size] = []
     module.discriminator.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape))
     from voxgan.training.train import build_trainer
@@ -81,7 +81,7 @@ def test_each_stage_resumes_exactly(make_cfg, tmp_path: Path, monkeypatch, stop:
 def test_a_checkpoint_loads_as_its_family_and_samples(make_cfg, tmp_path: Path) -> None:
     run(make_cfg(*LATENT, "iterations=5"))
     module, data = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    assert isinstance(module, LatentGAN) and module.iteration == 5 and len(module.codes) > 0
+    assert isinstance(module, AutoencoderGAN) and module.iteration == 5 and len(module.codes) > 0
     sampler = module.sampler()
     grids = sampler.sample(4, seed=1)
     assert grids.shape == (4, 1, 16, 16, 16) and torch.equal(grids, sampler.sample(4, seed=1))
@@ -266,9 +266,9 @@ def test_invert_in_code_space_refines_the_encoders_codes(latent_checkpoint: Path
 
 
 def test_refined_codes_reconstruct_a_shape_the_start_code_misses() -> None:
-    from voxgan.latent import refine_codes
-    from voxgan.latent.networks import frozen
+    from voxgan.latentspace import refine_codes
     from voxgan.models.autoencoder import LatentGenerator
+    from voxgan.models.layers import frozen
 
     torch.manual_seed(0)
     network = LatentGenerator(8, 16, code_dim=6, width=16, depth=1, decoder_channels=4).eval()

@@ -5,7 +5,7 @@ import io
 import pytest
 import torch
 
-from voxgan.latent import InversionSettings, invert, iou
+from voxgan.latentspace import InversionSettings, invert, iou
 from voxgan.metrics.surface import surface_metrics
 from voxgan.models import build_generator
 from voxgan.progress import progress_bar

@@ -10,7 +10,7 @@ from typing import Any
 from safetensors import safe_open
 
 from voxgan.export.folder import CONFIG_FILE, INVERSION_ENCODER_KEY, SAMPLE_COUNT, SAMPLES_FILE, WEIGHTS_FILE
-from voxgan.latent.inversion import EncoderSettings
+from voxgan.latentspace.inversion import EncoderSettings
 
 
 def model_card(config: dict[str, Any], folder: Path, repo_id: str | None = None) -> str:

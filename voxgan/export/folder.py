@@ -155,9 +155,9 @@ def network_parameters(config: dict[str, Any], inversion_channels: int | None = 
         if arch.encoder is not None and (encoder := arch.encoder(resolution, own)) is not None:
             networks.append(encoder)
         if inversion_channels is not None:
-            from voxgan.latent.inversion import LatentEncoder
+            from voxgan.latentspace.inversion import SampleEncoder
 
-            networks.append(LatentEncoder(latent_dim, resolution, inversion_channels))
+            networks.append(SampleEncoder(latent_dim, resolution, inversion_channels))
         if d_channels is not None and arch.discriminator is not None:
             networks.append(build_discriminator(name, resolution, d_channels, "batch", True))
     return count + sum(count_tensors(net) for net in networks)

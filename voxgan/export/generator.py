@@ -50,10 +50,10 @@ from voxgan.export.folder import (
 from voxgan.export.hub import HUB_ID, download, push_folder
 from voxgan.export.pretrained import REINSTALL_HINT, is_shipped, shipped_folder, shipped_names
 from voxgan.io import atomic_write, error_summary, file_sha256, read_jsonl
-from voxgan.latent.inversion import (
+from voxgan.latentspace.inversion import (
     EncoderSettings,
     InversionSettings,
-    LatentEncoder,
+    SampleEncoder,
     measure_inversion,
     train_encoder,
 )
@@ -97,10 +97,10 @@ class VoxelGenerator(nn.Module):
         build_encoder = architecture(name).encoder
         self.encoder: nn.Module | None = build_encoder(config["resolution"], own) if build_encoder else None
         # an encoder of G's samples, grid -> z, when exported with one: the start of a known shape's inversion
-        self.inversion_encoder: LatentEncoder | None = None
+        self.inversion_encoder: SampleEncoder | None = None
         if INVERSION_ENCODER_KEY in config:
             channels = config[INVERSION_ENCODER_KEY]["channels"]
-            self.inversion_encoder = LatentEncoder(config["latent_dim"], config["resolution"], channels)
+            self.inversion_encoder = SampleEncoder(config["latent_dim"], config["resolution"], channels)
         self.eval()
 
     @property
@@ -169,7 +169,7 @@ class VoxelGenerator(nn.Module):
 
     def add_inversion_encoder(self, steps: int, settings: EncoderSettings | None = None, seed: int = 0,
                               progress: bool = False, dtype: str = "float32") -> dict[str, Any]:
-        """Train an encoder of this generator's samples (grid -> z; ``voxgan.latent.train_encoder``),
+        """Train an encoder of this generator's samples (grid -> z; ``voxgan.latentspace.train_encoder``),
         carried in the export from now on, and measure the inversion it starts on ``INVERSION_SHAPES`` of
         G's own samples (seed 0, cleaned up and thresholded as the apps show them) and, for procedural
         training data, as many shapes of the val split, with its weights as ``dtype`` stores them; returns
@@ -190,7 +190,7 @@ class VoxelGenerator(nn.Module):
         self.config[INVERSION_ENCODER_KEY] = record
         return record
 
-    def measure_inversion_encoder(self, encoder: LatentEncoder, seed: int = 0) -> dict[str, Any]:
+    def measure_inversion_encoder(self, encoder: SampleEncoder, seed: int = 0) -> dict[str, Any]:
         """The inversion an encoder starts (its z, then the default refinement) on G's own samples and,
         for procedural training data, on val shapes: see :func:`measure_inversion`."""
         settings = InversionSettings()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -64,3 +66,17 @@ def block_features(blocks: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]
 def batch_norms(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """The BatchNorm layers of ``network``, whose running statistics training measures or protects."""
     return [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@contextmanager
+def frozen(network: nn.Module) -> Iterator[nn.Module]:
+    """The network in eval mode (BatchNorm uses its running statistics) with no parameter gradients."""
+    was_training = network.training
+    flags = [p.requires_grad for p in network.parameters()]
+    network.eval().requires_grad_(False)
+    try:
+        yield network
+    finally:
+        network.train(was_training)
+        for p, flag in zip(network.parameters(), flags, strict=True):
+            p.requires_grad_(flag)

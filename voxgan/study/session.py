@@ -24,19 +24,19 @@ from voxgan.config import LoggerConfig, check_value
 from voxgan.device import resolve_device
 from voxgan.export import is_checkpoint, load_generator
 from voxgan.io import atomic_write, error_summary
-from voxgan.latent import (
+from voxgan.latentspace import (
     INTERPOLATIONS,
     RECONSTRUCTION_LOSSES,
     Inversion,
     InversionSettings,
-    LatentEncoder,
+    SampleEncoder,
     encode,
     fit_z_to_codes,
     invert,
     refine_codes,
     train_encoder,
 )
-from voxgan.latent.networks import frozen
+from voxgan.models.layers import frozen
 from voxgan.progress import progress_bar
 from voxgan.sampling import Sampler
 from voxgan.study.outputs import OUTPUT_FORMATS, StudyRun, save_json, study_run
@@ -130,7 +130,7 @@ class Study:
         self.cfg, self.out = cfg, out
         self.device = resolve_device(cfg.device)
         self._discriminator: torch.nn.Module | None = None
-        self._encoder: LatentEncoder | None = None  # of G's samples, grid -> z
+        self._encoder: SampleEncoder | None = None  # of G's samples, grid -> z
         self._encoder_source = ""
         if is_checkpoint(cfg.ckpt):
             module, self.data = load_checkpoint(cfg.ckpt, map_location=self.device)
@@ -290,7 +290,7 @@ class Study:
             return "the latent GAN's encoder"
         return self._encoder_source or "an encoder to train on generated pairs in this run"
 
-    def encoder(self) -> LatentEncoder:
+    def encoder(self) -> SampleEncoder:
         """The encoder of G's samples: ``inversion.encoder``'s, the export's, or one trained on generated
         pairs and saved in the run."""
         if self._encoder is None:
@@ -298,7 +298,7 @@ class Study:
             self._encoder_source = "an encoder trained on generated pairs in this run"
         return self._encoder
 
-    def _train_encoder(self) -> LatentEncoder:
+    def _train_encoder(self) -> SampleEncoder:
         start = time.perf_counter()
         torch.manual_seed(self.cfg.seed)
         encoder = train_encoder(self.generator, self._restart_sampler(), self.resolution, self.latent_dim,
@@ -360,21 +360,21 @@ def category_color(index: int) -> tuple[int, int, int]:
     return round(r * 255), round(g * 255), round(b * 255)
 
 
-def save_encoder(encoder: LatentEncoder, path: Path) -> Path:
+def save_encoder(encoder: SampleEncoder, path: Path) -> Path:
     """Write an inversion encoder's weights and shape atomically (loads with ``weights_only=True``)."""
     state = {"latent_dim": encoder.latent_dim, "resolution": encoder.resolution,
              "channels": encoder.features[0].out_channels, "state_dict": encoder.state_dict()}
     return atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_encoder(path: str | Path, device: torch.device) -> LatentEncoder:
+def load_encoder(path: str | Path, device: torch.device) -> SampleEncoder:
     """An encoder written by :func:`save_encoder`; a ValueError naming ``inversion.encoder`` for a file that
     is not one (read with ``weights_only=True``: a pickled payload is refused, never run)."""
     if not Path(path).is_file():
         raise ValueError(f"inversion.encoder={path} does not exist; leave it null to train an encoder")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-        encoder = LatentEncoder(state["latent_dim"], state["resolution"], state["channels"]).to(device)
+        encoder = SampleEncoder(state["latent_dim"], state["resolution"], state["channels"]).to(device)
         encoder.load_state_dict(state["state_dict"])
     except Exception as error:  # torch raises several unrelated types for a damaged or foreign file
         raise ValueError(

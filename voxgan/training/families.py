@@ -18,7 +18,7 @@ from voxgan.models import (
     unregister_architecture,
 )
 from voxgan.training.base import GenerativeModule
-from voxgan.training.latent_module import LatentGAN
+from voxgan.training.latent_module import AutoencoderGAN
 from voxgan.training.module import VoxelGAN
 
 FAMILIES: dict[str, type[GenerativeModule]] = {}  # model.name -> the LightningModule that trains it
@@ -52,4 +52,4 @@ def module_class(model_name: str) -> type[GenerativeModule]:
 # voxgan's own families (their architectures are voxgan.models')
 register_family("dcgan3d", VoxelGAN, architecture("dcgan3d"))
 register_family("resgan3d", VoxelGAN, architecture("resgan3d"))
-register_family("latentgan", LatentGAN, architecture("latentgan"))
+register_family("latentgan", AutoencoderGAN, architecture("latentgan"))

@@ -61,8 +61,10 @@ def kl_per_number(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mean.square() + logvar.exp() - 1 - logvar).mean()
 
 
-class LatentGAN(GenerativeModule):
-    """A latent GAN: voxel autoencoder (stage 1), then G and D on the autoencoder's codes (stage 2)."""
+class AutoencoderGAN(GenerativeModule):
+    """The autoencoder GAN (``model=latentgan``; Achlioptas et al.'s l-GAN): a voxel autoencoder (stage 1),
+    then G and D on the autoencoder's codes (stage 2). z (``model.latent_dim`` numbers) is G's input;
+    a code (``model.latent.code_dim`` numbers) is what the encoder makes of a shape and the decoder reads."""
 
     has_encoder: ClassVar[bool] = True  # encode / decode / reconstruct: grids <-> standardised codes
     checkpoint_sized_buffers: ClassVar[tuple[str, ...]] = ("codes",)  # the bank's size: from the checkpoint
@@ -374,3 +376,6 @@ class LatentGAN(GenerativeModule):
         if len(self.codes) and state.get("stage_two_from") is None:  # written before the switch was recorded
             state["stage_two_from"] = self.hparams.model["latent"]["ae_iterations"]
         self.stage_two_from = state.get("stage_two_from")
+
+
+LatentGAN = AutoencoderGAN  # the former name, kept for code written against it

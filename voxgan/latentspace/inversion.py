@@ -13,7 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from voxgan.cleanup import DEFAULT_SHARE, keep_largest_piece
-from voxgan.latent.networks import frozen
+from voxgan.models.layers import frozen
 from voxgan.progress import progress_bar
 
 # Draws n latent vectors from the prior: (n, d).
@@ -293,9 +293,9 @@ def _showing_iou(bar: tqdm, target: torch.Tensor, n: int, k: int, shapes: str
     return on_step
 
 
-class LatentEncoder(nn.Module):
+class SampleEncoder(nn.Module):
     """An encoder of a 3D-GAN's samples, x (N, 1, R, R, R) -> z (N, d): strided 3D convolutions down to
-    4^3, then a linear layer. (A latent GAN's own encoder, grids -> codes, is another network.)"""
+    4^3, then a linear layer. (The autoencoder GAN's own encoder, grids -> codes, is another network.)"""
 
     def __init__(self, latent_dim: int, resolution: int, channels: int = 16) -> None:
         super().__init__()
@@ -357,7 +357,7 @@ class EncoderSettings:
 
 def train_encoder(generator: nn.Module, sample_z: Sampler, resolution: int, latent_dim: int,
                   steps: int = 1000, settings: EncoderSettings | None = None, progress: bool = False
-                  ) -> LatentEncoder:
+                  ) -> SampleEncoder:
     """An encoder of G's samples (grid -> z) trained for ``steps`` (then ``reconstruction_steps(steps)``) on
     generated pairs (:func:`generated_pairs`): the start of a short refinement in :func:`invert`, in place
     of random restarts. ``progress``: bars on stderr."""
@@ -368,7 +368,7 @@ def train_encoder(generator: nn.Module, sample_z: Sampler, resolution: int, late
     pairs = min(settings.pairs, steps * settings.batch_size
                 + reconstruction_steps * settings.reconstruction_batch_size)
     z_all, x_all = generated_pairs(generator, sample_z, pairs, progress=progress)
-    encoder = LatentEncoder(latent_dim, resolution, settings.channels).to(device)
+    encoder = SampleEncoder(latent_dim, resolution, settings.channels).to(device)
     phases = [("training the inversion encoder", steps, settings.batch_size, settings.lr, False),
               ("training it on G's reconstructions", reconstruction_steps,
                settings.reconstruction_batch_size, settings.reconstruction_lr, True)]
@@ -395,13 +395,13 @@ def train_encoder(generator: nn.Module, sample_z: Sampler, resolution: int, late
 
 
 @torch.no_grad()
-def encode(encoder: LatentEncoder, grids: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+def encode(encoder: SampleEncoder, grids: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """The encoder's z (N, d) for 0/1 grids (N, 1, R, R, R)."""
     device = next(encoder.parameters()).device
     return torch.cat([encoder(chunk.float().to(device)).cpu() for chunk in grids.split(batch_size)])
 
 
-def measure_inversion(generator: nn.Module, encoder: LatentEncoder, targets: torch.Tensor, sample_z: Sampler,
+def measure_inversion(generator: nn.Module, encoder: SampleEncoder, targets: torch.Tensor, sample_z: Sampler,
                       settings: InversionSettings, prior: str = "normal") -> dict[str, float]:
     """IoU of targets (N, 1, R, R, R) with G of the encoder's z alone and after the refinement of
     :func:`invert` (median and mean), and the seconds a shape of both together (in batches)."""
@@ -417,3 +417,6 @@ def measure_inversion(generator: nn.Module, encoder: LatentEncoder, targets: tor
             "refined_median": round(float(refined.quantile(0.5)), 3),
             "refined_mean": round(float(refined.mean()), 3),
             "seconds_per_shape": round(seconds / len(targets), 2)}
+
+
+LatentEncoder = SampleEncoder  # the former name, kept for code written against it

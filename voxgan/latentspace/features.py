@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voxgan.latent.networks import frozen
+from voxgan.models.layers import frozen
 from voxgan.progress import progress_bar
 
 # Hidden activations larger than this are average-pooled before they become a feature vector.

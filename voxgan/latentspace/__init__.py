@@ -6,8 +6,8 @@ Everything here works on plain tensors and networks; reading checkpoints, files 
 ``voxgan.study``'s job.
 """
 
-from voxgan.latent.expression import ExpressionError, combine, parse_expression
-from voxgan.latent.features import (
+from voxgan.latentspace.expression import ExpressionError, combine, parse_expression
+from voxgan.latentspace.features import (
     MAX_FEATURES,
     embed_2d,
     first_block,
@@ -17,12 +17,12 @@ from voxgan.latent.features import (
     probe_accuracy,
     silhouette,
 )
-from voxgan.latent.inversion import (
+from voxgan.latentspace.inversion import (
     HINGE_MARGIN,
     RECONSTRUCTION_LOSSES,
     Inversion,
     InversionSettings,
-    LatentEncoder,
+    SampleEncoder,
     Sampler,
     bce_loss,
     encode,
@@ -35,8 +35,8 @@ from voxgan.latent.inversion import (
     soft_iou_loss,
     train_encoder,
 )
-from voxgan.latent.networks import frozen
-from voxgan.latent.paths import INTERPOLATIONS, default_method, interpolate, lerp, slerp
+from voxgan.latentspace.paths import INTERPOLATIONS, default_method, interpolate, lerp, slerp
+from voxgan.models.layers import frozen
 
 __all__ = [
     "ExpressionError",
@@ -44,7 +44,7 @@ __all__ = [
     "INTERPOLATIONS",
     "Inversion",
     "InversionSettings",
-    "LatentEncoder",
+    "SampleEncoder",
     "MAX_FEATURES",
     "RECONSTRUCTION_LOSSES",
     "Sampler",
