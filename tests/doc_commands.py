@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 #   {run}  a tiny 3D-GAN training run (W&B offline)     {sweep}  a tiny sweep of 4 jobs
 #   {shards}  the real chairs prepared into shards       {classifier}  a tiny chair/airplane classifier
 #   {latent_run}  a tiny latent-GAN run                  {real_run}  a tiny run on the real-chair shards
+#   {between_run}  a tiny latent-GAN run on the real-chair shards (docs/real-chairs.md's screen)
 SHARED_ARTIFACTS = ("volumetric", "shapenet", "modelnet", "mat_a", "mat_b", "mat_c", "binvox", "shards",
-                    "real_run")
+                    "real_run", "between_run")
 
 # A few generator iterations at 16^3 with narrow networks: seconds, with every callback exercised.
 SMALL_NETS = "model.g_channels=8 model.d_channels=8"
@@ -401,6 +402,29 @@ COMMANDS: list[DocCommand] = [
         subs={"outputs/recipes/families_fp32/<recipe>/seed0": "{real_run}"},
         extra=f"n=4 repeats=2 {RUN_DIR}",
         writes=("{out}/evaluation.json",),
+    ),
+    DocCommand(
+        "OMP_NUM_THREADS=1 python train.py experiment=real_chair32_latent data.root=data/chair32 "
+        "trainer.precision=32-true model.latent.ae_iterations=600 iterations=6600 trainer.max_time=null "
+        "callbacks.eval_every=0 model.latent.kl_weight=0.001 seed=0 hydra.run.dir=outputs/between/kl/seed0",
+        subs={"data/chair32": "{shards}", "model.latent.ae_iterations=600 iterations=6600":
+              "model.latent.ae_iterations=2 iterations=3", "outputs/between/kl/seed0": "{between_run}"},
+        extra=f"data.batch_size=4 {SMALL_NETS} model.latent.width=16 {SMALL_CALLBACKS} logger=csv",
+        provides="between_run",
+        writes=("{between_run}/checkpoints/last.ckpt",),
+    ),
+    DocCommand(
+        "python experiments/evaluate.py ckpt=outputs/between/kl/seed0/checkpoints/last.ckpt n=90 repeats=5",
+        subs={"outputs/between/kl/seed0": "{between_run}"},
+        extra=f"n=4 repeats=2 {RUN_DIR}",
+        writes=("{out}/evaluation.json",),
+    ),
+    DocCommand(
+        "OMP_NUM_THREADS=1 python benchmarks/code_samplers.py outputs/between/kl/seed0/checkpoints/last.ckpt "
+        "real_chair32_latent --data-root data/chair32 --z-sets 5",
+        subs={"outputs/between/kl/seed0": "{between_run}", "data/chair32": "{shards}",
+              "--z-sets 5": "--z-sets 1 --n 4"},
+        prints="mean over 2 checkpoints",
     ),
     # ---- docs/studying.md
     DocCommand(

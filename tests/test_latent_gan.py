@@ -127,13 +127,27 @@ def test_evaluation_reports_the_autoencoders_ceilings_beside_the_samples(make_cf
     rows = report["ceilings"]
     between = {f"between reference codes, t={t}" for t in (0.25, 0.5, 0.75)}
     assert set(rows) == {"reference", "decoded reference", "decoded training codes", "decoded code mixture",
-                         *between}
+                         "decoded code bank + noise", *between}
+    assert 0 <= rows["decoded code bank + noise"]["cov"] <= 1
     assert all(0 <= rows[row]["1nna"] <= 1 and rows[row]["pieces_gen"] >= 0 for row in between)
     assert 0 <= rows["decoded code mixture"]["1nna"] <= 1 and "pieces_gen" in rows["decoded code mixture"]
     assert 0 <= rows["reference"]["nn_iou_gt_0.9"] <= 1 and "mmd" not in rows["reference"]
     # a reconstruction of the reference is scored against that reference: its MMD is 1 - its IoU
     assert 0 <= rows["decoded reference"]["mmd"] <= 1 and "1nna" in rows["decoded training codes"]
     assert "decoded training codes" in report_markdown(report)
+
+
+def test_code_bank_draws_are_bank_codes_plus_noise_of_the_codes_spread() -> None:
+    from voxgan.evaluation import code_bank_draws
+
+    bank = torch.randn(50, 8) * torch.linspace(0.1, 3, 8)
+    exact = code_bank_draws(bank, 20, scale=0.0, seed=1)
+    assert all((bank == row).all(1).any() for row in exact)  # no noise: codes of the bank
+    draws = code_bank_draws(bank, 4000, scale=0.05, seed=1)
+    nearest = bank[torch.cdist(draws / bank.std(0), bank / bank.std(0)).argmin(1)]
+    spread = (draws - nearest).std(0) / bank.std(0)
+    assert torch.allclose(spread, torch.full((8,), 0.05), atol=0.005)  # noise scaled per number
+    assert torch.equal(draws, code_bank_draws(bank, 4000, scale=0.05, seed=1))
 
 
 def test_between_codes_decodes_the_lerp_of_fixed_pairs_of_shapes_codes(make_cfg, tmp_path: Path) -> None:

@@ -289,12 +289,19 @@ CEILINGS = {
     "decoded training codes": "decoded codes of training shapes: a code GAN that only copied its data",
     "decoded code mixture": "decoded draws of a Gaussian mixture (8 components, full covariances) fitted to "
                             "the training codes in a fraction of a second: a code sampler without a GAN",
+    "decoded code bank + noise": "decoded training codes, each plus Gaussian noise of half the codes' "
+                                 "spread (a kernel density estimate of the codes): on real chairs, fewer "
+                                 "pieces and more coverage than the code GAN; watch its copies "
+                                 "(nn_iou_gt_0.9) against the reference's (docs/real-chairs.md)",
     **{f"between reference codes, t={t}": f"decoded codes {t} of the way between the codes of two reference "
        "shapes (each paired with another, fixed pairs): how whole the study's interpolation frames are, "
        "and how real" for t in (0.25, 0.5, 0.75)},
 }
 BETWEEN = (0.25, 0.5, 0.75)  # where between two reference shapes' codes the decoder is scored
 MIXTURE_COMPONENTS = 8
+# the kernel's width, in each code number's spread: at the hour of real chairs the narrowest that copies
+# training chairs no more often than real val chairs do (benchmarks/code_samplers.py, docs/real-chairs.md)
+BANK_NOISE = 0.5
 
 
 def code_mixture_draws(codes: torch.Tensor, n: int, components: int = MIXTURE_COMPONENTS, seed: int = 0
@@ -309,12 +316,22 @@ def code_mixture_draws(codes: torch.Tensor, n: int, components: int = MIXTURE_CO
     return torch.from_numpy(mixture.sample(n)[0]).float().to(codes.device)
 
 
+def code_bank_draws(codes: torch.Tensor, n: int, scale: float = BANK_NOISE, seed: int = 0) -> torch.Tensor:
+    """n draws (n, code_dim) of a kernel density estimate of ``codes``: a code of the bank drawn at random,
+    plus Gaussian noise of ``scale`` times each code number's spread over the bank."""
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randint(len(codes), (n,), generator=generator)
+    noise = torch.randn(n, codes.shape[1], generator=generator).to(codes.device)
+    return codes[index.to(codes.device)] + scale * codes.std(0) * noise
+
+
 @torch.no_grad()
 def ceilings(module: Any, sets: EvaluationSets, metrics: list[str], bar: tqdm | None = None
              ) -> dict[str, dict[str, float]]:
     """What samples are measured against (``CEILINGS``): the reference's own memorisation share, and for a
     latent GAN (a module that encodes) the scores of its autoencoder's reconstructions, of decoded
-    training codes and of decoded draws of a Gaussian mixture of those codes, on the last z set's
+    training codes, of decoded draws of a Gaussian mixture of those codes and of those codes plus noise,
+    and of codes between the reference's, on the last z set's
     reference. ``bar``: a progress bar, its total raised by the metrics these rows add."""
     device = sets.reference.device
     rows = {}
@@ -332,6 +349,10 @@ def ceilings(module: Any, sets: EvaluationSets, metrics: list[str], bar: tqdm | 
         draws = code_mixture_draws(module.codes, len(sets.reference))
         mixture = module.decode(draws)[:, 0] >= OCCUPANCY_THRESHOLD
         rows["decoded code mixture"] = score_grids(mixture.to(device), sets, shown, device, bar)
+        _extend(bar, len(shown))
+        kernel = module.decode(code_bank_draws(module.codes, len(sets.reference)))[:, 0]
+        kernel = kernel >= OCCUPANCY_THRESHOLD
+        rows["decoded code bank + noise"] = score_grids(kernel.to(device), sets, shown, device, bar)
         _extend(bar, len(BETWEEN) * len(shown))
         for t, grids in between_codes(module, sets.reference).items():
             rows[f"between reference codes, t={t}"] = score_grids(grids.to(device), sets, shown, device, bar)
