@@ -30,6 +30,17 @@ def test_a_damaged_classifier_stops_the_run_before_it_claims_its_folder(make_cfg
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU to refuse")
+def test_an_accelerator_the_machine_lacks_is_refused_before_the_run_claims_its_folder(
+    make_cfg, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=r"^trainer\.accelerator=gpu.*No supported gpu backend"):
+        run(make_cfg("trainer.accelerator=gpu", "iterations=2"))
+    assert not (tmp_path / "run").exists()  # the rerun on the CPU is not refused
+    run(make_cfg("iterations=2"))
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
 @pytest.mark.parametrize("setting", ["loss.d_lr=inf", "loss.instance_noise=inf", "model.latent.ae_lr=nan"])
 def test_a_non_finite_float_setting_is_refused_before_any_output(
     make_cfg, tmp_path: Path, setting: str

@@ -414,6 +414,7 @@ def run(cfg: DictConfig, on_claimed: Callable[[Path, bool], None] | None = None)
             "(callbacks.eval_every=0)"
         )
     check_files(cfg)
+    check_trainer(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
     module = build_module(cfg)
@@ -513,6 +514,23 @@ def check_files(cfg: DictConfig) -> None:
         from voxgan.evaluation import load_frechet_classifier
 
         load_frechet_classifier(cfg.callbacks.classifier, list(cfg.callbacks.eval_metrics))
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """Lightning's own checks of the ``trainer`` settings (an accelerator this machine lacks, a device
+    count it does not have, a strategy...), made before the run folder is claimed: one ConfigError."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    quiet_lightning()
+    args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    try:
+        args["precision"] = resolve_precision(args["precision"], args["accelerator"])
+        pl.Trainer(**args, logger=False, enable_checkpointing=False, enable_model_summary=False)
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as error:
+        keys = ("accelerator", "devices", "strategy")
+        settings = ", ".join(f"trainer.{key}={args.get(key)}" for key in keys)
+        raise ConfigError(f"{settings}: {str(error).strip().splitlines()[0]} (set trainer.accelerator=cpu, "
+                          "or the trainer settings this machine runs)") from None
 
 
 def _remove_if_empty(folder: Path) -> None:
