@@ -426,6 +426,19 @@ COMMANDS: list[DocCommand] = [
               "--z-sets 5": "--z-sets 1 --n 4"},
         prints="mean over 2 checkpoints",
     ),
+    DocCommand(
+        "OMP_NUM_THREADS=1 python train.py experiment=real_chair32_latent data.root=data/chair32 "
+        "trainer.precision=32-true seed=0 hydra.run.dir=outputs/hour/seed0",
+        subs={"data/chair32": "{shards}", "outputs/hour/seed0": "{out}"},
+        extra=f"{LATENT} data.batch_size=4 logger=csv",
+        writes=("{out}/checkpoints/last.ckpt",),
+    ),
+    DocCommand(
+        "OMP_NUM_THREADS=1 python benchmarks/code_samplers.py outputs/hour/seed0/checkpoints/last.ckpt "
+        "--z-sets 5",
+        subs={"outputs/hour/seed0": "{between_run}", "--z-sets 5": "--z-sets 1 --n 4"},
+        prints="| training codes |",
+    ),
     # ---- docs/studying.md
     DocCommand(
         "python experiments/evaluate.py ckpt=... metrics=[distribution,surface]",

@@ -227,7 +227,7 @@ def test_logged_grad_norms_under_16_mixed_are_of_the_unscaled_loss(make_cfg, mon
     def fp16_trainer(**kwargs):
         if kwargs["precision"] == "16-mixed":
             scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)  # no overflow, so no skipped step
-            kwargs["plugins"] = [*kwargs.pop("plugins"), MixedPrecision("16-mixed", "cpu", scaler)]
+            kwargs["plugins"] = [*kwargs.pop("plugins", []), MixedPrecision("16-mixed", "cpu", scaler)]
             del kwargs["precision"]
         return trainer_class(**kwargs)
 
