@@ -170,6 +170,13 @@ def parameter_line(module: torch.nn.Module) -> str:
     return "parameters: " + ", ".join(sizes)
 
 
+def trainer_arguments(cfg: DictConfig) -> dict[str, Any]:
+    """The ``trainer`` settings as Lightning's Trainer takes them, ``precision=auto`` resolved."""
+    args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    args["precision"] = resolve_precision(args["precision"], args["accelerator"])
+    return args
+
+
 def build_trainer(cfg: DictConfig, output_dir: Path, loggers: list) -> pl.Trainer:
     """A Lightning trainer that runs until the module has done ``cfg.iterations`` iterations."""
     quiet_lightning()
@@ -195,8 +202,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path, loggers: list) -> pl.Traine
         )
     if cfg.trainer.enable_progress_bar:
         callbacks.append(IterationProgressBar())
-    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_args["precision"] = resolve_precision(trainer_args["precision"], trainer_args["accelerator"])
+    trainer_args = trainer_arguments(cfg)
     if cfg.trainer.precision == "auto":
         log.info("trainer.precision=auto: %s on this machine", trainer_args["precision"])
     return pl.Trainer(
@@ -522,13 +528,12 @@ def check_trainer(cfg: DictConfig) -> None:
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     quiet_lightning()
-    args = OmegaConf.to_container(cfg.trainer, resolve=True)
     try:
-        args["precision"] = resolve_precision(args["precision"], args["accelerator"])
+        args = trainer_arguments(cfg)
         pl.Trainer(**args, logger=False, enable_checkpointing=False, enable_model_summary=False)
     except (MisconfigurationException, ValueError, TypeError, RuntimeError) as error:
         keys = ("accelerator", "devices", "strategy")
-        settings = ", ".join(f"trainer.{key}={args.get(key)}" for key in keys)
+        settings = ", ".join(f"trainer.{key}={cfg.trainer.get(key)}" for key in keys)
         raise ConfigError(f"{settings}: {str(error).strip().splitlines()[0]} (set trainer.accelerator=cpu, "
                           "or the trainer settings this machine runs)") from None
 
