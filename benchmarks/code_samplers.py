@@ -41,7 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from voxgan.data.datamodule import VoxelDataModule  # noqa: E402
-from voxgan.evaluation import build_sets, code_bank_draws, code_mixture_draws, score_grids  # noqa: E402
+from voxgan.evaluation import build_sets, code_bank_draws, code_mixture_draws, fixed_subset, score_grids  # noqa: E402
 from voxgan.export.generator import is_checkpoint, load_generator  # noqa: E402
 from voxgan.metrics.iou import OCCUPANCY_THRESHOLD  # noqa: E402
 from voxgan.training.checkpoint import load_checkpoint  # noqa: E402
@@ -122,11 +122,7 @@ def mixture(model: CodeModel, components: int) -> Sampler:
 
 
 def training_codes(model: CodeModel) -> Sampler:
-    def draw(n: int, seed: int) -> torch.Tensor:
-        index = torch.randperm(len(model.codes), generator=torch.Generator().manual_seed(seed))[:n]
-        return model.codes[index]
-
-    return draw
+    return lambda n, seed: model.codes[fixed_subset(len(model.codes), n, seed)]
 
 
 def samplers(model: CodeModel) -> dict[str, Sampler]:
