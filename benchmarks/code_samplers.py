@@ -169,7 +169,10 @@ def main() -> None:
     parser.add_argument("--z-sets", type=int, default=5, help="fixed draws per sampler (default 5)")
     parser.add_argument("--n", type=int, default=200, help="samples a draw, capped at the val size")
     args = parser.parse_args()
-    tables = [compare(ckpt, args.z_sets, args.n, args.data_root) for ckpt in args.ckpts]
+    try:
+        tables = [compare(ckpt, args.z_sets, args.n, args.data_root) for ckpt in args.ckpts]
+    except ValueError as error:  # voxgan's errors about files and settings: one line, as the apps end them
+        raise SystemExit(f"error: {error}") from None
     if len(tables) > 1:
         print(f"\nmean over {len(tables)} checkpoints")
         print(f"| sampler | {' | '.join(COLUMNS)} |")
