@@ -69,7 +69,8 @@ def test_bce_gating_skips_d_updates_and_logs_the_fraction(make_cfg, tmp_path: Pa
 
 
 RESUME_RECIPES = {
-    "bce": ("loss=bce", "loss.d_gate_accuracy=0.7"),
+    # the rates' decay and the average's warm-up are functions of the iteration: they resume too
+    "bce": ("loss=bce", "loss.d_gate_accuracy=0.7", "loss.lr_decay_from=0.3", "model.ema_warmup=2"),
     "wgan_gp": ("loss=wgan_gp", "seed=1"),
     # the augmentation probability, ADA's signal and lazy R1's schedule must resume too
     "bce_ada_r1": (

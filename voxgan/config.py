@@ -67,6 +67,10 @@ class ModelConfig:
     # > 0: samples come from an exponential moving average of G (with warm-up and BatchNorm statistics
     # of its own): steadier shapes. 0: from G itself, as in the paper.
     ema_decay: float = 0.999
+    # The average's warm-up: its decay is at most n / (n + ema_warmup) after n iterations, so it spans
+    # about the last 1 / ema_warmup of the run so far (9: ~11%; below ~9 n iterations this, not
+    # ema_decay, sets the span)
+    ema_warmup: float = 9.0
     compile: bool = False  # torch.compile G and D
     channels_last: bool = True  # channels_last_3d: exact in fp32, ~1.2x faster on CPU (benchmarks/train_step)
     latent: LatentConfig = field(default_factory=LatentConfig)  # read by model=latentgan only
@@ -87,6 +91,9 @@ class LossConfig:
     g_lr: float = 8e-4
     d_lr: float = 1.6e-3
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    # From this share of `iterations` on, G's and D's rates fall linearly to 0 at the last iteration
+    # (null: constant rates)
+    lr_decay_from: float | None = None
     label_smoothing: float = 0.0  # bce: real target 1 - label_smoothing
     d_gate_accuracy: float | None = None  # bce: D steps only while its accuracy < this (paper: 0.8)
     gp_lambda: float = 10.0  # wgan_gp
@@ -269,6 +276,7 @@ def validate_model(m: DictConfig | ModelConfig) -> None:
     )
     check_value(m.d_norm in (*D_NORMS, "auto"), "model.d_norm", m.d_norm, f"auto or one of {D_NORMS}")
     check_value(0 <= m.ema_decay < 1, "model.ema_decay", m.ema_decay, "in [0, 1)")
+    check_value(m.ema_warmup > 0, "model.ema_warmup", m.ema_warmup, "positive (9: the last ~11% of the run)")
     la = m.latent
     for key in ("code_dim", "encoder_channels", "width", "depth", "ae_iterations"):
         value = getattr(la, key)
@@ -288,6 +296,12 @@ def validate_loss(lo: DictConfig | LossConfig) -> None:
     check_value(lo.name in OBJECTIVES, "loss.name", lo.name, f"one of {sorted(OBJECTIVES)}")
     check_value(lo.g_lr > 0, "loss.g_lr", lo.g_lr, "a positive learning rate")
     check_value(lo.d_lr > 0, "loss.d_lr", lo.d_lr, "a positive learning rate")
+    check_value(
+        lo.lr_decay_from is None or 0 <= lo.lr_decay_from < 1,
+        "loss.lr_decay_from",
+        lo.lr_decay_from,
+        "null (constant rates) or a share of the iterations in [0, 1)",
+    )
     check_value(
         len(lo.betas) == 2 and all(0 <= b < 1 for b in lo.betas),
         "loss.betas",

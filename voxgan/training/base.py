@@ -238,6 +238,24 @@ class GenerativeModule(pl.LightningModule):
         until = loss["instance_noise_until"] or self.hparams.iterations
         return loss["instance_noise"] * max(0.0, 1.0 - self.iteration / until)
 
+    def lr_factor(self) -> float:
+        """The share of G's and D's configured rates this iteration trains at: 1, or under
+        ``loss.lr_decay_from`` a linear fall from that share of ``iterations`` to 1/(decay length) at the
+        last iteration (a function of the iteration alone, so a resume continues it exactly)."""
+        start = self.hparams.loss["lr_decay_from"]
+        if start is None:
+            return 1.0
+        total = self.hparams.iterations
+        return min(1.0, (total - self.iteration) / max(total * (1.0 - start), 1.0))
+
+    def _set_lr(self, optimizer: torch.optim.Optimizer) -> None:
+        """Put ``optimizer``'s groups at ``lr_factor`` of their configured rates (kept as ``base_lr``)."""
+        if self.hparams.loss["lr_decay_from"] is None:
+            return
+        factor = self.lr_factor()
+        for group in optimizer.param_groups:
+            group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
+
     # ------------------------------------------------------------------------- adversarial step
     def g_parameters(self) -> list[nn.Parameter]:
         """What G's step trains (a latent GAN: its code MLP, not the frozen decoder)."""
@@ -306,6 +324,7 @@ class GenerativeModule(pl.LightningModule):
                 d_loss = d_loss + penalty
                 stats.update(penalty_stats)
             opt_d.zero_grad(set_to_none=True)
+            self._set_lr(opt_d)
             self.manual_backward(d_loss)
             if logging:
                 stats["d_grad_norm"] = grad_norm(list(self.discriminator.parameters()), self._loss_scale())
@@ -329,13 +348,15 @@ class GenerativeModule(pl.LightningModule):
             g_loss = g_loss + weight * term
             stats["g_mode_seeking"] = term.detach()
         opt_g.zero_grad(set_to_none=True)
+        self._set_lr(opt_g)
         self.manual_backward(g_loss)
         if logging:
             stats["g_grad_norm"] = grad_norm(self.g_parameters(), self._loss_scale())
         opt_g.step()
         self.untoggle_optimizer(opt_g)
         if self.g_ema is not None:
-            update_average(self.g_ema, self.generator, self.hparams.model["ema_decay"], self.iteration)
+            decay, warmup = self.hparams.model["ema_decay"], self.hparams.model["ema_warmup"]
+            update_average(self.g_ema, self.generator, decay, self.iteration, warmup)
         return g_loss, stats
 
     def run_d(self, augment: bool = True) -> RunD:

@@ -13,13 +13,16 @@ STANDING_STATS_SEED = 20160  # the prior draws that measure the average's BatchN
 
 
 @torch.no_grad()
-def update_average(average: nn.Module, network: nn.Module, decay: float, iteration: int) -> None:
+def update_average(
+    average: nn.Module, network: nn.Module, decay: float, iteration: int, warmup: float = 9.0
+) -> None:
     """Move ``average``'s weights towards ``network``'s after generator iteration ``iteration`` (from 0).
 
-    Warm-up: the decay is at most (n / (n + 9)) after n updates, so the average spans at most the
-    iterations so far and is never mostly the initial weights."""
+    Warm-up: the decay is at most n / (n + ``warmup``) after n updates, so the average spans about the
+    last 1 / ``warmup`` of the iterations so far (9: the last ~11%) and is never mostly the initial
+    weights."""
     n = iteration + 1
-    decay = min(decay, n / (n + 9))
+    decay = min(decay, n / (n + warmup))
     torch._foreach_lerp_(list(average.parameters()), list(network.parameters()), 1 - decay)
 
 
