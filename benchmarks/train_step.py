@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import gc
 import logging
 import os
@@ -49,7 +50,7 @@ from pytorch_lightning.callbacks import Callback
 from reference_3dgan import ReferenceGAN, endless_batches
 
 from voxgan.config import register_configs
-from voxgan.models.layers import level_channels
+from voxgan.models.layers import DepthToSpaceConvTranspose3d, SpaceToDepthConv3d, level_channels
 from voxgan.training.module import VoxelGAN
 from voxgan.training.train import build_datamodule, build_module, native_bf16
 
@@ -66,6 +67,7 @@ class Variant:
     threads: int | None = None  # torch.set_num_threads for this row; None keeps the process setting
     cudnn_benchmark: bool = False
     fused_adam: bool = True  # the module's choice on CUDA; False swaps in torch's default Adam
+    plain_ends: bool = False  # run the one-channel ends as plain nn.Conv3d / nn.ConvTranspose3d
 
 
 CONTIGUOUS = ("model.channels_last=false",)  # channels_last_3d is the model default
@@ -74,6 +76,7 @@ VARIANTS = {
     "cpu": [
         Variant("fp32 contiguous", CONTIGUOUS),
         Variant("default (fp32 channels_last)"),
+        Variant("fp32, plain one-channel ends", plain_ends=True),
         Variant("compile", COMPILE),
         Variant("bf16-mixed contiguous", CONTIGUOUS, precision="bf16-mixed"),
         Variant("bf16-mixed", precision="bf16-mixed"),
@@ -238,6 +241,15 @@ class PeakMemory:
         return self.peak - self.base
 
 
+def _with_plain_ends(module: VoxelGAN) -> None:
+    """Run the networks' one-channel ends (D's first convolution, G's last) as their plain parent classes,
+    without the space-to-depth / depth-to-space rearrangement of ``voxgan.models.layers``."""
+    for layer in module.modules():
+        for kind in (SpaceToDepthConv3d, DepthToSpaceConvTranspose3d):
+            if isinstance(layer, kind):
+                layer.forward = functools.partial(kind.__mro__[1].forward, layer)
+
+
 def _without_fused_adam(module: VoxelGAN) -> None:
     """Make the module build torch's default (foreach) Adam with the same settings."""
     configure = module.configure_optimizers
@@ -260,6 +272,8 @@ def time_voxgan(
         datamodule.setup()
         if not variant.fused_adam:
             _without_fused_adam(module)
+        if variant.plain_ends:
+            _with_plain_ends(module)
         with PeakMemory(device) as memory:
             timer = IterationTimer(device, memory.paused(reference.iteration))
             trainer = pl.Trainer(

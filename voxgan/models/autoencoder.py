@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from voxgan.models.layers import level_channels, num_levels
+from voxgan.models.layers import DepthToSpaceConvTranspose3d, down_conv3d, level_channels, num_levels
 
 
 class VoxelEncoder(nn.Module):
@@ -18,7 +18,7 @@ class VoxelEncoder(nn.Module):
         channels = level_channels(resolution, base_channels)[::-1]
         layers: list[nn.Module] = []
         for c_in, c_out in zip([1, *channels], channels):
-            layers += [nn.Conv3d(c_in, c_out, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+            layers += [down_conv3d(c_in, c_out), nn.LeakyReLU(0.2, True)]
         self.convs = nn.Sequential(*layers)
         self.head = nn.Linear(channels[-1] * 4**3, code_dim)
 
@@ -39,7 +39,7 @@ class VoxelDecoder(nn.Module):
         for c_in, c_out in zip(channels, channels[1:]):
             up = nn.ConvTranspose3d(c_in, c_out, 4, 2, 1, bias=False)
             layers += [up, nn.BatchNorm3d(c_out), nn.ReLU(True)]
-        layers.append(nn.ConvTranspose3d(channels[-1], 1, 4, 2, 1))
+        layers.append(DepthToSpaceConvTranspose3d(channels[-1]))
         self.net = nn.Sequential(*layers)
         num_levels(resolution)  # checks the resolution
 

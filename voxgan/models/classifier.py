@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from voxgan.io import atomic_write, error_summary
-from voxgan.models.layers import level_channels
+from voxgan.models.layers import down_conv3d, level_channels
 
 # Constructor arguments saved with the weights, so that load_classifier can rebuild the network.
 ARCHITECTURE_KEYS = ("num_classes", "resolution", "channels", "feature_dim")
@@ -34,7 +34,7 @@ class VoxelClassifier(nn.Module):
         widths = level_channels(resolution, channels)[::-1]
         layers: list[nn.Module] = []
         for c_in, c_out in zip([1, *widths[:-1]], widths, strict=True):
-            layers += [nn.Conv3d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm3d(c_out), nn.LeakyReLU(0.2)]
+            layers += [down_conv3d(c_in, c_out, bias=False), nn.BatchNorm3d(c_out), nn.LeakyReLU(0.2)]
         self.conv = nn.Sequential(*layers)
         self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(widths[-1] * 4**3, feature_dim), nn.ReLU())
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(feature_dim, num_classes))

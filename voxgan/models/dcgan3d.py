@@ -5,7 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from voxgan.models.layers import MinibatchStd, block_features, level_channels, maybe_spectral, norm3d
+from voxgan.models.layers import (
+    DepthToSpaceConvTranspose3d,
+    MinibatchStd,
+    block_features,
+    down_conv3d,
+    level_channels,
+    maybe_spectral,
+    norm3d,
+)
 
 
 class DCGANGenerator(nn.Module):
@@ -25,7 +33,7 @@ class DCGANGenerator(nn.Module):
                 nn.BatchNorm3d(c_out),
                 nn.ReLU(True),
             ]
-        layers += [nn.ConvTranspose3d(channels[-1], 1, 4, 2, 1), nn.Sigmoid()]
+        layers += [DepthToSpaceConvTranspose3d(channels[-1]), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
         self.latent_dim = latent_dim
 
@@ -44,7 +52,7 @@ class DCGANDiscriminator(nn.Module):
         super().__init__()
         channels = level_channels(resolution, base_channels)[::-1]
         blocks: list[nn.Module] = [
-            nn.Sequential(maybe_spectral(nn.Conv3d(1, channels[0], 4, 2, 1), norm), nn.LeakyReLU(0.2, True))
+            nn.Sequential(maybe_spectral(down_conv3d(1, channels[0]), norm), nn.LeakyReLU(0.2, True))
         ]
         for c_in, c_out in zip(channels, channels[1:]):
             blocks.append(

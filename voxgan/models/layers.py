@@ -37,6 +37,73 @@ def norm3d(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown normalisation {kind!r}; choose one of {D_NORMS}")
 
 
+# The one-channel ends of the networks, on the CPU: oneDNN's kernels for a convolution with one input
+# channel (D's first) or one output channel (G's last) run at 5-10 GFLOP/s, a tenth of the other layers'.
+# The same arithmetic rearranged into 8 channels of half the resolution runs at the others' rates
+# (benchmarks/one_channel.py). Both keep nn.Conv3d's / nn.ConvTranspose3d's parameters, so checkpoints
+# and exports are unchanged; on other devices they run as their parent class.
+
+
+class SpaceToDepthConv3d(nn.Conv3d):
+    """``nn.Conv3d(1, C, 4, stride=2, padding=1)`` computed on the CPU as a kernel-2 convolution of the
+    padded input's 2x2x2 blocks stacked as 8 channels (space to depth): the same sums, reordered."""
+
+    def __init__(self, out_channels: int, bias: bool = True) -> None:
+        super().__init__(1, out_channels, 4, 2, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return super().forward(x)
+        n, _, d, h, w = x.shape
+        if d % 2 or h % 2 or w % 2:
+            return super().forward(x)
+        blocks = nn.functional.pad(x, (1, 1, 1, 1, 1, 1))
+        blocks = blocks.reshape(n, d // 2 + 1, 2, h // 2 + 1, 2, w // 2 + 1, 2)
+        blocks = blocks.permute(0, 2, 4, 6, 1, 3, 5).reshape(n, 8, d // 2 + 1, h // 2 + 1, w // 2 + 1)
+        if x.is_contiguous(memory_format=torch.channels_last_3d):
+            blocks = blocks.contiguous(memory_format=torch.channels_last_3d)
+        # weight (C, 1, 4, 4, 4): kernel index 2a + p along each axis -> channel (p_d, p_h, p_w), tap a
+        weight = self.weight.reshape(self.out_channels, 2, 2, 2, 2, 2, 2).permute(0, 2, 4, 6, 1, 3, 5)
+        return nn.functional.conv3d(blocks, weight.reshape(self.out_channels, 8, 2, 2, 2), self.bias)
+
+
+_TAPS = torch.tensor([[3, 1], [2, 0]])  # [output phase p][tap a]: kernel index 3 - 2a - p
+
+
+class DepthToSpaceConvTranspose3d(nn.ConvTranspose3d):
+    """``nn.ConvTranspose3d(C, 1, 4, stride=2, padding=1)`` computed on the CPU as a kernel-2 convolution
+    into 8 channels, one per output phase (odd or even along each axis), interleaved into the doubled
+    grid (depth to space, sub-pixel): the same sums, reordered."""
+
+    def __init__(self, in_channels: int, bias: bool = True) -> None:
+        super().__init__(in_channels, 1, 4, 2, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if x.device.type != "cpu" or output_size is not None:
+            return super().forward(x, output_size)
+        n, c, d, h, w = x.shape
+        k = self.weight[:, 0]
+        k = k[:, _TAPS][:, :, :, _TAPS][:, :, :, :, :, _TAPS]  # (C, p_d, a_d, p_h, a_h, p_w, a_w)
+        weight = k.permute(1, 3, 5, 0, 2, 4, 6).reshape(8, c, 2, 2, 2)
+        phases = nn.functional.conv3d(nn.functional.pad(x, (1, 1, 1, 1, 1, 1)), weight)  # (N, 8, d+1, ...)
+        parts = [
+            phases[:, 4 * pd + 2 * ph + pw, pd : pd + d, ph : ph + h, pw : pw + w]
+            for pd in (0, 1)
+            for ph in (0, 1)
+            for pw in (0, 1)
+        ]
+        out = torch.stack(parts, 1).reshape(n, 2, 2, 2, d, h, w).permute(0, 4, 1, 5, 2, 6, 3)
+        out = out.reshape(n, 1, 2 * d, 2 * h, 2 * w)
+        if self.bias is not None:
+            out = out + self.bias.reshape(1, 1, 1, 1, 1)
+        return out
+
+
+def down_conv3d(c_in: int, c_out: int, bias: bool = True) -> nn.Conv3d:
+    """A kernel-4, stride-2 convolution halving the grid (space to depth when it reads one channel)."""
+    return SpaceToDepthConv3d(c_out, bias) if c_in == 1 else nn.Conv3d(c_in, c_out, 4, 2, 1, bias=bias)
+
+
 def maybe_spectral(module: nn.Module, norm: str) -> nn.Module:
     """Wrap a weight layer in spectral normalisation when ``norm == 'spectral'``."""
     return nn.utils.parametrizations.spectral_norm(module) if norm == "spectral" else module
