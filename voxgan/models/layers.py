@@ -57,23 +57,29 @@ class SpaceToDepthConv3d(nn.Conv3d):
         n, _, d, h, w = x.shape
         if d % 2 or h % 2 or w % 2:
             return super().forward(x)
-        blocks = nn.functional.pad(x, (1, 1, 1, 1, 1, 1))
-        blocks = blocks.reshape(n, d // 2 + 1, 2, h // 2 + 1, 2, w // 2 + 1, 2)
-        blocks = blocks.permute(0, 2, 4, 6, 1, 3, 5).reshape(n, 8, d // 2 + 1, h // 2 + 1, w // 2 + 1)
-        if x.is_contiguous(memory_format=torch.channels_last_3d):
-            blocks = blocks.contiguous(memory_format=torch.channels_last_3d)
+        # the padded grid's 2x2x2 blocks stacked as 8 channels, then laid out channels-last: two copies
+        # with long inner rows run faster than one whose innermost dimensions are the blocks' 2s
+        d2, h2, w2 = d // 2 + 1, h // 2 + 1, w // 2 + 1
+        blocks = nn.functional.pad(x, (1, 1, 1, 1, 1, 1)).reshape(n, d2, 2, h2, 2, w2, 2)
+        blocks = blocks.permute(0, 2, 4, 6, 1, 3, 5).reshape(n, 8, d2, h2, w2)
+        blocks = blocks.contiguous(memory_format=torch.channels_last_3d)
         # weight (C, 1, 4, 4, 4): kernel index 2a + p along each axis -> channel (p_d, p_h, p_w), tap a
         weight = self.weight.reshape(self.out_channels, 2, 2, 2, 2, 2, 2).permute(0, 2, 4, 6, 1, 3, 5)
         return nn.functional.conv3d(blocks, weight.reshape(self.out_channels, 8, 2, 2, 2), self.bias)
 
 
-_TAPS = torch.tensor([[3, 1], [2, 0]])  # [output phase p][tap a]: kernel index 3 - 2a - p
+# [output phase p][tap a] -> kernel index 3 - 2a - p: phase p of output 2m + p reads inputs m + p - 1 + a
+_TAPS = torch.tensor([[3, 1], [2, 0]])
 
 
 class DepthToSpaceConvTranspose3d(nn.ConvTranspose3d):
     """``nn.ConvTranspose3d(C, 1, 4, stride=2, padding=1)`` computed on the CPU as a kernel-2 convolution
     into 8 channels, one per output phase (odd or even along each axis), interleaved into the doubled
-    grid (depth to space, sub-pixel): the same sums, reordered."""
+    grid (depth to space, sub-pixel): the same sums, reordered.
+
+    Phase p of output 2m + p is the convolution's position j = m + p. Channel q = 1 - p of position j
+    goes to 2j + q of a grid one voxel larger on each side, so the output is that grid's interior
+    (2m + p -> 2m + p + 1): one interleaving copy, no per-phase slices."""
 
     def __init__(self, in_channels: int, bias: bool = True) -> None:
         super().__init__(in_channels, 1, 4, 2, 1, bias=bias)
@@ -82,18 +88,13 @@ class DepthToSpaceConvTranspose3d(nn.ConvTranspose3d):
         if x.device.type != "cpu" or output_size is not None:
             return super().forward(x, output_size)
         n, c, d, h, w = x.shape
+        taps = _TAPS.flip(0)  # channel q holds phase 1 - q
         k = self.weight[:, 0]
-        k = k[:, _TAPS][:, :, :, _TAPS][:, :, :, :, :, _TAPS]  # (C, p_d, a_d, p_h, a_h, p_w, a_w)
+        k = k[:, taps][:, :, :, taps][:, :, :, :, :, taps]  # (C, q_d, a_d, q_h, a_h, q_w, a_w)
         weight = k.permute(1, 3, 5, 0, 2, 4, 6).reshape(8, c, 2, 2, 2)
-        phases = nn.functional.conv3d(nn.functional.pad(x, (1, 1, 1, 1, 1, 1)), weight)  # (N, 8, d+1, ...)
-        parts = [
-            phases[:, 4 * pd + 2 * ph + pw, pd : pd + d, ph : ph + h, pw : pw + w]
-            for pd in (0, 1)
-            for ph in (0, 1)
-            for pw in (0, 1)
-        ]
-        out = torch.stack(parts, 1).reshape(n, 2, 2, 2, d, h, w).permute(0, 4, 1, 5, 2, 6, 3)
-        out = out.reshape(n, 1, 2 * d, 2 * h, 2 * w)
+        phases = nn.functional.conv3d(x, weight, padding=1)  # (N, 8, d + 1, h + 1, w + 1)
+        grid = phases.reshape(n, 2, 2, 2, d + 1, h + 1, w + 1).permute(0, 4, 1, 5, 2, 6, 3)
+        out = grid.reshape(n, 1, 2 * d + 2, 2 * h + 2, 2 * w + 2)[:, :, 1:-1, 1:-1, 1:-1]
         if self.bias is not None:
             out = out + self.bias.reshape(1, 1, 1, 1, 1)
         return out
