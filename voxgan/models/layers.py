@@ -92,6 +92,9 @@ class DepthToSpaceConvTranspose3d(nn.ConvTranspose3d):
         k = self.weight[:, 0]
         k = k[:, taps][:, :, :, taps][:, :, :, :, :, taps]  # (C, q_d, a_d, q_h, a_h, q_w, a_w)
         weight = k.permute(1, 3, 5, 0, 2, 4, 6).reshape(8, c, 2, 2, 2)
+        # channels-last whatever the input's layout, so that a model stored either way computes the same
+        # numbers (an export samples exactly what its checkpoint samples)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
         phases = nn.functional.conv3d(x, weight, padding=1)  # (N, 8, d + 1, h + 1, w + 1)
         grid = phases.reshape(n, 2, 2, 2, d + 1, h + 1, w + 1).permute(0, 4, 1, 5, 2, 6, 3)
         out = grid.reshape(n, 1, 2 * d + 2, 2 * h + 2, 2 * w + 2)[:, :, 1:-1, 1:-1, 1:-1]
