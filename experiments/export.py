@@ -49,6 +49,9 @@ class ExportConfig:
     # earlier one is kept)
     encoder_steps: int = 0
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
+    # a latent GAN exported without its code bank (generate.py sampler=bank): the data root of its training
+    # split (as prepared, e.g. data/chair32), whose shapes its encoder turns into the bank; null: none added
+    code_bank_data: str | None = None
     progress: bool = True
 
 
@@ -63,6 +66,7 @@ def run(cfg: DictConfig, on_claimed: Callable[[], None] | None = None) -> Path:
     folder = export_generator(
         cfg.ckpt, cfg.out, cfg.samples_png, resolve_device(cfg.device), cfg.push_to_hub, cfg.dtype,
         cfg.evaluation, dict(cfg.commands), cfg.encoder_steps, encoder, cfg.progress, cfg.overwrite,
+        cfg.code_bank_data,
     )
     if on_claimed is not None:
         on_claimed()

@@ -4,6 +4,12 @@
 
 Sample i comes from seed ``seed + i``: ``interpolate.py a=seed:<i>`` starts from the same shape.
 
+A latent GAN can also sample from its code bank (``sampler=bank``): the codes of its training shapes plus
+noise, decoded. On real chairs that gives fewer loose pieces and wider coverage than its code GAN
+(docs/real-chairs.md); samples.npz then holds each sample's ``codes`` instead of ``z``.
+
+    python experiments/generate.py ckpt=real_chair32 sampler=bank n=16
+
 Samples are made and written a chunk at a time: memory holds the binary grids and z of all of them (for
 samples.npz), never their probabilities. An ``n`` whose grids or files cannot fit the machine's memory or
 disk is refused, with the estimate and the limit, before anything is made.
@@ -50,11 +56,21 @@ class GenerateConfig(StudyConfig):
     n: int = 64
     format: str = "obj"  # obj | ply | glb | stl | binvox | html (a 3D viewer of the first 16) | none
     smooth: int = 0  # Taubin smoothing iterations of the meshes
+    # gan: z from the prior through G | bank (a latent GAN): codes of its code bank plus noise, decoded
+    sampler: str = "gan"
 
 
-def generate_sizes(cfg: DictConfig, study: Study) -> None:
-    """Refuse an ``n`` whose samples cannot fit in memory (their grids and z, for samples.npz, and a
-    chunk's probabilities) or on disk (samples.npz and the shape files), before any is made."""
+SAMPLERS = ("gan", "bank")
+
+
+def generate_checks(cfg: DictConfig, study: Study) -> None:
+    """Refuse a sampler the model lacks, and an ``n`` whose samples cannot fit in memory (their grids and z,
+    for samples.npz, and a chunk's probabilities) or on disk (samples.npz and the shape files), before any
+    is made."""
+    if cfg.sampler not in SAMPLERS:
+        raise ValueError(f"sampler={cfg.sampler!r} is not one of {SAMPLERS}")
+    if cfg.sampler == "bank":
+        study.seeded_codes([0])  # one line naming the sampler when the model has no code bank
     voxels, r = study.resolution**3, study.resolution
     held = cfg.n * (2 * voxels + 8 * study.latent_dim + 64)  # grids and their compressed copy, z, label
     working = 4 * GENERATE_CHUNK * (3 * voxels + study.latent_dim) + min(cfg.n, SHEET_SHAPES) * 3 * 160**2
@@ -68,7 +84,8 @@ def generate_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]
     seeds = range(cfg.seed, cfg.seed + cfg.n)
     r = study.resolution
     grids = np.empty((cfg.n, r, r, r), dtype=bool)
-    z = torch.empty(cfg.n, study.latent_dim)
+    bank = cfg.sampler == "bank"
+    z = torch.empty(cfg.n, study.code_bank.shape[1] if bank else study.latent_dim)
     labels: list[str] = []
     colors: list | None = [] if study.classifier is not None else None
     viewer_probs: list[np.ndarray] = []
@@ -77,8 +94,12 @@ def generate_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]
                       "shape") as bar:
         for lo in range(0, cfg.n, GENERATE_CHUNK):
             part = seeds[lo : lo + GENERATE_CHUNK]
-            z[lo : lo + len(part)] = part_z = study.seeded_z(part)
-            probs = study.generate(part_z)
+            if bank:  # standardised codes of the bank's kernel, through the decoder (cleaned as samples)
+                z[lo : lo + len(part)] = part_z = study.seeded_codes(part)
+                probs = study.decode(part_z)
+            else:
+                z[lo : lo + len(part)] = part_z = study.seeded_z(part)
+                probs = study.generate(part_z)
             grids[lo : lo + len(part)] = part_grids = binary_grids(probs)
             labels += study.labels(probs >= 0.5, [f"seed {s}" for s in part])
             if colors is not None:
@@ -93,7 +114,8 @@ def generate_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]
     png = save_png(sheet, study.out / "samples.png")
     if shown < cfg.n:
         log.info("samples.png shows the first %d of the %d samples (all are in samples.npz)", shown, cfg.n)
-    save_npz(study.out / "samples.npz", grids=grids, z=z.numpy(), seeds=np.asarray(seeds))
+    vectors = {"codes" if bank else "z": z.numpy()}  # what each sample was decoded from
+    save_npz(study.out / "samples.npz", grids=grids, **vectors, seeds=np.asarray(seeds))
     if cfg.format == "html":  # one page of the first shapes, to turn and zoom
         shown = len(viewer_probs)
         files = [write_viewer(study.out / "samples.html", [viewer_probs], [labels[:shown]],
@@ -107,7 +129,7 @@ def generate_app(cfg: DictConfig, study: Study, run: StudyRun) -> dict[str, Any]
 
 
 register_schema("generate", GenerateConfig)
-run = partial(run_app, "generate", generate_app, check=generate_sizes)  # run(cfg): the app, errors raised
+run = partial(run_app, "generate", generate_app, check=generate_checks)  # run(cfg): the app, errors raised
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="generate")

@@ -439,6 +439,11 @@ COMMANDS: list[DocCommand] = [
         subs={"outputs/hour/seed0": "{between_run}", "--z-sets 5": "--z-sets 1 --n 4"},
         prints="| training codes |",
     ),
+    DocCommand(
+        "python experiments/generate.py ckpt=real_chair32 sampler=bank n=16",
+        extra=f"n=2 format=none {RUN_DIR}",
+        writes=("{out}/samples.png", "{out}/samples.npz"),
+    ),
     # ---- docs/studying.md
     DocCommand(
         "python experiments/evaluate.py ckpt=... metrics=[distribution,surface]",

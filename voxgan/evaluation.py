@@ -28,7 +28,7 @@ from voxgan.metrics.iou import OCCUPANCY_THRESHOLD
 from voxgan.metrics.registry import FeatureFn
 from voxgan.models.classifier import VoxelClassifier, load_classifier
 from voxgan.progress import progress_bar
-from voxgan.sampling import Sampler
+from voxgan.sampling import Sampler, code_bank_draws
 from voxgan.training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -299,9 +299,6 @@ CEILINGS = {
 }
 BETWEEN = (0.25, 0.5, 0.75)  # where between two reference shapes' codes the decoder is scored
 MIXTURE_COMPONENTS = 8
-# the kernel's width, in each code number's spread: at the hour of real chairs the narrowest that copies
-# training chairs no more often than real val chairs do (benchmarks/code_samplers.py, docs/real-chairs.md)
-BANK_NOISE = 0.5
 
 
 def code_mixture_draws(codes: torch.Tensor, n: int, components: int = MIXTURE_COMPONENTS, seed: int = 0
@@ -314,15 +311,6 @@ def code_mixture_draws(codes: torch.Tensor, n: int, components: int = MIXTURE_CO
     mixture = GaussianMixture(min(components, len(data)), covariance_type="full", reg_covar=1e-3,
                               random_state=seed).fit(data)
     return torch.from_numpy(mixture.sample(n)[0]).float().to(codes.device)
-
-
-def code_bank_draws(codes: torch.Tensor, n: int, scale: float = BANK_NOISE, seed: int = 0) -> torch.Tensor:
-    """n draws (n, code_dim) of a kernel density estimate of ``codes``: a code of the bank drawn at random,
-    plus Gaussian noise of ``scale`` times each code number's spread over the bank."""
-    generator = torch.Generator().manual_seed(seed)
-    index = torch.randint(len(codes), (n,), generator=generator)
-    noise = torch.randn(n, codes.shape[1], generator=generator).to(codes.device)
-    return codes[index.to(codes.device)] + scale * codes.std(0) * noise
 
 
 @torch.no_grad()

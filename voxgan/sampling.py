@@ -14,6 +14,10 @@ from torch import nn
 from voxgan.cleanup import check_share, keep_largest_piece
 
 PRIORS = ("normal", "uniform")
+# A latent GAN's code bank sampler: the kernel's width, in each code number's spread. At the hour of real
+# chairs the narrowest that copies training chairs no more often than real val chairs do
+# (benchmarks/code_samplers.py, docs/real-chairs.md)
+BANK_NOISE = 0.5
 
 
 def draw_prior(
@@ -93,3 +97,12 @@ class Sampler:
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
         """n shapes whose z come from a CPU generator seeded with ``seed``: the same z on every device."""
         return self.generate(self.sample_z(n, torch.Generator().manual_seed(seed)))
+
+
+def code_bank_draws(codes: torch.Tensor, n: int, scale: float = BANK_NOISE, seed: int = 0) -> torch.Tensor:
+    """n draws (n, code_dim) of a kernel density estimate of ``codes``: a code of the bank drawn at random,
+    plus Gaussian noise of ``scale`` times each code number's spread over the bank."""
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randint(len(codes), (n,), generator=generator)
+    noise = torch.randn(n, codes.shape[1], generator=generator).to(codes.device)
+    return codes[index.to(codes.device)] + scale * codes.std(0) * noise

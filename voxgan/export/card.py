@@ -9,7 +9,14 @@ from typing import Any
 
 from safetensors import safe_open
 
-from voxgan.export.folder import CONFIG_FILE, INVERSION_ENCODER_KEY, SAMPLE_COUNT, SAMPLES_FILE, WEIGHTS_FILE
+from voxgan.export.folder import (
+    CODE_BANK_KEY,
+    CONFIG_FILE,
+    INVERSION_ENCODER_KEY,
+    SAMPLE_COUNT,
+    SAMPLES_FILE,
+    WEIGHTS_FILE,
+)
 from voxgan.latentspace.inversion import EncoderSettings
 
 
@@ -52,12 +59,15 @@ def model_card(config: dict[str, Any], folder: Path, repo_id: str | None = None)
         f'generator = VoxelGenerator.from_pretrained("{repo_id or "path/to/" + folder.name}")',
         f"shapes = generator.sample(16, seed=0) >= 0.5  # (16, 1, {resolution}, {resolution}, {resolution})",
         "raw = generator.sample(16, seed=0, clean=False)  # without the clean-up of loose voxels",
+        *(['bank = generator.sample(16, seed=0, sampler="bank")  # training codes plus noise, decoded']
+          if CODE_BANK_KEY in config else []),
         "```",
         "",
         "## Files",
         "",
         f"- `{WEIGHTS_FILE}`: the generator (weights and BatchNorm statistics; a latent GAN's encoder too, "
-        "under `encoder.`; an encoder of its samples for inversion under `inversion_encoder.`), "
+        "under `encoder.`, and its code bank as `code_bank`; an encoder of its samples for inversion under "
+        "`inversion_encoder.`), "
         f"no discriminator, {values:,} values, "
         f"{megabytes:.2f} MB; safetensors, loaded without pickle",
         f"- `{CONFIG_FILE}`: architecture, latent size, prior, resolution, width, categories, "

@@ -40,6 +40,9 @@ GENERATOR_KEYS = {
 SAMPLE_COUNT = 16  # shapes in samples.png, z drawn from seed 0
 # config.json's record of an encoder of G's samples (grid -> z) in model.safetensors: {"channels": int, ...}
 INVERSION_ENCODER_KEY = "inversion_encoder"
+# config.json's record of a latent GAN's code bank in model.safetensors (tensor ``code_bank``: the training
+# shapes' standardised codes): {"codes": int, "noise": float}, the kernel of generate.py sampler=bank
+CODE_BANK_KEY = "code_bank"
 
 
 class ExportError(ValueError):
@@ -64,6 +67,13 @@ def check_config(config: Any, source: str | Path) -> None:
     encoder = config.get(INVERSION_ENCODER_KEY, {"channels": 1})
     if not (isinstance(encoder, dict) and isinstance(encoder.get("channels"), int)):
         raise ExportError(f"{source}: {INVERSION_ENCODER_KEY!r} must record the encoder's integer 'channels'")
+    bank = config.get(CODE_BANK_KEY, {"codes": 1, "noise": 0.0})
+    if not (isinstance(bank, dict) and isinstance(bank.get("codes"), int) and bank["codes"] > 0
+            and isinstance(bank.get("noise"), (int, float)) and 0 <= bank["noise"] < float("inf")):
+        raise ExportError(f"{source}: {CODE_BANK_KEY!r} must record the bank's positive integer 'codes' and "
+                          "its kernel's 'noise' (a finite number >= 0)")
+    if CODE_BANK_KEY in config and arch.encoder is None:
+        raise ExportError(f"{source}: a {name} generator has no code space for a {CODE_BANK_KEY!r}")
     if config["prior"] not in PRIORS:
         raise ExportError(f"{source}: prior {config['prior']!r} is not one of {PRIORS}")
 

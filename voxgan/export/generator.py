@@ -29,6 +29,7 @@ from voxgan.cleanup import DEFAULT_SHARE, check_share, keep_largest_piece
 from voxgan.export.card import model_card
 from voxgan.export.folder import (
     CARD_FILE,
+    CODE_BANK_KEY,
     CONFIG_FILE,
     DIGEST_KEY,
     FORMAT,
@@ -58,7 +59,7 @@ from voxgan.latentspace.inversion import (
     train_encoder,
 )
 from voxgan.models import architecture, architecture_settings, build_generator
-from voxgan.sampling import Sampler
+from voxgan.sampling import BANK_NOISE, Sampler, code_bank_draws
 
 ENCODER_PREFIX = "encoder."  # a latent GAN's encoder's tensors in model.safetensors
 INVERSION_ENCODER_PREFIX = "inversion_encoder."  # those of the encoder of G's samples (grid -> z)
@@ -101,6 +102,11 @@ class VoxelGenerator(nn.Module):
         if INVERSION_ENCODER_KEY in config:
             channels = config[INVERSION_ENCODER_KEY]["channels"]
             self.inversion_encoder = SampleEncoder(config["latent_dim"], config["resolution"], channels)
+        # a latent GAN's code bank, when exported with one: the training shapes' standardised codes, whose
+        # kernel density (a code plus noise) is the sampler of ``sample(..., sampler="bank")``
+        bank = config.get(CODE_BANK_KEY)
+        code_dim = self.net.code_mean.numel() if bank else 0
+        self.register_buffer("code_bank", torch.zeros(bank["codes"], code_dim) if bank else None)
         self.eval()
 
     @property
@@ -120,16 +126,35 @@ class VoxelGenerator(nn.Module):
         """Occupancy probabilities (N, 1, R, R, R) for latent vectors z, in eval mode, float32."""
         return self.sampler.generate(z)
 
-    def sample(self, n: int, seed: int = 0, clean: bool | float = True) -> torch.Tensor:
-        """Occupancy probabilities (n, 1, R, R, R) of n shapes whose z come from a CPU generator seeded with
+    def sample(self, n: int, seed: int = 0, clean: bool | float = True, sampler: str = "gan") -> torch.Tensor:
+        """Occupancy probabilities (n, 1, R, R, R) of n shapes drawn with a CPU generator seeded with
         ``seed``, shown as the study apps show them: ``clean=True`` keeps each sample's largest 26-connected
         piece and the pieces of at least a tenth of its size (``voxgan.cleanup``; loose voxels set to 0),
-        a float in (0, 1] is that share instead, ``clean=False`` gives the network's raw output."""
+        a float in (0, 1] is that share instead, ``clean=False`` gives the network's raw output.
+
+        ``sampler="gan"``: z from the prior through G; ``"bank"``: a latent GAN exported with its code
+        bank decodes ``sample_codes(n, seed)`` instead (on real chairs: fewer loose pieces and wider
+        coverage than its code GAN's, docs/real-chairs.md)."""
         share = DEFAULT_SHARE if clean is True else None if clean is False else float(clean)
         if share is not None:
             check_share(share)
-        probs = self.sampler.generate_raw(self.sample_z(n, torch.Generator().manual_seed(seed)))
+        if sampler == "bank":
+            with torch.no_grad():
+                probs = torch.cat([self.net.decode(part) for part in self.sample_codes(n, seed).split(64)])
+            probs = probs.float()
+        elif sampler == "gan":
+            probs = self.sampler.generate_raw(self.sample_z(n, torch.Generator().manual_seed(seed)))
+        else:
+            raise ValueError(f"sampler={sampler!r} is not one of ('gan', 'bank')")
         return probs if share is None else keep_largest_piece(probs, share)
+
+    def sample_codes(self, n: int, seed: int = 0) -> torch.Tensor:
+        """n standardised codes (n, code_dim) of the exported code bank's kernel density: a training shape's
+        code drawn at random plus Gaussian noise of ``code_bank.noise`` times each code number's spread
+        (``voxgan.sampling.code_bank_draws``). An ExportError for a generator exported without a bank."""
+        if self.code_bank is None:
+            raise ExportError(no_code_bank(str(self.config.get("architecture"))))
+        return code_bank_draws(self.code_bank, n, self.config[CODE_BANK_KEY]["noise"], seed)
 
     @torch.no_grad()
     def encode(self, grids: torch.Tensor) -> torch.Tensor:
@@ -147,15 +172,27 @@ class VoxelGenerator(nn.Module):
         return {prefix: encoder for prefix, encoder in encoders.items() if encoder is not None}
 
     def _state(self) -> dict[str, torch.Tensor]:
-        """What model.safetensors holds: G's weights and buffers, a latent GAN's encoder under ``encoder.``
-        and an encoder of G's samples under ``inversion_encoder.``."""
+        """What model.safetensors holds: G's weights and buffers, a latent GAN's encoder under ``encoder.``,
+        an encoder of G's samples under ``inversion_encoder.`` and a code bank as ``code_bank``."""
         state = dict(self.net.state_dict())
         for prefix, encoder in self._encoders().items():
             state.update({f"{prefix}{k}": v for k, v in encoder.state_dict().items()})
+        if self.code_bank is not None:
+            state[CODE_BANK_KEY] = self.code_bank
         return state
 
     def _load_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Load ``_state``'s tensors (strictly: every key of G, and of each encoder the config has)."""
+        """Load ``_state``'s tensors, strictly: every key of G, and of each encoder and bank configured."""
+        tensors = dict(tensors)
+        bank = tensors.pop(CODE_BANK_KEY, None)
+        if (bank is None) != (self.code_bank is None):
+            held = "holds no code bank" if bank is None else "holds a code bank"
+            raise RuntimeError(f"the weights {held}, but the config says otherwise")
+        if bank is not None:
+            if bank.shape != self.code_bank.shape:
+                raise RuntimeError(f"code_bank has shape {tuple(bank.shape)}, the config says "
+                                   f"{tuple(self.code_bank.shape)}")
+            self.code_bank.copy_(bank)
         prefixes = (ENCODER_PREFIX, INVERSION_ENCODER_PREFIX)
         self.net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(prefixes)})
         encoders = self._encoders()
@@ -166,6 +203,26 @@ class VoxelGenerator(nn.Module):
             elif part:
                 raise RuntimeError(f"{len(part)} tensors under {prefix!r}, but the config has no such "
                                    "encoder")
+
+    @torch.no_grad()
+    def add_code_bank(self, root: Path, dtype: str = "float32") -> None:
+        """Make and carry a latent GAN's code bank: its encoder's standardised codes of the training split
+        its config records, read from ``root`` (through the weights as stored in ``dtype``)."""
+        from voxgan.data.datamodule import VoxelDataModule
+
+        if self.encoder is None:
+            raise ExportError(no_code_bank(str(self.config["architecture"])))
+        settings = dict(self.config.get("training", {}).get("data_settings") or {})
+        if not settings:
+            raise ExportError("this export records no training data settings to rebuild its training split")
+        self._load_state({k: _stored(v, dtype) for k, v in self._state().items()})
+        data = VoxelDataModule(**{**settings, "root": str(root), "batch_size": 1})
+        data.setup()
+        train = data.train_set
+        parts = [train.grids(slice(i, i + 64)).float() for i in range(0, len(train), 64)]
+        codes = torch.cat([self.encode(part) for part in parts])
+        self.config[CODE_BANK_KEY] = {"codes": len(codes), "noise": BANK_NOISE}
+        self.code_bank = codes.to(next(self.net.parameters()).device)
 
     def add_inversion_encoder(self, steps: int, settings: EncoderSettings | None = None, seed: int = 0,
                               progress: bool = False, dtype: str = "float32") -> dict[str, Any]:
@@ -220,10 +277,15 @@ class VoxelGenerator(nn.Module):
         module, data = load_checkpoint(ckpt_path, map_location=map_location)
         network = module.sampler(use_ema=True).network
         config = _checkpoint_config(Path(ckpt_path), module, data)
+        bank = getattr(module, "codes", None) if module.has_encoder else None
+        if bank is not None and len(bank) > 0:  # a latent GAN past its stage 1: its training shapes' codes
+            config[CODE_BANK_KEY] = {"codes": len(bank), "noise": BANK_NOISE}
         generator = cls(config).to(map_location)
         generator.net.load_state_dict(network.state_dict())
         if generator.encoder is not None:
             generator.encoder.load_state_dict(module.encoder.state_dict())
+        if generator.code_bank is not None:
+            generator.code_bank.copy_(bank)
         return generator.eval()
 
     @classmethod
@@ -439,6 +501,7 @@ def export_generator(
     encoder: EncoderSettings | None = None,
     progress: bool = False,
     overwrite: bool = False,
+    code_bank_data: str | Path | None = None,
 ) -> Path:
     """Export the generator of a training checkpoint, or export again an export (a folder, a shipped name
     or a hub id, e.g. to add an encoder), into ``out_dir`` (which may be that export's own folder);
@@ -450,7 +513,9 @@ def export_generator(
     model was made and measured (e.g. ``{"train": ..., "evaluate": ...}``), recorded likewise;
     ``encoder_steps`` > 0: train an encoder of G's samples for inversion (``encoder``: its settings) and
     carry it (an export's earlier one is kept otherwise); ``overwrite``: replace an earlier export of
-    another model in ``out_dir`` (refused otherwise, before anything is written)."""
+    another model in ``out_dir`` (refused otherwise, before anything is written); ``code_bank_data``: the
+    data root of the training split a latent GAN's export records, whose shapes its encoder turns into
+    the code bank it then carries (a checkpoint carries its own bank)."""
     check_destination(Path(out_dir))
     if is_checkpoint(ckpt_path):
         generator = VoxelGenerator.from_checkpoint(ckpt_path, map_location)
@@ -463,11 +528,23 @@ def export_generator(
     if commands:
         generator.config["commands"] = {**generator.config.get("commands", {}),
                                         **{str(k): str(v) for k, v in commands.items()}}
+    if code_bank_data is not None:
+        generator.add_code_bank(Path(code_bank_data), dtype)
     if encoder_steps > 0:
         # the encoder is trained on the weights as stored, the ones its users will invert through
         generator._load_state({k: _stored(v, dtype) for k, v in generator._state().items()})
         generator.add_inversion_encoder(encoder_steps, encoder, progress=progress, dtype=dtype)
     return generator.save_pretrained(out_dir, samples_png, repo_id, dtype, overwrite)
+
+
+def no_code_bank(architecture_name: str) -> str:
+    """Why a generator has no code bank to sample from, and what to do."""
+    if architecture(architecture_name).encoder is None:
+        return (f"sampler=bank needs a latent GAN's code bank (model=latentgan): a {architecture_name} "
+                "generator has no code space; use sampler=gan")
+    return ("sampler=bank needs a latent GAN's code bank, and this export was made without one: export it "
+            "again from its checkpoint (experiments/export.py ckpt=<run>/checkpoints/last.ckpt), or use "
+            "sampler=gan")
 
 
 def _stored(tensor: torch.Tensor, dtype: str) -> torch.Tensor:

@@ -23,6 +23,8 @@ from voxgan.cleanup import keep_largest_piece
 from voxgan.config import LoggerConfig, check_value
 from voxgan.device import resolve_device
 from voxgan.export import is_checkpoint, load_generator
+from voxgan.export.folder import CODE_BANK_KEY
+from voxgan.export.generator import no_code_bank
 from voxgan.io import atomic_write, error_summary
 from voxgan.latentspace import (
     INTERPOLATIONS,
@@ -38,7 +40,7 @@ from voxgan.latentspace import (
 )
 from voxgan.models.layers import frozen
 from voxgan.progress import progress_bar
-from voxgan.sampling import Sampler
+from voxgan.sampling import BANK_NOISE, Sampler, code_bank_draws
 from voxgan.study.outputs import OUTPUT_FORMATS, StudyRun, save_json, study_run
 from voxgan.training.checkpoint import load_checkpoint
 from voxgan.training.run_folder import RunLock, run_files, write_error
@@ -136,6 +138,10 @@ class Study:
             module, self.data = load_checkpoint(cfg.ckpt, map_location=self.device)
             self.sampler: Sampler = module.sampler(cfg.use_ema)
             self._codes = module.encode if module.has_encoder else None  # the family declares an encoder
+            bank = getattr(module, "codes", None) if module.has_encoder else None
+            self.code_bank: torch.Tensor | None = bank if bank is not None and len(bank) else None
+            self.bank_noise = BANK_NOISE
+            self._no_bank = no_code_bank(module.hparams.model["name"])
             # a D of grids, where the family has one (a latent GAN's D reads codes)
             self._discriminator = module.discriminator if module.voxel_discriminator else None
             self.iteration: int = module.iteration
@@ -147,6 +153,9 @@ class Study:
             self.sampler = generator.sampler
             self.data = dict(generator.config.get("training", {}).get("data_settings") or {})
             self._codes = generator.encode if generator.encoder is not None else None  # a latent GAN's
+            self.code_bank = generator.code_bank
+            self.bank_noise = generator.config.get(CODE_BANK_KEY, {}).get("noise", BANK_NOISE)
+            self._no_bank = no_code_bank(generator.config["architecture"])
             if generator.inversion_encoder is not None:  # an encoder of G's samples exported with it
                 self._encoder, self._encoder_source = generator.inversion_encoder, "the export's encoder"
             self.iteration = int(generator.config.get("training", {}).get("iterations") or 0)
@@ -246,6 +255,14 @@ class Study:
         if self._discriminator is None:
             raise ValueError(self.no_discriminator)
         return self._discriminator
+
+    def seeded_codes(self, seeds: range | list[int]) -> torch.Tensor:
+        """One standardised code per seed from a latent GAN's code bank: a training shape's code plus noise
+        (``voxgan.sampling.code_bank_draws``), each drawn by its own seeded generator; a ValueError naming
+        ``sampler`` for a model without a bank."""
+        if self.code_bank is None:
+            raise ValueError(f"ckpt={self.cfg.ckpt}: {self._no_bank}")
+        return torch.cat([code_bank_draws(self.code_bank, 1, self.bank_noise, int(s)) for s in seeds]).cpu()
 
     def seeded_z(self, seeds: range | list[int]) -> torch.Tensor:
         """One z per seed, each drawn from the prior by its own seeded generator."""
