@@ -41,7 +41,13 @@ def norm3d(kind: str, channels: int) -> nn.Module:
 # channel (D's first) or one output channel (G's last) run at 5-10 GFLOP/s, a tenth of the other layers'.
 # The same arithmetic rearranged into 8 channels of half the resolution runs at the others' rates
 # (benchmarks/one_channel.py). Both keep nn.Conv3d's / nn.ConvTranspose3d's parameters, so checkpoints
-# and exports are unchanged; on other devices they run as their parent class.
+# and exports are unchanged; on other devices, and under torch.compile (whose generated code for the
+# rearrangement corrupted the heap on a two-thread AVX2 run), they run as their parent class.
+
+
+def _rearranged(x: torch.Tensor) -> bool:
+    """Whether a one-channel end runs rearranged: eager, on the CPU."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 class SpaceToDepthConv3d(nn.Conv3d):
@@ -52,7 +58,7 @@ class SpaceToDepthConv3d(nn.Conv3d):
         super().__init__(1, out_channels, 4, 2, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu":
+        if not _rearranged(x):
             return super().forward(x)
         n, _, d, h, w = x.shape
         if d % 2 or h % 2 or w % 2:
@@ -85,7 +91,7 @@ class DepthToSpaceConvTranspose3d(nn.ConvTranspose3d):
         super().__init__(in_channels, 1, 4, 2, 1, bias=bias)
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        if x.device.type != "cpu" or output_size is not None:
+        if not _rearranged(x) or output_size is not None:
             return super().forward(x, output_size)
         n, c, d, h, w = x.shape
         taps = _TAPS.flip(0)  # channel q holds phase 1 - q
