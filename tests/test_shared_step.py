@@ -80,9 +80,9 @@ def test_the_moving_average_follows_g_after_every_g_step_in_both_families(make_c
     calls: list[tuple[torch.nn.Module, torch.nn.Module, int]] = []
     update = base.update_average
 
-    def counted(average, network, decay, iteration):
+    def counted(average, network, decay, iteration, warmup):
         calls.append((average, network, iteration))
-        update(average, network, decay, iteration)
+        update(average, network, decay, iteration, warmup)
 
     monkeypatch.setattr(base, "update_average", counted)
     run(make_cfg(*FAMILIES[family], "iterations=6"))
