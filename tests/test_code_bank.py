@@ -114,3 +114,28 @@ def test_an_export_without_a_bank_gets_its_encoders_codes_of_the_training_split(
     generator.add_code_bank(tmp_path / "unused")  # procedural data: rebuilt from its settings, not read
     torch.testing.assert_close(generator.code_bank, module.codes, atol=1e-5, rtol=1e-4)
     assert generator.config[CODE_BANK_KEY] == {"codes": len(module.codes), "noise": BANK_NOISE}
+
+
+def test_interpolate_walks_between_two_codes_of_the_bank(latent_run: Path, tmp_path: Path) -> None:
+    """``bank:<seed>`` names the code generate.py sampler=bank draws with that seed; in space=code the
+    walk starts and ends there. In z it is refused in one line (a bank code has no z)."""
+    from hydra import compose, initialize_config_dir
+
+    from experiments import interpolate
+    from tests.conftest import CONF
+
+    def cfg(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            common = [f"ckpt={latent_run}", f"out={tmp_path / 'walk'}", "device=cpu", "logger=none",
+                      "format=none", "clean=false"]
+            return compose("interpolate", overrides=[*common, *overrides])
+
+    report = interpolate.run(cfg("a=bank:3", "b=bank:5", "steps=3", "space=code"))
+    assert report["space"] == "code"
+    codes = torch.from_numpy(np.load(tmp_path / "walk" / "interpolation.npz")["code"])
+    module, _ = load_checkpoint(latent_run)
+    start, end = (code_bank_draws(module.codes, 1, BANK_NOISE, s)[0] for s in (3, 5))
+    torch.testing.assert_close(codes[0], start)
+    torch.testing.assert_close(codes[-1], end)
+    with pytest.raises(ValueError, match="a=bank:3 is a code of the code bank, which has no z"):
+        interpolate.run(cfg("a=bank:3", "b=seed:1", "steps=3", "out=" + str(tmp_path / "z")))

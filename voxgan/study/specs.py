@@ -3,6 +3,8 @@
 A *shape spec* names a latent vector or a real shape (``a=``, ``target=``):
 
 * ``7`` or ``seed:7``: z drawn from the prior with seed 7 (``generate n=64 seed=0`` shows seeds 0..63);
+* ``bank:7`` (``space=code``, a latent GAN): the code its code bank draws with seed 7, a training shape's
+  code plus noise (``generate sampler=bank seed=0`` shows bank:0..63);
 * ``chair`` or ``chair:12``: procedural shape 12 of a category (bare: seed 0), inverted into z;
 * a file of any format ``voxgan.data.formats`` reads (binvox, .mat, meshes, arrays), inverted into z;
 * ``mean:chair``: mean z of the generated samples (seeds 0 .. mean_samples - 1) labelled chair: by the
@@ -41,10 +43,14 @@ log = logging.getLogger(__name__)
 
 
 SPEC_FORMS = ("a seed (7 or seed:7), a procedural shape (chair or chair:12), a file voxgan reads, "
-              "mean:<category> (with classifier=), or attr:[<category>.]<attribute><op><value>")
+              "mean:<category> (with classifier=), attr:[<category>.]<attribute><op><value>, or bank:<seed> "
+              "(space=code)")
 
 
 _SEED = re.compile(r"^(?:seed:)?(\d+)$")
+
+
+_BANK = re.compile(r"^bank:(\d+)$")
 
 
 _PROCEDURAL = re.compile(r"^(?P<category>[a-z_]+)(?::(?P<first>\d+)(?:-(?P<last>\d+))?)?$")
@@ -270,7 +276,7 @@ def check_operands(specs: dict[str, str]) -> None:
     """The form of each named spec, as :func:`resolve_operands` reads it, checked before any work."""
     for name, spec in specs.items():
         spec = str(spec)
-        if _SEED.match(spec) or spec.startswith(("mean:", "attr:")):
+        if _SEED.match(spec) or _BANK.match(spec) or spec.startswith(("mean:", "attr:")):
             continue
         if _procedural_seeds(spec, 1) is None and not Path(spec).expanduser().is_file():
             raise ValueError(f"{name}={spec!r} is not a shape spec (or no such file): use {SPEC_FORMS}")
@@ -288,6 +294,10 @@ def resolve_operands(specs: dict[str, str], study: Study, space: str = "z") -> d
         spec = str(spec)
         if (seed := _SEED.match(spec)) is not None:
             resolved[name] = Operand(spec, study.seeded_z([int(seed[1])])[0])
+        elif (seed := _BANK.match(spec)) is not None:
+            if space != "code":
+                raise ValueError(f"{name}={spec} is a code of the code bank, which has no z: add space=code")
+            resolved[name] = Operand(spec, None, code=study.seeded_codes([int(seed[1])])[0])
         elif spec.startswith("mean:"):
             resolved[name] = _category_mean(spec, study)
         elif spec.startswith("attr:"):
