@@ -18,7 +18,8 @@ memorisation share (samples with a training shape at IoU > 0.9). Rows:
         --z-sets 5
     OMP_NUM_THREADS=1 python benchmarks/code_samplers.py real_chair32_latent --data-root data/chair32
 
-An export carries no code bank: its encoder makes one of the training split it records.
+An export uses the code bank it carries (``generate.py sampler=bank``'s); one exported without a bank gets
+its encoder's codes of the training split it records, as ``export.py code_bank_data=`` would.
 
 Each row prints as soon as it is scored; with several checkpoints, a last table gives each row's mean
 over them. The sampler is only worth keeping if it moves COV / 1-NNA beyond the z sets' spread
@@ -79,9 +80,10 @@ def open_model(path: str, data_root: str | None) -> CodeModel:
     if generator.encoder is None:
         raise SystemExit(f"{path} holds a model without codes: pass a latent GAN's export")
     data = _data(dict(generator.config["training"]["data_settings"]), data_root)
-    train = data.train_set
-    parts = [train.grids(slice(i, i + 64)).float() for i in range(0, len(train), 64)]
-    codes = torch.cat([generator.encode(part) for part in parts])
+    if generator.code_bank is None:
+        generator.add_code_bank(Path(data_root) if data_root else None,
+                                generator.config.get("weights_dtype", "float32"))
+    codes = generator.code_bank
     return CodeModel(codes, generator.net.code_generator, generator.net.decode, generator.sampler, data,
                      int(generator.config["training"].get("iterations") or 0))
 

@@ -205,9 +205,10 @@ class VoxelGenerator(nn.Module):
                                    "encoder")
 
     @torch.no_grad()
-    def add_code_bank(self, root: Path, dtype: str = "float32") -> None:
+    def add_code_bank(self, root: Path | None, dtype: str = "float32") -> None:
         """Make and carry a latent GAN's code bank: its encoder's standardised codes of the training split
-        its config records, read from ``root`` (through the weights as stored in ``dtype``)."""
+        its config records, read from ``root`` (None: the root it records; through the weights as stored in
+        ``dtype``)."""
         from voxgan.data.datamodule import VoxelDataModule
 
         if self.encoder is None:
@@ -216,7 +217,8 @@ class VoxelGenerator(nn.Module):
         if not settings:
             raise ExportError("this export records no training data settings to rebuild its training split")
         self._load_state({k: _stored(v, dtype) for k, v in self._state().items()})
-        data = VoxelDataModule(**{**settings, "root": str(root), "batch_size": 1})
+        where = {"root": str(root)} if root is not None else {}
+        data = VoxelDataModule(**{**settings, **where, "batch_size": 1})
         data.setup()
         train = data.train_set
         parts = [train.grids(slice(i, i + 64)).float() for i in range(0, len(train), 64)]
