@@ -55,6 +55,7 @@ def test_a_size_beyond_memory_is_refused_in_one_line_before_any_work(tmp_path: P
     assert list((tmp_path / "work").iterdir()) == []  # no run folder, no W&B run
 
 
+@pytest.mark.slow  # ~40 s of app subprocesses: CI runs it with pytest -m slow
 def test_a_refused_app_leaves_nothing_and_never_writes_into_another_run(tmp_path: Path) -> None:
     work, run = tmp_path / "work", tmp_path / "work" / "done"
     first = launch(work, "generate", f"ckpt={SHIPPED}", "n=2", "format=none", f"hydra.run.dir={run}")

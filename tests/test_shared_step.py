@@ -129,6 +129,7 @@ def test_a_time_budget_trains_both_stages(make_cfg, tmp_path: Path) -> None:
     assert len(module.codes) > 0 and 0 < module.stage_two_from < module.iteration
 
 
+@pytest.mark.slow  # ~40 s of app subprocesses: CI runs it with pytest -m slow
 def test_a_checkpoint_whose_code_gan_has_not_trained_is_refused_by_everything_that_samples(
     make_cfg, tmp_path: Path
 ) -> None:
