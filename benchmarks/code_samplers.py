@@ -81,8 +81,7 @@ def open_model(path: str, data_root: str | None) -> CodeModel:
         raise SystemExit(f"{path} holds a model without codes: pass a latent GAN's export")
     data = _data(dict(generator.config["training"]["data_settings"]), data_root)
     if generator.code_bank is None:
-        generator.add_code_bank(Path(data_root) if data_root else None,
-                                generator.config.get("weights_dtype", "float32"))
+        generator.add_code_bank(Path(data_root) if data_root else None)  # loaded as stored: no rounding
     codes = generator.code_bank
     return CodeModel(codes, generator.net.code_generator, generator.net.decode, generator.sampler, data,
                      int(generator.config["training"].get("iterations") or 0))

@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 from voxgan.apps import check_fits, recorded_command_line, register_schema
 from voxgan.progress import progress_bar
 from voxgan.render import render_grid, save_png
+from voxgan.sampling import SAMPLERS
 from voxgan.study import (
     SHAPE_FILE_BYTES,
     VIEWER_SHAPES,
@@ -58,9 +59,6 @@ class GenerateConfig(StudyConfig):
     smooth: int = 0  # Taubin smoothing iterations of the meshes
     # gan: z from the prior through G | bank (a latent GAN): codes of its code bank plus noise, decoded
     sampler: str = "gan"
-
-
-SAMPLERS = ("gan", "bank")
 
 
 def generate_checks(cfg: DictConfig, study: Study) -> None:

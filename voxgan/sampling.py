@@ -14,6 +14,8 @@ from torch import nn
 from voxgan.cleanup import check_share, keep_largest_piece
 
 PRIORS = ("normal", "uniform")
+# Where samples' codes come from: z through G, or (a latent GAN) its code bank's kernel (code_bank_draws)
+SAMPLERS = ("gan", "bank")
 # A latent GAN's code bank sampler: the kernel's width, in each code number's spread. At the hour of real
 # chairs the narrowest that copies training chairs no more often than real val chairs do
 # (benchmarks/code_samplers.py, docs/real-chairs.md)

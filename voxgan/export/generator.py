@@ -59,7 +59,7 @@ from voxgan.latentspace.inversion import (
     train_encoder,
 )
 from voxgan.models import architecture, architecture_settings, build_generator
-from voxgan.sampling import BANK_NOISE, Sampler, code_bank_draws
+from voxgan.sampling import BANK_NOISE, SAMPLERS, Sampler, code_bank_draws
 
 ENCODER_PREFIX = "encoder."  # a latent GAN's encoder's tensors in model.safetensors
 INVERSION_ENCODER_PREFIX = "inversion_encoder."  # those of the encoder of G's samples (grid -> z)
@@ -145,7 +145,7 @@ class VoxelGenerator(nn.Module):
         elif sampler == "gan":
             probs = self.sampler.generate_raw(self.sample_z(n, torch.Generator().manual_seed(seed)))
         else:
-            raise ValueError(f"sampler={sampler!r} is not one of ('gan', 'bank')")
+            raise ValueError(f"sampler={sampler!r} is not one of {SAMPLERS}")
         return probs if share is None else keep_largest_piece(probs, share)
 
     def sample_codes(self, n: int, seed: int = 0) -> torch.Tensor:
@@ -205,10 +205,10 @@ class VoxelGenerator(nn.Module):
                                    "encoder")
 
     @torch.no_grad()
-    def add_code_bank(self, root: Path | None, dtype: str = "float32") -> None:
+    def add_code_bank(self, root: Path | None) -> None:
         """Make and carry a latent GAN's code bank: its encoder's standardised codes of the training split
-        its config records, read from ``root`` (None: the root it records; through the weights as stored in
-        ``dtype``)."""
+        its config records, read from ``root`` (None: the root it records), through the weights as they
+        are now (``export_generator`` first rounds them as they will be stored)."""
         from voxgan.data.datamodule import VoxelDataModule
 
         if self.encoder is None:
@@ -216,7 +216,6 @@ class VoxelGenerator(nn.Module):
         settings = dict(self.config.get("training", {}).get("data_settings") or {})
         if not settings:
             raise ExportError("this export records no training data settings to rebuild its training split")
-        self._load_state({k: _stored(v, dtype) for k, v in self._state().items()})
         where = {"root": str(root)} if root is not None else {}
         data = VoxelDataModule(**{**settings, **where, "batch_size": 1})
         data.setup()
@@ -279,8 +278,8 @@ class VoxelGenerator(nn.Module):
         module, data = load_checkpoint(ckpt_path, map_location=map_location)
         network = module.sampler(use_ema=True).network
         config = _checkpoint_config(Path(ckpt_path), module, data)
-        bank = getattr(module, "codes", None) if module.has_encoder else None
-        if bank is not None and len(bank) > 0:  # a latent GAN past its stage 1: its training shapes' codes
+        bank = module.code_bank  # a latent GAN past its stage 1: its training shapes' codes
+        if bank is not None:
             config[CODE_BANK_KEY] = {"codes": len(bank), "noise": BANK_NOISE}
         generator = cls(config).to(map_location)
         generator.net.load_state_dict(network.state_dict())
@@ -530,11 +529,13 @@ def export_generator(
     if commands:
         generator.config["commands"] = {**generator.config.get("commands", {}),
                                         **{str(k): str(v) for k, v in commands.items()}}
-    if code_bank_data is not None:
-        generator.add_code_bank(Path(code_bank_data), dtype)
-    if encoder_steps > 0:
-        # the encoder is trained on the weights as stored, the ones its users will invert through
+    if code_bank_data is not None or encoder_steps > 0:
+        # the bank is encoded, and the encoder trained, through the weights as stored: the ones its users
+        # will sample and invert through
         generator._load_state({k: _stored(v, dtype) for k, v in generator._state().items()})
+    if code_bank_data is not None:
+        generator.add_code_bank(Path(code_bank_data))
+    if encoder_steps > 0:
         generator.add_inversion_encoder(encoder_steps, encoder, progress=progress, dtype=dtype)
     return generator.save_pretrained(out_dir, samples_png, repo_id, dtype, overwrite)
 

@@ -138,8 +138,7 @@ class Study:
             module, self.data = load_checkpoint(cfg.ckpt, map_location=self.device)
             self.sampler: Sampler = module.sampler(cfg.use_ema)
             self._codes = module.encode if module.has_encoder else None  # the family declares an encoder
-            bank = getattr(module, "codes", None) if module.has_encoder else None
-            self.code_bank: torch.Tensor | None = bank if bank is not None and len(bank) else None
+            self.code_bank: torch.Tensor | None = module.code_bank
             self.bank_noise = BANK_NOISE
             self._no_bank = no_code_bank(module.hparams.model["name"])
             # a D of grids, where the family has one (a latent GAN's D reads codes)

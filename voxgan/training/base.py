@@ -183,6 +183,12 @@ class GenerativeModule(pl.LightningModule):
         """Whether samples mean anything yet (a latent GAN's G waits for its autoencoder's codes)."""
         return True
 
+    @property
+    def code_bank(self) -> torch.Tensor | None:
+        """The training shapes' standardised codes, where the family keeps them (a latent GAN past its
+        stage 1): what ``sampler=bank`` draws from. None for a family without."""
+        return None
+
     def stage(self) -> str:
         """Where training stands, for messages: what trains now."""
         return "adversarial training"

@@ -155,6 +155,11 @@ class AutoencoderGAN(GenerativeModule):
         return len(self.codes) == 0
 
     @property
+    def code_bank(self) -> torch.Tensor | None:
+        """The training shapes' standardised codes once stage 1 has made them, else None."""
+        return self.codes if len(self.codes) else None
+
+    @property
     def sampling_ready(self) -> bool:
         """Whether samples mean anything: G has taken steps on the autoencoder's codes."""
         return not self.in_stage_one and self.iteration > (self.stage_two_from or 0)
