@@ -27,18 +27,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from train_step import matmul_peak  # noqa: E402  (benchmarks/ is the script's folder)
+
 from voxgan.models.layers import DepthToSpaceConvTranspose3d, SpaceToDepthConv3d  # noqa: E402
-
-
-def matmul_peak(size: int = 1024, repeats: int = 10) -> float:
-    """Dense fp32 matmul FLOP/s on the CPU: the median of ``repeats`` products."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    seconds = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        a @ b
-        seconds.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(seconds[1:])
 
 
 def time_layer(layer: nn.Module, x: torch.Tensor, repeats: int) -> float:
@@ -89,7 +80,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    peak = matmul_peak()
+    peak = matmul_peak(torch.device("cpu"), torch.float32, 1024, 10)
     print(f"{torch.get_num_threads()} threads, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s, batch {args.batch}")
     header = ("layer", "variant", "ms F+B", "GFLOP/s", "%peak", "speed-up", "max diff")
     print("{:<26} {:<11} {:>8} {:>8} {:>6} {:>9} {:>9}".format(*header))

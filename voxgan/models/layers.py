@@ -74,8 +74,9 @@ class SpaceToDepthConv3d(nn.Conv3d):
         return nn.functional.conv3d(blocks, weight.reshape(self.out_channels, 8, 2, 2, 2), self.bias)
 
 
-# [output phase p][tap a] -> kernel index 3 - 2a - p: phase p of output 2m + p reads inputs m + p - 1 + a
-_TAPS = torch.tensor([[3, 1], [2, 0]])
+# [channel q][tap a] -> kernel index 2 + q - 2a: channel q holds output phase p = 1 - q, and phase p of
+# output 2m + p reads inputs m + p - 1 + a through kernel index 3 - 2a - p
+_TAPS = torch.tensor([[2, 0], [3, 1]])
 
 
 class DepthToSpaceConvTranspose3d(nn.ConvTranspose3d):
@@ -94,9 +95,8 @@ class DepthToSpaceConvTranspose3d(nn.ConvTranspose3d):
         if not _rearranged(x) or output_size is not None:
             return super().forward(x, output_size)
         n, c, d, h, w = x.shape
-        taps = _TAPS.flip(0)  # channel q holds phase 1 - q
         k = self.weight[:, 0]
-        k = k[:, taps][:, :, :, taps][:, :, :, :, :, taps]  # (C, q_d, a_d, q_h, a_h, q_w, a_w)
+        k = k[:, _TAPS][:, :, :, _TAPS][:, :, :, :, :, _TAPS]  # (C, q_d, a_d, q_h, a_h, q_w, a_w)
         weight = k.permute(1, 3, 5, 0, 2, 4, 6).reshape(8, c, 2, 2, 2)
         # channels-last whatever the input's layout, so that a model stored either way computes the same
         # numbers (an export samples exactly what its checkpoint samples)
