@@ -139,3 +139,10 @@ def test_interpolate_walks_between_two_codes_of_the_bank(latent_run: Path, tmp_p
     torch.testing.assert_close(codes[-1], end)
     with pytest.raises(ValueError, match="a=bank:3 is a code of the code bank, which has no z"):
         interpolate.run(cfg("a=bank:3", "b=seed:1", "steps=3", "out=" + str(tmp_path / "z")))
+
+
+def test_a_bank_for_a_3d_gan_is_refused_naming_the_key(tiny_3dgan: Path) -> None:
+    generator = VoxelGenerator.from_checkpoint(tiny_3dgan)
+    with pytest.raises(ExportError, match="^code_bank_data: a dcgan3d generator has no code space"):
+        generator.add_code_bank(None)
+    assert generator.code_bank is None and CODE_BANK_KEY not in generator.config

@@ -212,7 +212,8 @@ class VoxelGenerator(nn.Module):
         from voxgan.data.datamodule import VoxelDataModule
 
         if self.encoder is None:
-            raise ExportError(no_code_bank(str(self.config["architecture"])))
+            raise ExportError(f"code_bank_data: a {self.config['architecture']} generator has no code space "
+                              "to make a code bank of; only a latent GAN (model=latentgan) has one")
         settings = dict(self.config.get("training", {}).get("data_settings") or {})
         if not settings:
             raise ExportError("this export records no training data settings to rebuild its training split")
