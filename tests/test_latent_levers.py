@@ -1,5 +1,7 @@
-"""Stage 1's options that teach the latent GAN's decoder the space between codes: a KL term on the codes
-(``model.latent.kl_weight``) and an ACAI critic on decoded mixes of codes (``model.latent.acai_weight``)."""
+"""The options that teach the latent GAN's decoder the space between codes: in stage 1 a KL term on the
+codes (``model.latent.kl_weight``) and an ACAI critic on decoded mixes of codes
+(``model.latent.acai_weight``); in stage 2 a voxel critic on decoded codes of G that the decoder is
+fine-tuned against (``model.latent.voxel_d_weight``)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.resume import full_and_resumed
 from voxgan.training.checkpoint import load_checkpoint
 from voxgan.training.latent_module import kl_per_number
 from voxgan.training.train import build_module, run
@@ -70,3 +73,67 @@ def test_the_acai_critic_reaches_the_decoders_gradients_and_learns_the_mix(make_
     fresh = build_module(make_cfg(*LATENT, "model.latent.acai_weight=0.5"))
     assert any(not torch.equal(a, b) for a, b in zip(trained.acai_critic.state_dict().values(),
                                                      fresh.acai_critic.state_dict().values()))
+
+
+VOXEL = ("model.latent.voxel_d_weight=0.5", "model.latent.voxel_d_every=1")
+
+
+def test_the_voxel_critic_reaches_the_decoders_gradients_and_nothing_else(make_cfg) -> None:
+    module = build_module(make_cfg(*LATENT, *VOXEL))
+    grids = torch.rand(4, 1, 16, 16, 16).round()
+    losses = module.voxel_losses(grids)
+    assert torch.isclose(losses["voxel_weighted"], 0.5 * losses["voxel_decoder"])
+    losses["voxel_weighted"].backward(retain_graph=True)
+    decoder = list(module.generator.decoder.parameters())
+    assert all(p.grad is not None for p in decoder) and sum(p.grad.abs().sum() for p in decoder) > 0
+    # the encoder and G's codes are fixed inputs of the fine-tune
+    assert all(p.grad is None for p in module.encoder.parameters())
+    assert all(p.grad is None for p in module.generator.code_generator.parameters())
+    for p in [*decoder, *module.voxel_critic.parameters()]:
+        p.grad = None
+    losses["voxel_critic"].backward(retain_graph=True)
+    assert all(p.grad is None for p in decoder)  # the critic's own loss sees the decoded codes detached
+    assert all(p.grad is not None for p in module.voxel_critic.parameters())
+    losses["voxel_reconstruction"].backward()  # the reconstruction keeps the decoder on the code bank
+    assert sum(p.grad.abs().sum() for p in decoder) > 0
+
+
+def test_the_voxel_critic_fine_tunes_the_decoder_in_stage_two_only(make_cfg, tmp_path: Path) -> None:
+    run(make_cfg(*LATENT, out="off"))
+    run(make_cfg(*LATENT, *VOXEL, out="on"))
+    off, on = _records(tmp_path / "off"), _records(tmp_path / "on")
+    stage1 = [r for r in on if "train/ae_loss" in r]
+    assert stage1 == [r for r in off if "train/ae_loss" in r]  # stage 1 is untouched
+    stage2 = [r for r in on if "train/d_loss" in r]
+    assert [r["iteration"] for r in stage2] == [4, 5]
+    assert all(r["train/voxel_critic"] > 0 and r["train/voxel_decoder"] > 0 for r in stage2)
+    assert not any("train/voxel_critic" in r for r in off)
+    (a, _), (b, _) = (load_checkpoint(tmp_path / out / "checkpoints" / "last.ckpt") for out in ("off", "on"))
+    assert torch.equal(a.codes, b.codes)  # the bank is made before the fine-tune
+    changed = [not torch.equal(x, y) for x, y in zip(a.generator.decoder.parameters(),
+                                                     b.generator.decoder.parameters())]
+    assert all(changed)
+    # samples come from the moving average, whose decoder follows the fine-tuned one
+    averages = zip(a.g_ema.decoder.parameters(), b.g_ema.decoder.parameters())
+    assert any(not torch.equal(x, y) for x, y in averages)
+    z = a.sample_z(3, torch.Generator().manual_seed(0))
+    assert not torch.equal(a.generate(z), b.generate(z))
+    # the decoder's BatchNorm statistics are those of stage 1 (it is fine-tuned in eval mode)
+    statistics = zip(a.generator.decoder.buffers(), b.generator.decoder.buffers())
+    assert all(torch.equal(x, y) for x, y in statistics)
+
+
+def test_the_voxel_critics_fine_tune_resumes_exactly(make_cfg, tmp_path: Path, monkeypatch) -> None:
+    common = (*LATENT, *VOXEL, "iterations=6", "callbacks.checkpoint_every=4")
+    full_and_resumed(make_cfg, tmp_path, monkeypatch, *common)
+    def voxel(out: str) -> list[dict]:  # the voxel step's losses by iteration (the rest is timing-free too)
+        return [{k: v for k, v in r.items() if k != "train/samples_per_s"} for r in _records(tmp_path / out)
+                if r["iteration"] > 4 and "train/voxel_critic" in r]
+
+    assert len(voxel("full")) == 2 and voxel("full") == voxel("resumed")
+    end_full, end_resumed = (
+        torch.load(tmp_path / out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        for out in ("full", "resumed")
+    )
+    assert any(k.startswith("voxel_critic.") for k in end_full)
+    assert all(torch.equal(v, end_resumed[k]) for k, v in end_full.items())

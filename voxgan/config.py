@@ -42,6 +42,13 @@ class LatentConfig:
     # lies, and the autoencoder gets this weight on the critic's output for its mixes, so shapes decoded
     # between codes look like decoded codes (costs about one more decoder and critic pass a step); 0: off
     acai_weight: float = 0.0
+    # > 0: stage 2 fine-tunes the decoder against a voxel critic (a 3D-GAN D) that learns the training grids
+    # against decoded codes of G, with this weight on the critic's verdict beside the reconstruction of the
+    # batch (which keeps the code bank's shapes): G's codes, which land between the training codes, decode
+    # into shapes the critic takes for chairs; 0: off (the decoder freezes after stage 1)
+    voxel_d_weight: float = 0.0
+    voxel_d_every: int = 4  # the voxel critic's and the decoder's steps every this many code-GAN iterations
+    voxel_d_lr: float = 2e-4  # Adam rate of the voxel critic and of the decoder's fine-tune
     encoder_channels: int = 16  # channels of the encoder's first level (doubling per level)
     width: int = 256  # hidden width of the code GAN's MLPs
     depth: int = 2  # hidden layers of the code GAN's MLPs
@@ -288,6 +295,9 @@ def validate_model(m: DictConfig | ModelConfig) -> None:
     check_value(la.kl_weight >= 0, "model.latent.kl_weight", la.kl_weight, ">= 0 (0: off)")
     check_value(la.acai_weight >= 0, "model.latent.acai_weight", la.acai_weight, ">= 0 (0: off)")
     check_value(la.code_noise >= 0, "model.latent.code_noise", la.code_noise, ">= 0 (0: off)")
+    check_value(la.voxel_d_weight >= 0, "model.latent.voxel_d_weight", la.voxel_d_weight, ">= 0 (0: off)")
+    check_value(la.voxel_d_every > 0, "model.latent.voxel_d_every", la.voxel_d_every, "a positive integer")
+    check_value(la.voxel_d_lr > 0, "model.latent.voxel_d_lr", la.voxel_d_lr, "a positive learning rate")
 
 
 def validate_loss(lo: DictConfig | LossConfig) -> None:

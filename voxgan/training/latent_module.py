@@ -8,11 +8,13 @@ computed once, standardised, and kept in the module (checkpoints carry them, and
 switch). Stage 2 (the rest of the budget): an MLP G learns the distribution of those codes against an
 MLP D, through the shared adversarial step of voxgan.training.base (the objective of ``loss``, the gate,
 lazy penalties, instance noise, mode seeking, gradient norms, EMA, as for the 3D-GAN); the decoder is
-frozen. Samples are decoder(G(z)), through ``LatentGenerator``; until G has trained, none are drawn.
+frozen, unless ``model.latent.voxel_d_weight`` fine-tunes it against a voxel critic on decoded codes of G
+every ``voxel_d_every`` iterations (``voxel_step``). Samples are decoder(G(z)), through
+``LatentGenerator``; until G has trained, none are drawn.
 
-A batch of stage 2 draws its codes from the bank with the batch's seed, so the loaded voxel batch is
-not used; randomness comes from (seed, rank, batch index) as in the 3D-GAN, and a resumed run
-replays an uninterrupted one in either stage.
+A batch of stage 2 draws its codes from the bank with the batch's seed, so the loaded voxel batch serves
+only the voxel critic, as its reals; randomness comes from (seed, rank, batch index) as in the 3D-GAN, and
+a resumed run replays an uninterrupted one in either stage.
 """
 
 from __future__ import annotations
@@ -106,6 +108,11 @@ class AutoencoderGAN(GenerativeModule):
         self.acai_critic = (
             DCGANDiscriminator(resolution, latent["encoder_channels"], "none", False)
             if latent["acai_weight"] > 0 else None
+        )
+        # stage 2's option: a 3D-GAN D on voxels that the decoder is fine-tuned against (see LatentConfig)
+        self.voxel_critic = (
+            DCGANDiscriminator(resolution, model["d_channels"], "spectral", model["minibatch_std"])
+            if latent["voxel_d_weight"] > 0 else None
         )
         self.stage_two_from: int | None = None  # the iteration stage 1 ended at (checkpoints carry it)
         self.setup_adversarial(loss, augment)
@@ -212,10 +219,21 @@ class AutoencoderGAN(GenerativeModule):
         autoencoder = [*self.encoder.parameters(), *self.generator.decoder.parameters()]
         if self.code_logvar is not None:
             autoencoder.append(self.code_logvar)
-        opt_ae = torch.optim.Adam(autoencoder, lr=latent["ae_lr"])
-        if self.acai_critic is None:
-            return [opt_g, opt_d, opt_ae]
-        return [opt_g, opt_d, opt_ae, torch.optim.Adam(self.acai_critic.parameters(), lr=latent["ae_lr"])]
+        optimizers = [opt_g, opt_d, torch.optim.Adam(autoencoder, lr=latent["ae_lr"])]
+        if self.acai_critic is not None:
+            optimizers.append(torch.optim.Adam(self.acai_critic.parameters(), lr=latent["ae_lr"]))
+        if self.voxel_critic is not None:
+            rate = latent["voxel_d_lr"]
+            optimizers.append(torch.optim.Adam(self.generator.decoder.parameters(), lr=rate, betas=betas))
+            optimizers.append(torch.optim.Adam(self.voxel_critic.parameters(), lr=rate, betas=betas))
+        return optimizers
+
+    def optimizer(self, name: str) -> Any:
+        """One of the optimizers by what it trains: g, d, autoencoder, acai_critic, decoder, voxel_critic."""
+        names = ["g", "d", "autoencoder"]
+        names += ["acai_critic"] if self.acai_critic is not None else []
+        names += ["decoder", "voxel_critic"] if self.voxel_critic is not None else []
+        return self.optimizers()[names.index(name)]
 
     # ------------------------------------------------------------------------------------- loop
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, Any]:
@@ -231,14 +249,64 @@ class AutoencoderGAN(GenerativeModule):
             self.encode_training_set()
         n = self.trainer.datamodule.hparams.batch_size
         real = self.codes[torch.randint(len(self.codes), (n,), device=self.codes.device)]
-        return self.adversarial_step(real)
+        outputs = self.adversarial_step(real)
+        every = self.hparams.model["latent"]["voxel_d_every"]
+        if self.voxel_critic is not None and "fake" in outputs and self.iteration % every == 0:
+            voxel = self.voxel_step(batch[0].float())
+            # the NaN guard checks the returned losses: a non-finite voxel loss makes them NaN too
+            outputs["losses"] = outputs["losses"] + 0 * sum(voxel.values())
+            if "metrics" in outputs:  # logged when the iteration's record falls on a voxel step
+                outputs["metrics"].update({f"train/{k}": float(v) for k, v in voxel.items()})
+        return outputs
+
+    def voxel_step(self, grids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Stage 2's fine-tune of the decoder (``voxel_d_weight``): one step of the decoder and one of the
+        voxel critic on ``voxel_losses``, both from the same forward. The decoder runs in eval mode: its
+        BatchNorm statistics, which the moving average of G keeps a copy of, stay."""
+        decoder = self.generator.decoder
+        modes = [decoder.training, self.encoder.training]
+        decoder.eval()
+        self.encoder.eval()
+        if self.channels_last:
+            grids = grids.contiguous(memory_format=torch.channels_last_3d)
+        losses = self.voxel_losses(grids)
+        opt_critic, opt_decoder = self.optimizer("voxel_critic"), self.optimizer("decoder")
+        opt_decoder.zero_grad(set_to_none=True)
+        self.manual_backward(losses["voxel_reconstruction"] + losses["voxel_weighted"])
+        opt_critic.zero_grad(set_to_none=True)  # the decoder's loss reached the critic too
+        self.manual_backward(losses["voxel_critic"])
+        opt_decoder.step()
+        opt_critic.step()
+        decoder.train(modes[0])
+        self.encoder.train(modes[1])
+        return {k: v.detach() for k, v in losses.items() if k != "voxel_weighted"}
+
+    def voxel_losses(self, grids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The voxel critic's and the decoder's losses on a batch of training grids. The critic's:
+        non-saturating cross-entropy, the grids against decoded codes of the network samples come from
+        (detached). The decoder's: its reconstruction of the grids through the frozen encoder (so the
+        code bank's shapes stay) and ``voxel_decoder``, the critic's loss for taking those decoded codes
+        for real (``voxel_weighted``: times ``voxel_d_weight``)."""
+        latent = self.hparams.model["latent"]
+        critic = self.voxel_critic
+        with torch.no_grad():
+            codes = self._encode(grids)
+            fake_codes = self.sampling_network().codes(self.sample_z(len(grids)))
+        fake = torch.sigmoid(self._decode(fake_codes).float())
+        critic_loss = F.softplus(-critic(grids)).mean() + F.softplus(critic(fake.detach())).mean()
+        pos_weight = torch.tensor(latent["pos_weight"], device=grids.device)
+        logits = self._decode(codes)
+        reconstruction = F.binary_cross_entropy_with_logits(logits.float(), grids, pos_weight=pos_weight)
+        fooled = F.softplus(-critic(fake)).mean()
+        return {"voxel_critic": critic_loss, "voxel_decoder": fooled, "voxel_reconstruction": reconstruction,
+                "voxel_weighted": latent["voxel_d_weight"] * fooled}
 
     def autoencoder_step(self, grids: torch.Tensor) -> dict[str, Any]:
         """Encode, perturb the code (``code_noise``; with ``kl_weight`` a draw of its posterior), decode;
         weighted cross-entropy (plus the KL term, plus ACAI's term with ``acai_weight``); step, and the
         ACAI critic's step."""
         latent = self.hparams.model["latent"]
-        opt_ae = self.optimizers()[2]
+        opt_ae = self.optimizer("autoencoder")
         mean = self._encode(grids)
         terms: dict[str, torch.Tensor] = {}
         code = mean
@@ -259,7 +327,7 @@ class AutoencoderGAN(GenerativeModule):
         self.manual_backward(loss)
         opt_ae.step()
         if critic_loss is not None:
-            opt_critic = self.optimizers()[3]
+            opt_critic = self.optimizer("acai_critic")
             opt_critic.zero_grad(set_to_none=True)
             self.manual_backward(critic_loss)
             opt_critic.step()
@@ -310,7 +378,7 @@ class AutoencoderGAN(GenerativeModule):
         self.generator.code_mean.copy_(mean)
         self.generator.code_std.copy_(std)
         self.codes = (codes - mean) / std
-        self.generator.decoder.requires_grad_(False)
+        self.generator.decoder.requires_grad_(self.voxel_critic is not None)  # fine-tuned, or frozen
         if self.g_ema is not None:
             self.g_ema.load_state_dict(self.generator.state_dict())
         self.stage_two_from = self.iteration
@@ -375,7 +443,7 @@ class AutoencoderGAN(GenerativeModule):
         if codes is not None:  # the bank's size is known only from the checkpoint
             self.codes = torch.empty_like(codes)
             if len(codes):
-                self.generator.decoder.requires_grad_(False)
+                self.generator.decoder.requires_grad_(self.voxel_critic is not None)
         super().on_load_checkpoint(checkpoint)
         state = checkpoint["voxgan"]
         if len(self.codes) and state.get("stage_two_from") is None:  # written before the switch was recorded
