@@ -414,6 +414,16 @@ COMMANDS: list[DocCommand] = [
         writes=("{between_run}/checkpoints/last.ckpt",),
     ),
     DocCommand(
+        "OMP_NUM_THREADS=1 python train.py experiment=real_chair32_latent data.root=data/chair32 "
+        "trainer.precision=32-true model.latent.ae_iterations=600 iterations=6600 trainer.max_time=null "
+        "callbacks.eval_every=0 model.latent.voxel_d_weight=0.1 seed=0 "
+        "hydra.run.dir=outputs/between/voxel/seed0",
+        subs={"data/chair32": "{shards}", "model.latent.ae_iterations=600 iterations=6600":
+              "model.latent.ae_iterations=2 iterations=4", "outputs/between/voxel/seed0": "{out}"},
+        extra=f"data.batch_size=4 {SMALL_NETS} model.latent.width=16 {SMALL_CALLBACKS} logger=csv",
+        writes=("{out}/checkpoints/last.ckpt",),
+    ),
+    DocCommand(
         "python experiments/evaluate.py ckpt=outputs/between/kl/seed0/checkpoints/last.ckpt n=90 repeats=5",
         subs={"outputs/between/kl/seed0": "{between_run}"},
         extra=f"n=4 repeats=2 {RUN_DIR}",
