@@ -42,6 +42,13 @@ def test_an_export_carries_the_bank_and_samples_its_kernel(latent_run: Path, tmp
     torch.testing.assert_close(generator.sample(5, seed=3, clean=False, sampler="bank"), expected)
     # the bank's draws are not G's: the two samplers give different shapes of the same seed
     assert not torch.equal(generator.sample(5, seed=3, clean=False), expected)
+    # another kernel width on demand: 0 decodes the training codes themselves
+    torch.testing.assert_close(generator.sample_codes(5, seed=3, noise=0.2),
+                               code_bank_draws(module.codes, 5, 0.2, 3))
+    exact = generator.sample_codes(5, seed=3, noise=0)
+    assert all((module.codes == code).all(1).any() for code in exact)
+    with pytest.raises(ValueError, match="noise=-1"):
+        generator.sample(2, sampler="bank", noise=-1)
 
 
 def test_a_bank_the_weights_do_not_match_is_refused(latent_run: Path, tmp_path: Path) -> None:
@@ -87,6 +94,15 @@ def test_generate_samples_the_bank_of_a_checkpoint(latent_run: Path, tmp_path: P
     with torch.no_grad():
         expected = (module.sampling_network().eval().decode(draws) >= 0.5)[:, 0].numpy()
     assert np.array_equal(saved["grids"], expected)
+
+    # bank_noise sets the kernel's width: 0 draws the training codes themselves
+    run_app(tmp_path, "experiments/generate.py", f"ckpt={latent_run}", f"out={tmp_path / 'exact'}",
+            "sampler=bank", "n=4", "seed=7", "format=none", "logger=none", "bank_noise=0")
+    codes = torch.from_numpy(np.load(tmp_path / "exact" / "samples.npz")["codes"])
+    assert all((module.codes == code).all(1).any() for code in codes)
+    result = run_app(tmp_path, "experiments/generate.py", f"ckpt={latent_run}", f"out={tmp_path / 'no'}",
+                     "sampler=bank", "n=2", "format=none", "logger=none", "bank_noise=-1", expect_rc=1)
+    assert "bank_noise" in result.stderr and not (tmp_path / "no").exists()
 
 
 def test_generate_refuses_the_bank_of_a_3d_gan_before_its_folder(tiny_3dgan: Path, tmp_path: Path) -> None:

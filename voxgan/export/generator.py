@@ -126,21 +126,23 @@ class VoxelGenerator(nn.Module):
         """Occupancy probabilities (N, 1, R, R, R) for latent vectors z, in eval mode, float32."""
         return self.sampler.generate(z)
 
-    def sample(self, n: int, seed: int = 0, clean: bool | float = True, sampler: str = "gan") -> torch.Tensor:
+    def sample(self, n: int, seed: int = 0, clean: bool | float = True, sampler: str = "gan",
+               noise: float | None = None) -> torch.Tensor:
         """Occupancy probabilities (n, 1, R, R, R) of n shapes drawn with a CPU generator seeded with
         ``seed``, shown as the study apps show them: ``clean=True`` keeps each sample's largest 26-connected
         piece and the pieces of at least a tenth of its size (``voxgan.cleanup``; loose voxels set to 0),
         a float in (0, 1] is that share instead, ``clean=False`` gives the network's raw output.
 
         ``sampler="gan"``: z from the prior through G; ``"bank"``: a latent GAN exported with its code
-        bank decodes ``sample_codes(n, seed)`` instead (on real chairs: fewer loose pieces and wider
+        bank decodes ``sample_codes(n, seed, noise)`` instead (on real chairs: fewer loose pieces and wider
         coverage than its code GAN's, docs/real-chairs.md)."""
         share = DEFAULT_SHARE if clean is True else None if clean is False else float(clean)
         if share is not None:
             check_share(share)
         if sampler == "bank":
             with torch.no_grad():
-                probs = torch.cat([self.net.decode(part) for part in self.sample_codes(n, seed).split(64)])
+                codes = self.sample_codes(n, seed, noise)
+                probs = torch.cat([self.net.decode(part) for part in codes.split(64)])
             probs = probs.float()
         elif sampler == "gan":
             probs = self.sampler.generate_raw(self.sample_z(n, torch.Generator().manual_seed(seed)))
@@ -148,13 +150,18 @@ class VoxelGenerator(nn.Module):
             raise ValueError(f"sampler={sampler!r} is not one of {SAMPLERS}")
         return probs if share is None else keep_largest_piece(probs, share)
 
-    def sample_codes(self, n: int, seed: int = 0) -> torch.Tensor:
+    def sample_codes(self, n: int, seed: int = 0, noise: float | None = None) -> torch.Tensor:
         """n standardised codes (n, code_dim) of the exported code bank's kernel density: a training shape's
-        code drawn at random plus Gaussian noise of ``code_bank.noise`` times each code number's spread
-        (``voxgan.sampling.code_bank_draws``). An ExportError for a generator exported without a bank."""
+        code drawn at random plus Gaussian noise of ``noise`` (None: the export's ``code_bank.noise``) times
+        each code number's spread (``voxgan.sampling.code_bank_draws``). An ExportError for a generator
+        exported without a bank, a ValueError for a negative ``noise``."""
         if self.code_bank is None:
             raise ExportError(no_code_bank(str(self.config.get("architecture"))))
-        return code_bank_draws(self.code_bank, n, self.config[CODE_BANK_KEY]["noise"], seed)
+        if noise is None:
+            noise = self.config[CODE_BANK_KEY]["noise"]
+        elif noise < 0:
+            raise ValueError(f"noise={noise} must be >= 0: a share of the codes' spread")
+        return code_bank_draws(self.code_bank, n, noise, seed)
 
     @torch.no_grad()
     def encode(self, grids: torch.Tensor) -> torch.Tensor:

@@ -86,6 +86,10 @@ class StudyConfig:
     # objects are one piece (real_chair32: 4.3 pieces per sample raw, 1.08 so cleaned, scores unchanged)
     clean: bool = True
     clean_share: float = 0.1
+    # sampler=bank and bank:<seed> (a latent GAN): the noise on a training code, as a share of each code
+    # number's spread; null: the model's own (0.5, or what its export records). Narrower copies training
+    # shapes more often, wider breaks shapes up (docs/real-chairs.md, "The code sampler")
+    bank_noise: float | None = None
     classifier: str | None = None  # classifier.ckpt: labels samples with categories
     mean_samples: int = 512  # mean:<category>: generated samples the classifier labels
     attr_shapes: int = 16  # attr:...: matching procedural shapes inverted and averaged
@@ -159,6 +163,8 @@ class Study:
                 self._encoder, self._encoder_source = generator.inversion_encoder, "the export's encoder"
             self.iteration = int(generator.config.get("training", {}).get("iterations") or 0)
             self.categories = list(info.categories)
+        if cfg.bank_noise is not None:
+            self.bank_noise = float(cfg.bank_noise)
         self.sampler.clean = cfg.clean_share if cfg.clean else None
         self.resolution, self.prior = self.sampler.resolution, self.sampler.prior
         self.latent_dim = self.sampler.latent_dim
@@ -407,6 +413,9 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"{', '.join(missing)} not set: pass {' '.join(f'{k}=<value>' for k in missing)}")
     check_value(0 < cfg.clean_share <= 1, "clean_share", cfg.clean_share,
                 "in (0, 1]: the smallest piece kept, as a share of each sample's largest (1: it alone)")
+    if cfg.bank_noise is not None:
+        check_value(cfg.bank_noise >= 0, "bank_noise", cfg.bank_noise,
+                    ">= 0: a share of the codes' spread (0: the training codes themselves), or null")
     inversion = cfg.inversion
     check_value(inversion.loss in RECONSTRUCTION_LOSSES, "inversion.loss", inversion.loss,
                 f"one of {', '.join(RECONSTRUCTION_LOSSES)}")
