@@ -17,6 +17,8 @@ memorisation share (samples with a training shape at IoU > 0.9). Rows:
     OMP_NUM_THREADS=1 python benchmarks/code_samplers.py <run>/checkpoints/last.ckpt [more.ckpt ...] \\
         --z-sets 5
     OMP_NUM_THREADS=1 python benchmarks/code_samplers.py real_chair32_latent --data-root data/chair32
+    OMP_NUM_THREADS=1 python benchmarks/code_samplers.py real_chair32 --samplers "code GAN" \
+        "bank + noise 0.5" --surfaces --z-sets 2     # adds MMD / COV / 1-NNA of surfaces (Chamfer)
 
 An export uses the code bank it carries (``generate.py sampler=bank``'s); one exported without a bank gets
 its encoder's codes of the training split it records, as ``export.py code_bank_data=`` would.
@@ -33,6 +35,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -126,19 +129,24 @@ def training_codes(model: CodeModel) -> Sampler:
     return lambda n, seed: model.codes[fixed_subset(len(model.codes), n, seed)]
 
 
-def samplers(model: CodeModel) -> dict[str, Sampler]:
-    return {
-        "code GAN": gan_codes(model),
-        **{f"mixture {k}": mixture(model, k) for k in (8, 32, 64, 128)},
-        "GAN pulled to bank 0.3": pulled_to_bank(model, 0.3),
-        "GAN pulled to bank 0.6": pulled_to_bank(model, 0.6),
-        **{f"bank + noise {s}": bank_plus_noise(model, s) for s in (0.2, 0.35, 0.5, 0.75, 1.0)},
-        "training codes": training_codes(model),
-    }
+# Each row's sampler, built from the model: (n, seed) -> standardised codes
+ROWS: dict[str, Callable[[CodeModel], Sampler]] = {
+    "code GAN": gan_codes,
+    **{f"mixture {k}": partial(mixture, components=k) for k in (8, 32, 64, 128)},
+    **{f"GAN pulled to bank {share}": partial(pulled_to_bank, share=share) for share in (0.3, 0.6)},
+    **{f"bank + noise {s}": partial(bank_plus_noise, scale=s) for s in (0.2, 0.35, 0.5, 0.75, 1.0)},
+    "training codes": training_codes,
+}
+SURFACE_COLUMNS = ("mmd_cd", "cov_cd", "1nna_cd")
 
 
 @torch.no_grad()
-def compare(ckpt: str, z_sets: int, num_samples: int, data_root: str | None) -> dict[str, dict[str, float]]:
+def compare(ckpt: str, z_sets: int, num_samples: int, data_root: str | None,
+            names: list[str] | None = None, surfaces: bool = False) -> dict[str, dict[str, float]]:
+    """The rows ``names`` (all by default) on one checkpoint; ``surfaces`` adds the Chamfer columns."""
+    metrics, columns = METRICS, COLUMNS
+    if surfaces:
+        metrics, columns = METRICS + ["surface_cd"], COLUMNS + SURFACE_COLUMNS
     model = open_model(ckpt, data_root)
     data = model.data
     sets = [build_sets(model.sampler, data.val_set, data.train_set, num_samples, seed)
@@ -146,17 +154,18 @@ def compare(ckpt: str, z_sets: int, num_samples: int, data_root: str | None) -> 
     real = np.mean([score_grids(s.reference, s, ["memorisation"], "cpu")["nn_iou_gt_0.9"] for s in sets])
     print(f"\n{ckpt} (iteration {model.iteration}): {len(sets[0].reference)} val shapes, {z_sets} z sets; "
           f"the val shapes' own memorisation share (nn_iou_gt_0.9): {real:.3f}")
-    print(f"| sampler | {' | '.join(COLUMNS)} | s |")
-    print(f"|---|{'---|' * len(COLUMNS)}---|")
+    print(f"| sampler | {' | '.join(columns)} | s |")
+    print(f"|---|{'---|' * len(columns)}---|")
     rows = {}
-    for name, draw in samplers(model).items():
+    for name in names or ROWS:
+        draw = ROWS[name](model)
         start = time.perf_counter()
         scores = []
         for seed, fixed in enumerate(sets):
             grids = model.decode(draw(len(fixed.reference), seed))[:, 0] >= OCCUPANCY_THRESHOLD
-            scores.append(score_grids(grids, fixed, METRICS, "cpu"))
-        rows[name] = {c: float(np.mean([s[c] for s in scores])) for c in COLUMNS}
-        cells = " | ".join(f"{rows[name][c]:.3f}" for c in COLUMNS)
+            scores.append(score_grids(grids, fixed, metrics, "cpu"))
+        rows[name] = {c: float(np.mean([s[c] for s in scores])) for c in columns}
+        cells = " | ".join(f"{rows[name][c]:.{4 if c == 'mmd_cd' else 3}f}" for c in columns)
         print(f"| {name} | {cells} | {time.perf_counter() - start:.0f} |", flush=True)
     return rows
 
@@ -169,17 +178,24 @@ def main() -> None:
     parser.add_argument("--data-root", help="where the prepared data is, if not where the model records it")
     parser.add_argument("--z-sets", type=int, default=5, help="fixed draws per sampler (default 5)")
     parser.add_argument("--n", type=int, default=200, help="samples a draw, capped at the val size")
+    parser.add_argument("--samplers", nargs="+", choices=list(ROWS), metavar="NAME",
+                        help=f"only these rows (default: all): {', '.join(repr(n) for n in ROWS)}")
+    parser.add_argument("--surfaces", action="store_true",
+                        help="also MMD / COV / 1-NNA of surfaces (Chamfer of 2048 points; about a minute "
+                             "a row and z set on one thread at 32^3)")
     args = parser.parse_args()
     try:
-        tables = [compare(ckpt, args.z_sets, args.n, args.data_root) for ckpt in args.ckpts]
+        tables = [compare(ckpt, args.z_sets, args.n, args.data_root, args.samplers, args.surfaces)
+                  for ckpt in args.ckpts]
     except ValueError as error:  # voxgan's errors about files and settings: one line, as the apps end them
         raise SystemExit(f"error: {error}") from None
     if len(tables) > 1:
         print(f"\nmean over {len(tables)} checkpoints")
-        print(f"| sampler | {' | '.join(COLUMNS)} |")
-        print(f"|---|{'---|' * len(COLUMNS)}")
+        columns = COLUMNS + SURFACE_COLUMNS if args.surfaces else COLUMNS
+        print(f"| sampler | {' | '.join(columns)} |")
+        print(f"|---|{'---|' * len(columns)}")
         for name in tables[0]:
-            cells = " | ".join(f"{np.mean([t[name][c] for t in tables]):.3f}" for c in COLUMNS)
+            cells = " | ".join(f"{np.mean([t[name][c] for t in tables]):.3f}" for c in columns)
             print(f"| {name} | {cells} |")
 
 

@@ -27,3 +27,20 @@ def test_a_model_without_codes_is_refused_by_name() -> None:
     result = _samplers("chair")  # the shipped 3D-GAN
     assert result.returncode == 1
     assert result.stderr.strip() == "chair holds a model without codes: pass a latent GAN's export"
+
+
+def test_chosen_rows_with_surfaces() -> None:
+    """--samplers scores only the rows named, in that order; --surfaces adds the Chamfer columns."""
+    result = _samplers("chairplane_latent", "--samplers", "training codes", "bank + noise 0.5", "--surfaces",
+                       "--z-sets", "1", "--n", "6")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("| sampler"))
+    assert header.split(" | ")[-4:] == ["mmd_cd", "cov_cd", "1nna_cd", "s |"]
+    rows = [line.split(" | ")[0] for line in lines if line.startswith("| ") and line != header
+            and not line.startswith("|---")]
+    assert rows == ["| training codes", "| bank + noise 0.5"]
+    for line in lines:
+        if line.startswith(("| training", "| bank")):
+            cells = [float(c) for c in line.strip("| ").split(" | ")[1:-1]]
+            assert len(cells) == 8 and 0 <= cells[-1] <= 1  # the surfaces' 1-NNA
