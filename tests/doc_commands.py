@@ -424,6 +424,15 @@ COMMANDS: list[DocCommand] = [
         writes=("{out}/checkpoints/last.ckpt",),
     ),
     DocCommand(
+        "OMP_NUM_THREADS=1 python train.py experiment=real_chair32_latent data.root=data/chair32 "
+        "trainer.precision=32-true model.latent.ae_iterations=1000 seed=1 "
+        "hydra.run.dir=outputs/hour_ae1000/seed1",
+        subs={"data/chair32": "{shards}", "model.latent.ae_iterations=1000":
+              "model.latent.ae_iterations=2 iterations=3", "outputs/hour_ae1000/seed1": "{out}"},
+        extra=f"data.batch_size=4 {SMALL_NETS} model.latent.width=16 {SMALL_CALLBACKS} logger=csv",
+        writes=("{out}/checkpoints/last.ckpt",),
+    ),
+    DocCommand(
         "python experiments/evaluate.py ckpt=outputs/between/kl/seed0/checkpoints/last.ckpt n=90 repeats=5",
         subs={"outputs/between/kl/seed0": "{between_run}"},
         extra=f"n=4 repeats=2 {RUN_DIR}",
