@@ -433,6 +433,12 @@ COMMANDS: list[DocCommand] = [
         writes=("{out}/checkpoints/last.ckpt",),
     ),
     DocCommand(
+        "OMP_NUM_THREADS=1 python benchmarks/code_samplers.py real_chair32 --data-root data/chair32 "
+        "--samplers \"code GAN\" \"bank + noise 0.5\" \"training codes\" --surfaces --z-sets 2",
+        subs={"data/chair32": "{shards}", "--z-sets 2": "--z-sets 1 --n 4"},
+        prints="1nna_cd",
+    ),
+    DocCommand(
         "python experiments/evaluate.py ckpt=outputs/between/kl/seed0/checkpoints/last.ckpt n=90 repeats=5",
         subs={"outputs/between/kl/seed0": "{between_run}"},
         extra=f"n=4 repeats=2 {RUN_DIR}",
