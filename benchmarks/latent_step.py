@@ -22,11 +22,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 from voxgan.config import register_configs
-from voxgan.training.latent_module import kl_per_number, noisy_codes
+from voxgan.training.latent_module import kl_per_number, noisy_codes, reconstruction_loss
 from voxgan.training.train import build_module
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -81,8 +80,7 @@ def step(module, opt, critic_opt, grids: torch.Tensor) -> None:
         code = mean + torch.exp(0.5 * module.code_logvar) * torch.randn_like(mean)
         loss = latent["kl_weight"] * kl_per_number(mean, module.code_logvar)
     logits = module._decode(noisy_codes(code, latent["code_noise"]))
-    pos_weight = torch.tensor(latent["pos_weight"])
-    loss = loss + F.binary_cross_entropy_with_logits(logits, grids, pos_weight=pos_weight)
+    loss = loss + reconstruction_loss(logits, grids, latent["pos_weight"])
     critic = None
     if module.acai_critic is not None:
         acai, critic = module.acai_terms(mean, grids, logits)

@@ -54,6 +54,13 @@ def noisy_codes(codes: torch.Tensor, share: float) -> torch.Tensor:
     return codes + share * spread * torch.randn_like(codes)
 
 
+def reconstruction_loss(logits: torch.Tensor, grids: torch.Tensor, pos_weight: float) -> torch.Tensor:
+    """The autoencoder's cross-entropy of decoded logits against (0/1) grids, occupied voxels weighted
+    ``pos_weight`` (``model.latent.pos_weight``: they are rare)."""
+    weight = torch.tensor(pos_weight, device=grids.device)
+    return F.binary_cross_entropy_with_logits(logits.float(), grids, pos_weight=weight)
+
+
 ACAI_GAMMA = 0.2  # ACAI's blend of a shape and its reconstruction that the critic must call unmixed
 
 
@@ -294,9 +301,7 @@ class AutoencoderGAN(GenerativeModule):
             fake_codes = self.sampling_network().codes(self.sample_z(len(grids)))
         fake = torch.sigmoid(self._decode(fake_codes).float())
         critic_loss = F.softplus(-critic(grids)).mean() + F.softplus(critic(fake.detach())).mean()
-        pos_weight = torch.tensor(latent["pos_weight"], device=grids.device)
-        logits = self._decode(codes)
-        reconstruction = F.binary_cross_entropy_with_logits(logits.float(), grids, pos_weight=pos_weight)
+        reconstruction = reconstruction_loss(self._decode(codes), grids, latent["pos_weight"])
         fooled = F.softplus(-critic(fake)).mean()
         return {"voxel_critic": critic_loss, "voxel_decoder": fooled, "voxel_reconstruction": reconstruction,
                 "voxel_weighted": latent["voxel_d_weight"] * fooled}
@@ -315,8 +320,7 @@ class AutoencoderGAN(GenerativeModule):
             terms["kl"] = kl_per_number(mean.float(), self.code_logvar.float())
         code = noisy_codes(code, latent["code_noise"])
         logits = self._decode(code)
-        pos_weight = torch.tensor(latent["pos_weight"], device=grids.device)
-        reconstruction = F.binary_cross_entropy_with_logits(logits.float(), grids, pos_weight=pos_weight)
+        reconstruction = reconstruction_loss(logits, grids, latent["pos_weight"])
         loss = reconstruction + latent["kl_weight"] * terms["kl"] if "kl" in terms else reconstruction
         critic_loss = None
         if self.acai_critic is not None:
