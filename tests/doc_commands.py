@@ -35,6 +35,8 @@ SMALL_DATA = "data.num_shapes=24 data.batch_size=4"
 SMALL_CALLBACKS = "callbacks.eval_samples=4 callbacks.num_samples=4 trainer.enable_progress_bar=false"
 TRAIN = f"iterations=2 data.resolution=16 {SMALL_DATA} {SMALL_NETS} {SMALL_CALLBACKS}"
 LATENT = f"iterations=3 model.latent.ae_iterations=2 model.latent.width=16 {SMALL_CALLBACKS}"
+# a real-chair latent recipe shrunk: small batches and networks, csv logs
+REAL_LATENT = f"data.batch_size=4 {SMALL_NETS} model.latent.width=16 {SMALL_CALLBACKS} logger=csv"
 RUN_DIR = "hydra.run.dir={out}"
 SWEEP_DIR = "hydra.sweep.dir={out}"
 INVERSION = ("inversion.steps=3 inversion.restarts=1 inversion.candidates=2 inversion.encoder_steps=5 "
@@ -409,7 +411,7 @@ COMMANDS: list[DocCommand] = [
         "callbacks.eval_every=0 model.latent.kl_weight=0.001 seed=0 hydra.run.dir=outputs/between/kl/seed0",
         subs={"data/chair32": "{shards}", "model.latent.ae_iterations=600 iterations=6600":
               "model.latent.ae_iterations=2 iterations=3", "outputs/between/kl/seed0": "{between_run}"},
-        extra=f"data.batch_size=4 {SMALL_NETS} model.latent.width=16 {SMALL_CALLBACKS} logger=csv",
+        extra=REAL_LATENT,
         provides="between_run",
         writes=("{between_run}/checkpoints/last.ckpt",),
     ),
@@ -420,7 +422,7 @@ COMMANDS: list[DocCommand] = [
         "hydra.run.dir=outputs/between/voxel/seed0",
         subs={"data/chair32": "{shards}", "model.latent.ae_iterations=600 iterations=6600":
               "model.latent.ae_iterations=2 iterations=4", "outputs/between/voxel/seed0": "{out}"},
-        extra=f"data.batch_size=4 {SMALL_NETS} model.latent.width=16 {SMALL_CALLBACKS} logger=csv",
+        extra=REAL_LATENT,
         writes=("{out}/checkpoints/last.ckpt",),
     ),
     DocCommand(
@@ -429,7 +431,7 @@ COMMANDS: list[DocCommand] = [
         "hydra.run.dir=outputs/hour_ae1000/seed1",
         subs={"data/chair32": "{shards}", "model.latent.ae_iterations=1000":
               "model.latent.ae_iterations=2 iterations=3", "outputs/hour_ae1000/seed1": "{out}"},
-        extra=f"data.batch_size=4 {SMALL_NETS} model.latent.width=16 {SMALL_CALLBACKS} logger=csv",
+        extra=REAL_LATENT,
         writes=("{out}/checkpoints/last.ckpt",),
     ),
     DocCommand(
