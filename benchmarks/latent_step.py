@@ -1,13 +1,15 @@
 """Time the latent GAN's autoencoder step (stage 1: encode, decode, weighted cross-entropy, backward,
 Adam) with its 3D convolutions in the contiguous and the channels_last_3d layout, and with the options
-that teach the decoder the space between codes (stage 1: KL term, ACAI critic; stage 2: the voxel critic's
-fine-tune of the decoder, a step every ``voxel_d_every`` code-GAN iterations), interleaved in one process
+that teach the decoder the space between codes (stage 1: KL term, ACAI critic; stage 2: the decoder's
+fine-tune against the voxel critic or loose pieces, a step every ``voxel_d_every`` code-GAN iterations),
+interleaved in one process
 so each pair of rows runs under the same load of a shared machine.
 
 The module is the one training builds (``voxgan.training.train.build_module`` from the composed
 ``conf/train.yaml`` with ``experiment=real_chair32_latent``); its step runs as in training, through
-``AutoencoderGAN.autoencoder_step``'s own arithmetic, or for ``voxel_critic`` ``AutoencoderGAN.voxel_losses``
-and the two Adam steps of ``voxel_step`` (the Lightning loop around it is the same for every row).
+``AutoencoderGAN.autoencoder_step``'s own arithmetic, or for ``voxel_critic`` and ``pieces``
+``AutoencoderGAN.decoder_losses`` and the Adam steps of ``decoder_step`` on a bank of random codes (the
+Lightning loop around it is the same for every row).
 
     OMP_NUM_THREADS=1 python benchmarks/latent_step.py                 # 32^3, batch 32, one thread
     python benchmarks/latent_step.py --variants plain channels_last acai --repeats 20
@@ -35,6 +37,7 @@ VARIANTS = {
     "kl": ["model.channels_last=false", "model.latent.kl_weight=0.001"],
     "acai": ["model.channels_last=false", "model.latent.acai_weight=0.5"],
     "voxel_critic": ["model.channels_last=true", "model.latent.voxel_d_weight=0.1"],
+    "pieces": ["model.channels_last=true", "model.latent.pieces_weight=1"],
 }
 
 
@@ -50,28 +53,31 @@ def build(overrides: list[str]):
         params.append(module.code_logvar)
     opt = torch.optim.Adam(params, lr=1e-3)
     critic_opt = torch.optim.Adam(module.acai_critic.parameters()) if module.acai_critic is not None else None
-    if module.voxel_critic is not None:  # stage 2's fine-tune: the decoder and the voxel critic
+    if module.fine_tunes_decoder:  # stage 2's fine-tune: the decoder (and the voxel critic)
         module.generator.decoder.eval()
         module.encoder.eval()
+        module.codes = torch.randn(1000, module.codes.shape[1])  # a bank of standardised codes
         opt = torch.optim.Adam(module.generator.decoder.parameters(), lr=2e-4)
-        critic_opt = torch.optim.Adam(module.voxel_critic.parameters(), lr=2e-4)
+        critic_opt = (torch.optim.Adam(module.voxel_critic.parameters(), lr=2e-4)
+                      if module.voxel_critic is not None else None)
     return module, opt, critic_opt
 
 
 def step(module, opt, critic_opt, grids: torch.Tensor) -> None:
-    """One autoencoder step, the arithmetic of ``AutoencoderGAN.autoencoder_step`` (for the voxel
-    critic, one step of ``AutoencoderGAN.voxel_step``)."""
+    """One autoencoder step, the arithmetic of ``AutoencoderGAN.autoencoder_step`` (for stage 2's
+    fine-tune, one step of ``AutoencoderGAN.decoder_step``)."""
     latent = module.hparams.model["latent"]
     if module.channels_last:
         grids = grids.contiguous(memory_format=torch.channels_last_3d)
-    if module.voxel_critic is not None:
-        losses = module.voxel_losses(grids)
+    if module.fine_tunes_decoder:
+        losses = module.decoder_losses(grids)
         opt.zero_grad(set_to_none=True)
-        (losses["voxel_reconstruction"] + losses["voxel_weighted"]).backward()
-        critic_opt.zero_grad(set_to_none=True)
-        losses["voxel_critic"].backward()
+        losses["decoder_loss"].backward()
+        if critic_opt is not None:
+            critic_opt.zero_grad(set_to_none=True)
+            losses["voxel_critic"].backward()
+            critic_opt.step()
         opt.step()
-        critic_opt.step()
         return
     mean = module._encode(grids)
     code = mean
@@ -114,7 +120,7 @@ def main() -> None:
             if i >= args.warmup:
                 times[name].append(time.perf_counter() - start)
     base = statistics.median(times[args.variants[0]])
-    print(f"autoencoder step (voxel_critic: stage 2's fine-tune step), 32^3, batch {args.batch}, "
+    print(f"autoencoder step (voxel_critic, pieces: stage 2's fine-tune step), 32^3, batch {args.batch}, "
           f"{torch.get_num_threads()} thread(s), "
           f"median of {args.repeats}")
     print(f"{'variant':<16}{'s/step':>9}{'steps/min':>11}  x {args.variants[0]}")

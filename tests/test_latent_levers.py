@@ -1,7 +1,8 @@
 """The options that teach the latent GAN's decoder the space between codes: in stage 1 a KL term on the
 codes (``model.latent.kl_weight``) and an ACAI critic on decoded mixes of codes
 (``model.latent.acai_weight``); in stage 2 a voxel critic on decoded codes of G that the decoder is
-fine-tuned against (``model.latent.voxel_d_weight``)."""
+fine-tuned against (``model.latent.voxel_d_weight``), and a penalty on the loose pieces of decoded codes
+(``model.latent.pieces_weight``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 import torch
 
 from tests.resume import full_and_resumed
+from voxgan.cleanup import loose_voxels
+from voxgan.metrics.fragments import fragment_stats
 from voxgan.training.checkpoint import load_checkpoint
 from voxgan.training.latent_module import kl_per_number
 from voxgan.training.train import build_module, run
@@ -81,9 +84,11 @@ VOXEL = ("model.latent.voxel_d_weight=0.5", "model.latent.voxel_d_every=1")
 def test_the_voxel_critic_reaches_the_decoders_gradients_and_nothing_else(make_cfg) -> None:
     module = build_module(make_cfg(*LATENT, *VOXEL))
     grids = torch.rand(4, 1, 16, 16, 16).round()
-    losses = module.voxel_losses(grids)
-    assert torch.isclose(losses["voxel_weighted"], 0.5 * losses["voxel_decoder"])
-    losses["voxel_weighted"].backward(retain_graph=True)
+    losses = module.decoder_losses(grids)
+    assert "loose_voxels" not in losses
+    expected = losses["voxel_reconstruction"] + 0.5 * losses["voxel_decoder"]
+    assert torch.isclose(losses["decoder_loss"], expected)
+    (0.5 * losses["voxel_decoder"]).backward(retain_graph=True)
     decoder = list(module.generator.decoder.parameters())
     assert all(p.grad is not None for p in decoder) and sum(p.grad.abs().sum() for p in decoder) > 0
     # the encoder and G's codes are fixed inputs of the fine-tune
@@ -123,17 +128,99 @@ def test_the_voxel_critic_fine_tunes_the_decoder_in_stage_two_only(make_cfg, tmp
     assert all(torch.equal(x, y) for x, y in statistics)
 
 
-def test_the_voxel_critics_fine_tune_resumes_exactly(make_cfg, tmp_path: Path, monkeypatch) -> None:
-    common = (*LATENT, *VOXEL, "iterations=6", "callbacks.checkpoint_every=4")
-    full_and_resumed(make_cfg, tmp_path, monkeypatch, *common)
-    def voxel(out: str) -> list[dict]:  # the voxel step's losses by iteration (the rest is timing-free too)
-        return [{k: v for k, v in r.items() if k != "train/samples_per_s"} for r in _records(tmp_path / out)
-                if r["iteration"] > 4 and "train/voxel_critic" in r]
+PIECES = ("model.latent.pieces_weight=2", "model.latent.voxel_d_every=1")
 
-    assert len(voxel("full")) == 2 and voxel("full") == voxel("resumed")
+
+@pytest.mark.parametrize("options, logged", [(VOXEL, "train/voxel_critic"), (PIECES, "train/loose_voxels")])
+def test_the_decoders_fine_tune_resumes_exactly(make_cfg, tmp_path: Path, monkeypatch, options, logged
+                                                ) -> None:
+    common = (*LATENT, *options, "iterations=6", "callbacks.checkpoint_every=4")
+    full_and_resumed(make_cfg, tmp_path, monkeypatch, *common)
+    def fine_tune(out: str) -> list[dict]:  # its losses by iteration (the rest is timing-free too)
+        return [{k: v for k, v in r.items() if k != "train/samples_per_s"} for r in _records(tmp_path / out)
+                if r["iteration"] > 4 and logged in r]
+
+    assert len(fine_tune("full")) == 2 and fine_tune("full") == fine_tune("resumed")
     end_full, end_resumed = (
         torch.load(tmp_path / out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
         for out in ("full", "resumed")
     )
-    assert any(k.startswith("voxel_critic.") for k in end_full)
+    assert any(k.startswith("voxel_critic.") for k in end_full) == (options == VOXEL)
     assert all(torch.equal(v, end_resumed[k]) for k, v in end_full.items())
+
+
+def test_loose_voxels_are_the_occupied_voxels_off_each_grids_largest_piece() -> None:
+    grids = torch.zeros(3, 1, 8, 8, 8, dtype=torch.bool)
+    grids[0, 0, :3, :3, :3] = True  # a body of 27
+    grids[0, 0, 6, 6, 6] = True  # a speck
+    grids[0, 0, 4, 0, 5:7] = True  # a loose pair
+    grids[1, 0, :2, :2, :2] = True
+    grids[1, 0, 2, 2, 2] = True  # touches the body at a corner: one piece (26-connected)
+    loose = loose_voxels(grids)
+    assert loose.shape == grids.shape and loose.dtype == torch.bool
+    assert loose[0].sum() == 3 and loose[0, 0, 6, 6, 6] and loose[0, 0, 4, 0, 5:7].all()
+    assert not loose[1].any() and not loose[2].any()
+
+
+def _speckling(decoder: torch.nn.Module) -> None:
+    """BatchNorm statistics of codes like a bank's (what stage 1 leaves), then eval mode, as the fine-tune
+    runs; the last layer's bias lowered until a tenth of the voxels are occupied, so the decoder's shapes
+    fall into many pieces, as decoded mixes of codes do."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for _ in range(20):
+            decoder(torch.randn(32, 16))
+        decoder.eval()
+        last = decoder.net[-1]
+        last.bias -= torch.quantile(decoder(torch.randn(32, 16)).flatten()[::7], 0.9)
+
+
+def test_the_pieces_penalty_is_the_loose_voxels_cross_entropy_and_reaches_only_the_decoder(make_cfg) -> None:
+    module = build_module(make_cfg(*LATENT, *PIECES))
+    assert module.voxel_critic is None
+    module.codes = torch.randn(10, 16)  # a code bank, as stage 2 has
+    _speckling(module.generator.decoder)
+    grids = torch.rand(4, 1, 16, 16, 16).round()
+    torch.manual_seed(3)
+    losses = module.decoder_losses(grids)
+    assert losses["loose_voxels"] > 0  # an untrained decoder makes loose pieces
+    assert torch.isclose(losses["decoder_loss"], losses["voxel_reconstruction"] + 2 * losses["loose_voxels"])
+    # the same draws by hand: 2 codes of the sampling network, 2 mixes of bank codes
+    torch.manual_seed(3)
+    with torch.no_grad():
+        module.encoder(grids)
+        fake = module.sampling_network().codes(module.sample_z(4))
+        mixes = module.bank_mixes(2)
+        logits = module.generator.decoder(torch.cat([fake[:2], mixes])).float()
+    loose = loose_voxels(logits >= 0)
+    by_hand = torch.where(loose, torch.nn.functional.softplus(logits), 0).sum() / logits.numel()
+    assert torch.isclose(losses["loose_voxels"], by_hand)
+    (2 * losses["loose_voxels"]).backward()
+    decoder = list(module.generator.decoder.parameters())
+    assert sum(p.grad.abs().sum() for p in decoder if p.grad is not None) > 0
+    assert all(p.grad is None for p in module.encoder.parameters())
+    assert all(p.grad is None for p in module.generator.code_generator.parameters())
+
+
+def test_the_pieces_penalty_teaches_the_decoder_whole_shapes_between_codes(make_cfg) -> None:
+    module = build_module(make_cfg(*LATENT, "model.latent.pieces_weight=50"))
+    module.codes = torch.randn(10, 16)
+    decoder = module.generator.decoder
+    _speckling(decoder)
+    mixes = torch.lerp(module.codes[:5], module.codes[5:], torch.linspace(0, 1, 5)[:, None])
+
+    def pieces() -> float:
+        with torch.no_grad():
+            return fragment_stats(torch.sigmoid(decoder(mixes)) >= 0.5)[0]
+
+    before = pieces()
+    assert before > 2  # the untrained decoder's mixes fall apart
+    opt = torch.optim.Adam(decoder.parameters(), lr=1e-3)
+    grids = torch.zeros(4, 1, 16, 16, 16)
+    grids[:, :, 4:12, 4:12, 4:12] = 1
+    torch.manual_seed(0)
+    for _ in range(30):
+        opt.zero_grad()
+        module.decoder_losses(grids)["decoder_loss"].backward()
+        opt.step()
+    assert pieces() < before / 2

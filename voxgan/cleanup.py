@@ -49,6 +49,16 @@ def kept_mask(occupied: np.ndarray, share: float = 1.0) -> np.ndarray:
     return keep[labels]
 
 
+def loose_voxels(occupied: torch.Tensor) -> torch.Tensor:
+    """``occupied`` (N, ..., R, R, R) bool: the same shape, True at the occupied voxels outside each grid's
+    largest piece (what ``keep_largest_piece`` with share 1 empties). On the CPU, as a bool tensor on
+    ``occupied``'s device."""
+    array = occupied.detach().cpu().numpy()
+    flat = array.reshape(-1, *array.shape[-3:])
+    loose = np.stack([grid & ~kept_mask(grid) for grid in flat]) if len(flat) else flat.copy()
+    return torch.from_numpy(loose.reshape(array.shape)).to(occupied.device)
+
+
 def keep_largest_piece(
     grids: torch.Tensor | np.ndarray, share: float = 1.0, threshold: float = THRESHOLD
 ) -> torch.Tensor | np.ndarray:

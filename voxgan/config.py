@@ -47,8 +47,15 @@ class LatentConfig:
     # batch (which keeps the code bank's shapes): G's codes, which land between the training codes, decode
     # into shapes the critic takes for chairs; 0: off (the decoder freezes after stage 1)
     voxel_d_weight: float = 0.0
-    voxel_d_every: int = 4  # the voxel critic's and the decoder's steps every this many code-GAN iterations
-    voxel_d_lr: float = 2e-4  # Adam rate of the voxel critic and of the decoder's fine-tune
+    # > 0: stage 2 fine-tunes the decoder to make whole shapes between the codes: decoded codes of G and mixes
+    # of two bank codes are thresholded, and the occupied voxels outside each one's largest 26-connected
+    # piece get this weight on their cross-entropy toward empty (averaged over all voxels, the scale of the
+    # reconstruction kept beside it): the clean-up of voxgan.cleanup learnt into the decoder; 0: off
+    pieces_weight: float = 0.0
+    # the decoder's fine-tune in stage 2 (voxel_d_weight, pieces_weight): a step of the decoder (and of the
+    # voxel critic) every this many code-GAN iterations, with Adam at voxel_d_lr
+    voxel_d_every: int = 4
+    voxel_d_lr: float = 2e-4
     encoder_channels: int = 16  # channels of the encoder's first level (doubling per level)
     width: int = 256  # hidden width of the code GAN's MLPs
     depth: int = 2  # hidden layers of the code GAN's MLPs
@@ -296,6 +303,7 @@ def validate_model(m: DictConfig | ModelConfig) -> None:
     check_value(la.acai_weight >= 0, "model.latent.acai_weight", la.acai_weight, ">= 0 (0: off)")
     check_value(la.code_noise >= 0, "model.latent.code_noise", la.code_noise, ">= 0 (0: off)")
     check_value(la.voxel_d_weight >= 0, "model.latent.voxel_d_weight", la.voxel_d_weight, ">= 0 (0: off)")
+    check_value(la.pieces_weight >= 0, "model.latent.pieces_weight", la.pieces_weight, ">= 0 (0: off)")
     check_value(la.voxel_d_every > 0, "model.latent.voxel_d_every", la.voxel_d_every, "a positive integer")
     check_value(la.voxel_d_lr > 0, "model.latent.voxel_d_lr", la.voxel_d_lr, "a positive learning rate")
 

@@ -8,8 +8,9 @@ computed once, standardised, and kept in the module (checkpoints carry them, and
 switch). Stage 2 (the rest of the budget): an MLP G learns the distribution of those codes against an
 MLP D, through the shared adversarial step of voxgan.training.base (the objective of ``loss``, the gate,
 lazy penalties, instance noise, mode seeking, gradient norms, EMA, as for the 3D-GAN); the decoder is
-frozen, unless ``model.latent.voxel_d_weight`` fine-tunes it against a voxel critic on decoded codes of G
-every ``voxel_d_every`` iterations (``voxel_step``). Samples are decoder(G(z)), through
+frozen, unless ``model.latent.voxel_d_weight`` (a voxel critic on decoded codes of G) or
+``model.latent.pieces_weight`` (a penalty on loose pieces of decoded codes of G and mixes of bank codes)
+fine-tunes it every ``voxel_d_every`` iterations (``decoder_step``). Samples are decoder(G(z)), through
 ``LatentGenerator``; until G has trained, none are drawn.
 
 A batch of stage 2 draws its codes from the bank with the batch's seed, so the loaded voxel batch serves
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import Timer
 
+from voxgan.cleanup import loose_voxels
 from voxgan.config import LatentConfig
 from voxgan.metrics.iou import OCCUPANCY_THRESHOLD
 from voxgan.models.autoencoder import LatentGenerator, VoxelEncoder, mlp
@@ -116,7 +118,8 @@ class AutoencoderGAN(GenerativeModule):
             DCGANDiscriminator(resolution, latent["encoder_channels"], "none", False)
             if latent["acai_weight"] > 0 else None
         )
-        # stage 2's option: a 3D-GAN D on voxels that the decoder is fine-tuned against (see LatentConfig)
+        # stage 2's options: the decoder fine-tuned against a 3D-GAN D on voxels, or against loose pieces
+        self.fine_tunes_decoder = latent["voxel_d_weight"] > 0 or latent["pieces_weight"] > 0
         self.voxel_critic = (
             DCGANDiscriminator(resolution, model["d_channels"], "spectral", model["minibatch_std"])
             if latent["voxel_d_weight"] > 0 else None
@@ -229,9 +232,10 @@ class AutoencoderGAN(GenerativeModule):
         optimizers = [opt_g, opt_d, torch.optim.Adam(autoencoder, lr=latent["ae_lr"])]
         if self.acai_critic is not None:
             optimizers.append(torch.optim.Adam(self.acai_critic.parameters(), lr=latent["ae_lr"]))
-        if self.voxel_critic is not None:
-            rate = latent["voxel_d_lr"]
+        rate = latent["voxel_d_lr"]
+        if self.fine_tunes_decoder:
             optimizers.append(torch.optim.Adam(self.generator.decoder.parameters(), lr=rate, betas=betas))
+        if self.voxel_critic is not None:
             optimizers.append(torch.optim.Adam(self.voxel_critic.parameters(), lr=rate, betas=betas))
         return optimizers
 
@@ -239,7 +243,8 @@ class AutoencoderGAN(GenerativeModule):
         """One of the optimizers by what it trains: g, d, autoencoder, acai_critic, decoder, voxel_critic."""
         names = ["g", "d", "autoencoder"]
         names += ["acai_critic"] if self.acai_critic is not None else []
-        names += ["decoder", "voxel_critic"] if self.voxel_critic is not None else []
+        names += ["decoder"] if self.fine_tunes_decoder else []
+        names += ["voxel_critic"] if self.voxel_critic is not None else []
         return self.optimizers()[names.index(name)]
 
     # ------------------------------------------------------------------------------------- loop
@@ -258,53 +263,80 @@ class AutoencoderGAN(GenerativeModule):
         real = self.codes[torch.randint(len(self.codes), (n,), device=self.codes.device)]
         outputs = self.adversarial_step(real)
         every = self.hparams.model["latent"]["voxel_d_every"]
-        if self.voxel_critic is not None and "fake" in outputs and self.iteration % every == 0:
-            voxel = self.voxel_step(batch[0].float())
+        if self.fine_tunes_decoder and "fake" in outputs and self.iteration % every == 0:
+            voxel = self.decoder_step(batch[0].float())
             # the NaN guard checks the returned losses: a non-finite voxel loss makes them NaN too
             outputs["losses"] = outputs["losses"] + 0 * sum(voxel.values())
             if "metrics" in outputs:  # logged when the iteration's record falls on a voxel step
                 outputs["metrics"].update({f"train/{k}": float(v) for k, v in voxel.items()})
         return outputs
 
-    def voxel_step(self, grids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Stage 2's fine-tune of the decoder (``voxel_d_weight``): one step of the decoder and one of the
-        voxel critic on ``voxel_losses``, both from the same forward. The decoder runs in eval mode: its
-        BatchNorm statistics, which the moving average of G keeps a copy of, stay."""
+    def decoder_step(self, grids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Stage 2's fine-tune of the decoder (``voxel_d_weight``, ``pieces_weight``): one step of the
+        decoder on ``decoder_losses``, and one of the voxel critic if there is one, from the same forward.
+        The decoder runs in eval mode: its BatchNorm statistics, which the moving average of G keeps a copy
+        of, stay."""
         decoder = self.generator.decoder
         modes = [decoder.training, self.encoder.training]
         decoder.eval()
         self.encoder.eval()
         if self.channels_last:
             grids = grids.contiguous(memory_format=torch.channels_last_3d)
-        losses = self.voxel_losses(grids)
-        opt_critic, opt_decoder = self.optimizer("voxel_critic"), self.optimizer("decoder")
+        losses = self.decoder_losses(grids)
+        opt_decoder = self.optimizer("decoder")
         opt_decoder.zero_grad(set_to_none=True)
-        self.manual_backward(losses["voxel_reconstruction"] + losses["voxel_weighted"])
-        opt_critic.zero_grad(set_to_none=True)  # the decoder's loss reached the critic too
-        self.manual_backward(losses["voxel_critic"])
+        self.manual_backward(losses["decoder_loss"])
+        if self.voxel_critic is not None:
+            opt_critic = self.optimizer("voxel_critic")
+            opt_critic.zero_grad(set_to_none=True)  # the decoder's loss reached the critic too
+            self.manual_backward(losses["voxel_critic"])
+            opt_critic.step()
         opt_decoder.step()
-        opt_critic.step()
         decoder.train(modes[0])
         self.encoder.train(modes[1])
-        return {k: v.detach() for k, v in losses.items() if k != "voxel_weighted"}
+        return {k: v.detach() for k, v in losses.items()}
 
-    def voxel_losses(self, grids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The voxel critic's and the decoder's losses on a batch of training grids. The critic's:
-        non-saturating cross-entropy, the grids against decoded codes of the network samples come from
-        (detached). The decoder's: its reconstruction of the grids through the frozen encoder (so the
-        code bank's shapes stay) and ``voxel_decoder``, the critic's loss for taking those decoded codes
-        for real (``voxel_weighted``: times ``voxel_d_weight``)."""
+    def decoder_losses(self, grids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The decoder's fine-tune losses on a batch of training grids. ``voxel_reconstruction``: its
+        reconstruction of the grids through the frozen encoder (so the code bank's shapes stay).
+        With the voxel critic, ``voxel_critic`` (its non-saturating cross-entropy, the grids against decoded
+        codes of the network samples come from, detached) and ``voxel_decoder`` (the critic's loss for taking
+        those decoded codes for real). With ``pieces_weight``, ``loose_voxels``: the cross-entropy toward
+        empty of the occupied voxels outside the largest piece of decoded codes (half the batch codes of
+        the sampling network, half mixes of two bank codes at a uniform t), averaged over all their voxels.
+        ``decoder_loss``: the reconstruction plus the weighted terms, what the decoder steps on."""
         latent = self.hparams.model["latent"]
-        critic = self.voxel_critic
+        n = len(grids)
         with torch.no_grad():
             codes = self._encode(grids)
-            fake_codes = self.sampling_network().codes(self.sample_z(len(grids)))
-        fake = torch.sigmoid(self._decode(fake_codes).float())
-        critic_loss = F.softplus(-critic(grids)).mean() + F.softplus(critic(fake.detach())).mean()
+            fake_codes = self.sampling_network().codes(self.sample_z(n))
         reconstruction = reconstruction_loss(self._decode(codes), grids, latent["pos_weight"])
-        fooled = F.softplus(-critic(fake)).mean()
-        return {"voxel_critic": critic_loss, "voxel_decoder": fooled, "voxel_reconstruction": reconstruction,
-                "voxel_weighted": latent["voxel_d_weight"] * fooled}
+        losses = {"voxel_reconstruction": reconstruction}
+        total = reconstruction
+        if self.voxel_critic is not None:
+            critic = self.voxel_critic
+            fake = torch.sigmoid(self._decode(fake_codes).float())
+            losses["voxel_critic"] = (F.softplus(-critic(grids)).mean()
+                                      + F.softplus(critic(fake.detach())).mean())
+            losses["voxel_decoder"] = F.softplus(-critic(fake)).mean()
+            total = total + latent["voxel_d_weight"] * losses["voxel_decoder"]
+        if latent["pieces_weight"] > 0:
+            logits = self._decode(torch.cat([fake_codes[: n // 2], self.bank_mixes(n - n // 2)])).float()
+            loose = loose_voxels(logits.detach() >= 0)  # sigmoid >= 0.5
+            losses["loose_voxels"] = (F.softplus(logits) * loose).mean()
+            total = total + latent["pieces_weight"] * losses["loose_voxels"]
+        losses["decoder_loss"] = total
+        return losses
+
+    @torch.no_grad()
+    def bank_mixes(self, n: int) -> torch.Tensor:
+        """``n`` codes (as the decoder reads them) each a uniform ``t`` of the way between two bank codes
+        drawn at random: where the study's interpolation frames lie."""
+        bank = self.codes
+        pairs = torch.randint(len(bank), (2, n), device=bank.device)
+        t = torch.rand(n, 1, device=bank.device)
+        mixed = torch.lerp(bank[pairs[0]], bank[pairs[1]], t)
+        return mixed * self.generator.code_std + self.generator.code_mean
 
     def autoencoder_step(self, grids: torch.Tensor) -> dict[str, Any]:
         """Encode, perturb the code (``code_noise``; with ``kl_weight`` a draw of its posterior), decode;
@@ -382,7 +414,7 @@ class AutoencoderGAN(GenerativeModule):
         self.generator.code_mean.copy_(mean)
         self.generator.code_std.copy_(std)
         self.codes = (codes - mean) / std
-        self.generator.decoder.requires_grad_(self.voxel_critic is not None)  # fine-tuned, or frozen
+        self.generator.decoder.requires_grad_(self.fine_tunes_decoder)  # fine-tuned, or frozen
         if self.g_ema is not None:
             self.g_ema.load_state_dict(self.generator.state_dict())
         self.stage_two_from = self.iteration
@@ -447,7 +479,7 @@ class AutoencoderGAN(GenerativeModule):
         if codes is not None:  # the bank's size is known only from the checkpoint
             self.codes = torch.empty_like(codes)
             if len(codes):
-                self.generator.decoder.requires_grad_(self.voxel_critic is not None)
+                self.generator.decoder.requires_grad_(self.fine_tunes_decoder)
         super().on_load_checkpoint(checkpoint)
         state = checkpoint["voxgan"]
         if len(self.codes) and state.get("stage_two_from") is None:  # written before the switch was recorded
