@@ -124,6 +124,8 @@ def test_unknown_group_option_fails_at_composition() -> None:
         ("trainer.precision=64-true", "trainer.precision"),
         ("callbacks.eval_metrics=[foo]", "callbacks.eval_metrics"),
         ("data.categories=[]", "data.categories"),
+        ("model.latent.pieces_weight=-1", "model.latent.pieces_weight"),
+        ("model.latent.pieces_target=smooth", "model.latent.pieces_target"),
     ],
 )
 def test_out_of_range_value_fails_with_the_key_named(override: str, key: str) -> None:

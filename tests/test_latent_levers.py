@@ -85,7 +85,7 @@ def test_the_voxel_critic_reaches_the_decoders_gradients_and_nothing_else(make_c
     module = build_module(make_cfg(*LATENT, *VOXEL))
     grids = torch.rand(4, 1, 16, 16, 16).round()
     losses = module.decoder_losses(grids)
-    assert "loose_voxels" not in losses
+    assert "pieces" not in losses
     expected = losses["voxel_reconstruction"] + 0.5 * losses["voxel_decoder"]
     assert torch.isclose(losses["decoder_loss"], expected)
     (0.5 * losses["voxel_decoder"]).backward(retain_graph=True)
@@ -131,7 +131,7 @@ def test_the_voxel_critic_fine_tunes_the_decoder_in_stage_two_only(make_cfg, tmp
 PIECES = ("model.latent.pieces_weight=2", "model.latent.voxel_d_every=1")
 
 
-@pytest.mark.parametrize("options, logged", [(VOXEL, "train/voxel_critic"), (PIECES, "train/loose_voxels")])
+@pytest.mark.parametrize("options, logged", [(VOXEL, "train/voxel_critic"), (PIECES, "train/pieces")])
 def test_the_decoders_fine_tune_resumes_exactly(make_cfg, tmp_path: Path, monkeypatch, options, logged
                                                 ) -> None:
     common = (*LATENT, *options, "iterations=6", "callbacks.checkpoint_every=4")
@@ -162,29 +162,38 @@ def test_loose_voxels_are_the_occupied_voxels_off_each_grids_largest_piece() -> 
     assert not loose[1].any() and not loose[2].any()
 
 
-def _speckling(decoder: torch.nn.Module) -> None:
+def _speckling(decoder: torch.nn.Module, occupied: float = 0.1) -> None:
     """BatchNorm statistics of codes like a bank's (what stage 1 leaves), then eval mode, as the fine-tune
-    runs; the last layer's bias lowered until a tenth of the voxels are occupied, so the decoder's shapes
-    fall into many pieces, as decoded mixes of codes do."""
+    runs; the last layer's bias lowered until ``occupied`` of the voxels are (a tenth: near the threshold
+    of percolation, so the decoder's shapes fall into many pieces, as decoded mixes of codes do)."""
     torch.manual_seed(0)
     with torch.no_grad():
         for _ in range(20):
             decoder(torch.randn(32, 16))
         decoder.eval()
         last = decoder.net[-1]
-        last.bias -= torch.quantile(decoder(torch.randn(32, 16)).flatten()[::7], 0.9)
+        last.bias -= torch.quantile(decoder(torch.randn(32, 16)).flatten()[::7], 1 - occupied)
 
 
-def test_the_pieces_penalty_is_the_loose_voxels_cross_entropy_and_reaches_only_the_decoder(make_cfg) -> None:
-    module = build_module(make_cfg(*LATENT, *PIECES))
+@pytest.mark.parametrize("target", ["teacher", "clean", "loose"])
+def test_the_pieces_term_is_the_cross_entropy_toward_the_largest_piece_and_reaches_only_the_decoder(
+        make_cfg, target: str) -> None:
+    module = build_module(make_cfg(*LATENT, *PIECES, f"model.latent.pieces_target={target}"))
     assert module.voxel_critic is None
     module.codes = torch.randn(10, 16)  # a code bank, as stage 2 has
     _speckling(module.generator.decoder)
+    if target == "teacher":  # stage 1's decoder, copied at the switch, then frozen
+        assert not any(p.requires_grad for p in module.decoder_teacher.parameters())
+        module.decoder_teacher.load_state_dict(module.generator.decoder.state_dict())
+        with torch.no_grad():  # the student moves on; the teacher's shapes are the target
+            module.decoder_teacher.net[-1].bias -= 0.3
+    else:
+        assert module.decoder_teacher is None
     grids = torch.rand(4, 1, 16, 16, 16).round()
     torch.manual_seed(3)
     losses = module.decoder_losses(grids)
-    assert losses["loose_voxels"] > 0  # an untrained decoder makes loose pieces
-    assert torch.isclose(losses["decoder_loss"], losses["voxel_reconstruction"] + 2 * losses["loose_voxels"])
+    assert losses["loose_share"] > 0.2  # the decoder makes loose pieces
+    assert torch.isclose(losses["decoder_loss"], losses["voxel_reconstruction"] + 2 * losses["pieces"])
     # the same draws by hand: 2 codes of the sampling network, 2 mixes of bank codes
     torch.manual_seed(3)
     with torch.no_grad():
@@ -192,35 +201,60 @@ def test_the_pieces_penalty_is_the_loose_voxels_cross_entropy_and_reaches_only_t
         fake = module.sampling_network().codes(module.sample_z(4))
         mixes = module.bank_mixes(2)
         logits = module.generator.decoder(torch.cat([fake[:2], mixes])).float()
-    loose = loose_voxels(logits >= 0)
-    by_hand = torch.where(loose, torch.nn.functional.softplus(logits), 0).sum() / logits.numel()
-    assert torch.isclose(losses["loose_voxels"], by_hand)
-    (2 * losses["loose_voxels"]).backward()
+        teacher = module.decoder_teacher(torch.cat([fake[:2], mixes])) >= 0 if target == "teacher" else None
+    occupied = logits >= 0
+    loose = loose_voxels(occupied)
+    assert torch.isclose(losses["loose_share"], loose.sum() / occupied.sum())
+    toward_empty = torch.nn.functional.softplus(logits)  # -log(1 - p)
+    if target != "loose":  # the largest piece toward occupied (-log p, weighted 3), the rest toward empty
+        shapes = teacher if target == "teacher" else occupied
+        whole = shapes & ~loose_voxels(shapes)
+        if target == "teacher":
+            assert not torch.equal(whole, occupied & ~loose)
+        by_hand = torch.where(whole, 3 * (toward_empty - logits), toward_empty).mean()
+    else:
+        by_hand = torch.where(loose, toward_empty, 0).mean()
+    assert torch.isclose(losses["pieces"], by_hand)
+    (2 * losses["pieces"]).backward()
     decoder = list(module.generator.decoder.parameters())
     assert sum(p.grad.abs().sum() for p in decoder if p.grad is not None) > 0
     assert all(p.grad is None for p in module.encoder.parameters())
     assert all(p.grad is None for p in module.generator.code_generator.parameters())
+    if target == "teacher":
+        assert all(p.grad is None for p in module.decoder_teacher.parameters())
 
 
-def test_the_pieces_penalty_teaches_the_decoder_whole_shapes_between_codes(make_cfg) -> None:
-    module = build_module(make_cfg(*LATENT, "model.latent.pieces_weight=50"))
-    module.codes = torch.randn(10, 16)
-    decoder = module.generator.decoder
-    _speckling(decoder)
-    mixes = torch.lerp(module.codes[:5], module.codes[5:], torch.linspace(0, 1, 5)[:, None])
+def test_the_pieces_term_teaches_the_decoder_whole_shapes_between_codes(make_cfg) -> None:
+    def fine_tuned(weight: float) -> tuple[float, int, float, int]:
+        """Pieces and occupied voxels of decoded mixes of bank codes, before and after 100 fine-tune steps."""
+        torch.manual_seed(0)
+        module = build_module(make_cfg(*LATENT, f"model.latent.pieces_weight={weight}"))
+        module.codes = torch.randn(10, 16)
+        decoder = module.generator.decoder
+        _speckling(decoder, occupied=0.3)  # a body with specks around it
+        if module.decoder_teacher is not None:
+            module.decoder_teacher.load_state_dict(decoder.state_dict())  # the switch to stage 2
+        mixes = torch.lerp(module.codes[:5], module.codes[5:], torch.linspace(0, 1, 5)[:, None])
 
-    def pieces() -> float:
-        with torch.no_grad():
-            return fragment_stats(torch.sigmoid(decoder(mixes)) >= 0.5)[0]
+        def shapes() -> tuple[float, int]:
+            with torch.no_grad():
+                occupied = decoder(mixes) >= 0
+            return fragment_stats(occupied)[0], int(occupied.sum())
 
-    before = pieces()
-    assert before > 2  # the untrained decoder's mixes fall apart
-    opt = torch.optim.Adam(decoder.parameters(), lr=1e-3)
-    grids = torch.zeros(4, 1, 16, 16, 16)
-    grids[:, :, 4:12, 4:12, 4:12] = 1
-    torch.manual_seed(0)
-    for _ in range(30):
-        opt.zero_grad()
-        module.decoder_losses(grids)["decoder_loss"].backward()
-        opt.step()
-    assert pieces() < before / 2
+        before = shapes()
+        opt = torch.optim.Adam(decoder.parameters(), lr=2e-4)  # voxel_d_lr
+        grids = torch.zeros(4, 1, 16, 16, 16)
+        grids[:, :, 4:12, 4:12, 4:12] = 1
+        torch.manual_seed(0)
+        for _ in range(100):
+            opt.zero_grad()
+            module.decoder_losses(grids)["decoder_loss"].backward()
+            opt.step()
+        return (*before, *shapes())
+
+    pieces_before, mass_before, pieces, mass = fine_tuned(10)
+    assert pieces_before > 3  # the speckling decoder's mixes fall apart
+    assert pieces < pieces_before / 2
+    assert mass > mass_before / 2  # whole, not emptied: the bodies stay
+    _, _, without, _ = fine_tuned(0)  # the reconstruction alone breaks them up further
+    assert pieces < without / 4

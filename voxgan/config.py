@@ -19,6 +19,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from voxgan.data.grid import RESOLUTIONS
 
+PIECES_TARGETS = ("teacher", "clean", "loose")  # model.latent.pieces_target
+
 
 @dataclass
 class LatentConfig:
@@ -48,10 +50,15 @@ class LatentConfig:
     # into shapes the critic takes for chairs; 0: off (the decoder freezes after stage 1)
     voxel_d_weight: float = 0.0
     # > 0: stage 2 fine-tunes the decoder to make whole shapes between the codes: decoded codes of G and mixes
-    # of two bank codes are thresholded, and the occupied voxels outside each one's largest 26-connected
-    # piece get this weight on their cross-entropy toward empty (averaged over all voxels, the scale of the
-    # reconstruction kept beside it): the clean-up of voxgan.cleanup learnt into the decoder; 0: off
+    # of two bank codes are thresholded, and this weight goes on a cross-entropy (averaged over all voxels,
+    # the scale of the reconstruction kept beside it) toward pieces_target: the clean-up of voxgan.cleanup
+    # learnt into the decoder; 0: off
     pieces_weight: float = 0.0
+    # teacher: the largest 26-connected piece of the shape that stage 1's decoder (a frozen copy) makes of
+    # the code, as the reconstruction's target (its weighted cross-entropy on every voxel); clean: the same
+    # toward the largest piece of the decoder's own shape; loose: only the occupied voxels outside that
+    # piece, toward empty. Screened, the last two feed on themselves: clean fills the grid, loose empties it
+    pieces_target: str = "teacher"
     # the decoder's fine-tune in stage 2 (voxel_d_weight, pieces_weight): a step of the decoder (and of the
     # voxel critic) every this many code-GAN iterations, with Adam at voxel_d_lr
     voxel_d_every: int = 4
@@ -304,6 +311,8 @@ def validate_model(m: DictConfig | ModelConfig) -> None:
     check_value(la.code_noise >= 0, "model.latent.code_noise", la.code_noise, ">= 0 (0: off)")
     check_value(la.voxel_d_weight >= 0, "model.latent.voxel_d_weight", la.voxel_d_weight, ">= 0 (0: off)")
     check_value(la.pieces_weight >= 0, "model.latent.pieces_weight", la.pieces_weight, ">= 0 (0: off)")
+    check_value(la.pieces_target in PIECES_TARGETS, "model.latent.pieces_target", la.pieces_target,
+                f"one of {PIECES_TARGETS}")
     check_value(la.voxel_d_every > 0, "model.latent.voxel_d_every", la.voxel_d_every, "a positive integer")
     check_value(la.voxel_d_lr > 0, "model.latent.voxel_d_lr", la.voxel_d_lr, "a positive learning rate")
 

@@ -9,7 +9,7 @@ switch). Stage 2 (the rest of the budget): an MLP G learns the distribution of t
 MLP D, through the shared adversarial step of voxgan.training.base (the objective of ``loss``, the gate,
 lazy penalties, instance noise, mode seeking, gradient norms, EMA, as for the 3D-GAN); the decoder is
 frozen, unless ``model.latent.voxel_d_weight`` (a voxel critic on decoded codes of G) or
-``model.latent.pieces_weight`` (a penalty on loose pieces of decoded codes of G and mixes of bank codes)
+``model.latent.pieces_weight`` (decoded codes of G and mixes of bank codes pulled toward their largest piece)
 fine-tunes it every ``voxel_d_every`` iterations (``decoder_step``). Samples are decoder(G(z)), through
 ``LatentGenerator``; until G has trained, none are drawn.
 
@@ -120,6 +120,11 @@ class AutoencoderGAN(GenerativeModule):
         )
         # stage 2's options: the decoder fine-tuned against a 3D-GAN D on voxels, or against loose pieces
         self.fine_tunes_decoder = latent["voxel_d_weight"] > 0 or latent["pieces_weight"] > 0
+        # pieces_target=teacher: the decoder as stage 1 left it, frozen (copied at the switch)
+        self.decoder_teacher = (
+            copy.deepcopy(self.generator.decoder).requires_grad_(False)
+            if latent["pieces_weight"] > 0 and latent["pieces_target"] == "teacher" else None
+        )
         self.voxel_critic = (
             DCGANDiscriminator(resolution, model["d_channels"], "spectral", model["minibatch_std"])
             if latent["voxel_d_weight"] > 0 else None
@@ -211,6 +216,8 @@ class AutoencoderGAN(GenerativeModule):
             self.generator.decoder.to(memory_format=torch.channels_last_3d)
             if self.g_ema is not None:
                 self.g_ema.decoder.to(memory_format=torch.channels_last_3d)
+            if self.decoder_teacher is not None:
+                self.decoder_teacher.to(memory_format=torch.channels_last_3d)
         if model["compile"]:
             self.__dict__["_g_forward"] = torch.compile(self.generator.code_generator)
             if not self.objective.double_backward:  # aot_autograd has no double backward
@@ -301,9 +308,13 @@ class AutoencoderGAN(GenerativeModule):
         reconstruction of the grids through the frozen encoder (so the code bank's shapes stay).
         With the voxel critic, ``voxel_critic`` (its non-saturating cross-entropy, the grids against decoded
         codes of the network samples come from, detached) and ``voxel_decoder`` (the critic's loss for taking
-        those decoded codes for real). With ``pieces_weight``, ``loose_voxels``: the cross-entropy toward
-        empty of the occupied voxels outside the largest piece of decoded codes (half the batch codes of
-        the sampling network, half mixes of two bank codes at a uniform t), averaged over all their voxels.
+        those decoded codes for real). With ``pieces_weight``, ``pieces``: a cross-entropy of decoded codes
+        (half the batch codes of the sampling network, half mixes of two bank codes at a uniform t) toward
+        ``pieces_target``, averaged over all their voxels: ``teacher``, the reconstruction's weighted
+        cross-entropy toward the largest piece of the shape stage 1's frozen decoder makes of the code, as if
+        it were a training shape; ``clean``, the same toward the largest piece of the decoder's own shape;
+        ``loose``, only the occupied voxels outside that piece, toward empty. ``loose_share``: the share of
+        the decoded voxels outside their shape's largest piece.
         ``decoder_loss``: the reconstruction plus the weighted terms, what the decoder steps on."""
         latent = self.hparams.model["latent"]
         n = len(grids)
@@ -321,10 +332,23 @@ class AutoencoderGAN(GenerativeModule):
             losses["voxel_decoder"] = F.softplus(-critic(fake)).mean()
             total = total + latent["voxel_d_weight"] * losses["voxel_decoder"]
         if latent["pieces_weight"] > 0:
-            logits = self._decode(torch.cat([fake_codes[: n // 2], self.bank_mixes(n - n // 2)])).float()
-            loose = loose_voxels(logits.detach() >= 0)  # sigmoid >= 0.5
-            losses["loose_voxels"] = (F.softplus(logits) * loose).mean()
-            total = total + latent["pieces_weight"] * losses["loose_voxels"]
+            between = torch.cat([fake_codes[: n // 2], self.bank_mixes(n - n // 2)])
+            logits = self._decode(between).float()
+            occupied = logits.detach() >= 0  # sigmoid >= 0.5
+            loose = loose_voxels(occupied)
+            target = latent["pieces_target"]
+            if target == "loose":
+                losses["pieces"] = (F.softplus(logits) * loose).mean()
+            else:
+                if target == "teacher":
+                    with torch.no_grad():
+                        shapes = self.decoder_teacher.eval()(between) >= 0
+                    whole = shapes & ~loose_voxels(shapes)
+                else:
+                    whole = occupied & ~loose
+                losses["pieces"] = reconstruction_loss(logits, whole.float(), latent["pos_weight"])
+            losses["loose_share"] = loose.sum() / occupied.sum().clamp(min=1)
+            total = total + latent["pieces_weight"] * losses["pieces"]
         losses["decoder_loss"] = total
         return losses
 
@@ -417,6 +441,8 @@ class AutoencoderGAN(GenerativeModule):
         self.generator.decoder.requires_grad_(self.fine_tunes_decoder)  # fine-tuned, or frozen
         if self.g_ema is not None:
             self.g_ema.load_state_dict(self.generator.state_dict())
+        if self.decoder_teacher is not None:
+            self.decoder_teacher.load_state_dict(self.generator.decoder.state_dict())
         self.stage_two_from = self.iteration
         record = {"ae/train_iou": self.reconstruction_iou(train), "iteration": self.iteration}
         if data.val_set is not None and len(data.val_set) > 0:
