@@ -427,6 +427,16 @@ COMMANDS: list[DocCommand] = [
     ),
     DocCommand(
         "OMP_NUM_THREADS=1 python train.py experiment=real_chair32_latent data.root=data/chair32 "
+        "trainer.precision=32-true model.latent.ae_iterations=600 iterations=6600 trainer.max_time=null "
+        "callbacks.eval_every=0 model.latent.pieces_weight=1 seed=0 "
+        "hydra.run.dir=outputs/between/pieces/seed0",
+        subs={"data/chair32": "{shards}", "model.latent.ae_iterations=600 iterations=6600":
+              "model.latent.ae_iterations=2 iterations=4", "outputs/between/pieces/seed0": "{out}"},
+        extra=f"{REAL_LATENT} model.latent.voxel_d_every=1",
+        writes=("{out}/checkpoints/last.ckpt",),
+    ),
+    DocCommand(
+        "OMP_NUM_THREADS=1 python train.py experiment=real_chair32_latent data.root=data/chair32 "
         "trainer.precision=32-true model.latent.ae_iterations=1000 seed=1 "
         "hydra.run.dir=outputs/hour_ae1000/seed1",
         subs={"data/chair32": "{shards}", "model.latent.ae_iterations=1000":

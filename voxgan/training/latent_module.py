@@ -118,7 +118,7 @@ class AutoencoderGAN(GenerativeModule):
             DCGANDiscriminator(resolution, latent["encoder_channels"], "none", False)
             if latent["acai_weight"] > 0 else None
         )
-        # stage 2's options: the decoder fine-tuned against a 3D-GAN D on voxels, or against loose pieces
+        # stage 2's options: the decoder fine-tuned against a 3D-GAN D on voxels, or toward whole shapes
         self.fine_tunes_decoder = latent["voxel_d_weight"] > 0 or latent["pieces_weight"] > 0
         # pieces_target=teacher: the decoder as stage 1 left it, frozen (copied at the switch)
         self.decoder_teacher = (
