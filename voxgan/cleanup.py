@@ -49,13 +49,21 @@ def kept_mask(occupied: np.ndarray, share: float = 1.0) -> np.ndarray:
     return keep[labels]
 
 
+def dropped_mask(occupied: np.ndarray, share: float = 1.0) -> np.ndarray:
+    """``occupied`` (N, R, R, R) bool: True at each grid's occupied voxels outside its kept pieces
+    (:func:`kept_mask` with ``share``), what the clean-up empties."""
+    dropped = np.zeros_like(occupied)
+    for i, grid in enumerate(occupied):
+        dropped[i] = grid & ~kept_mask(grid, share)
+    return dropped
+
+
 def loose_voxels(occupied: torch.Tensor) -> torch.Tensor:
     """``occupied`` (N, ..., R, R, R) bool: the same shape, True at the occupied voxels outside each grid's
     largest piece (what ``keep_largest_piece`` with share 1 empties). On the CPU, as a bool tensor on
     ``occupied``'s device."""
     array = occupied.detach().cpu().numpy()
-    flat = array.reshape(-1, *array.shape[-3:])
-    loose = np.stack([grid & ~kept_mask(grid) for grid in flat]) if len(flat) else flat.copy()
+    loose = dropped_mask(array.reshape(-1, *array.shape[-3:]))
     return torch.from_numpy(loose.reshape(array.shape)).to(occupied.device)
 
 
@@ -71,9 +79,7 @@ def keep_largest_piece(
     flat = array.reshape(-1, *array.shape[-3:])
     occupied = flat if flat.dtype == bool else flat >= threshold
     out = flat.copy()
-    for i in range(len(flat)):
-        drop = occupied[i] & ~kept_mask(occupied[i], share)
-        out[i][drop] = 0
+    out[dropped_mask(occupied, share)] = 0
     out = out.reshape(array.shape)
     if is_tensor:
         return torch.from_numpy(out).to(grids.device)
