@@ -37,6 +37,10 @@ TRAIN = f"iterations=2 data.resolution=16 {SMALL_DATA} {SMALL_NETS} {SMALL_CALLB
 LATENT = f"iterations=3 model.latent.ae_iterations=2 model.latent.width=16 {SMALL_CALLBACKS}"
 # a real-chair latent recipe shrunk: small batches and networks, csv logs
 REAL_LATENT = f"data.batch_size=4 {SMALL_NETS} model.latent.width=16 {SMALL_CALLBACKS} logger=csv"
+# docs/real-chairs.md's short screen of a latent lever on the real chairs (600 + 6000 iterations)
+SCREEN = ("OMP_NUM_THREADS=1 python train.py experiment=real_chair32_latent data.root=data/chair32 "
+          "trainer.precision=32-true model.latent.ae_iterations=600 iterations=6600 trainer.max_time=null "
+          "callbacks.eval_every=0")
 RUN_DIR = "hydra.run.dir={out}"
 SWEEP_DIR = "hydra.sweep.dir={out}"
 INVERSION = ("inversion.steps=3 inversion.restarts=1 inversion.candidates=2 inversion.encoder_steps=5 "
@@ -62,6 +66,13 @@ class DocCommand:
     prints: str = ""  # text the run must print (stdout or stderr)
     provides: str = ""  # the artifact {name} this run makes for others (its output folder is {name})
     why_not: str = ""  # set: not run, for this reason
+
+
+def screen_subs(run_dir: str, out: str, iterations: int) -> dict[str, str]:
+    """The substitutions that shrink a ``SCREEN`` command: the prepared chairs, a few iterations, and the
+    run folder ``run_dir`` as ``out``."""
+    return {"data/chair32": "{shards}", "model.latent.ae_iterations=600 iterations=6600":
+            f"model.latent.ae_iterations=2 iterations={iterations}", run_dir: out}
 
 
 COMMANDS: list[DocCommand] = [
@@ -406,32 +417,21 @@ COMMANDS: list[DocCommand] = [
         writes=("{out}/evaluation.json",),
     ),
     DocCommand(
-        "OMP_NUM_THREADS=1 python train.py experiment=real_chair32_latent data.root=data/chair32 "
-        "trainer.precision=32-true model.latent.ae_iterations=600 iterations=6600 trainer.max_time=null "
-        "callbacks.eval_every=0 model.latent.kl_weight=0.001 seed=0 hydra.run.dir=outputs/between/kl/seed0",
-        subs={"data/chair32": "{shards}", "model.latent.ae_iterations=600 iterations=6600":
-              "model.latent.ae_iterations=2 iterations=3", "outputs/between/kl/seed0": "{between_run}"},
+        f"{SCREEN} model.latent.kl_weight=0.001 seed=0 hydra.run.dir=outputs/between/kl/seed0",
+        subs=screen_subs("outputs/between/kl/seed0", "{between_run}", iterations=3),
         extra=REAL_LATENT,
         provides="between_run",
         writes=("{between_run}/checkpoints/last.ckpt",),
     ),
     DocCommand(
-        "OMP_NUM_THREADS=1 python train.py experiment=real_chair32_latent data.root=data/chair32 "
-        "trainer.precision=32-true model.latent.ae_iterations=600 iterations=6600 trainer.max_time=null "
-        "callbacks.eval_every=0 model.latent.voxel_d_weight=0.1 seed=0 "
-        "hydra.run.dir=outputs/between/voxel/seed0",
-        subs={"data/chair32": "{shards}", "model.latent.ae_iterations=600 iterations=6600":
-              "model.latent.ae_iterations=2 iterations=4", "outputs/between/voxel/seed0": "{out}"},
+        f"{SCREEN} model.latent.voxel_d_weight=0.1 seed=0 hydra.run.dir=outputs/between/voxel/seed0",
+        subs=screen_subs("outputs/between/voxel/seed0", "{out}", iterations=4),
         extra=REAL_LATENT,
         writes=("{out}/checkpoints/last.ckpt",),
     ),
     DocCommand(
-        "OMP_NUM_THREADS=1 python train.py experiment=real_chair32_latent data.root=data/chair32 "
-        "trainer.precision=32-true model.latent.ae_iterations=600 iterations=6600 trainer.max_time=null "
-        "callbacks.eval_every=0 model.latent.pieces_weight=1 seed=0 "
-        "hydra.run.dir=outputs/between/pieces/seed0",
-        subs={"data/chair32": "{shards}", "model.latent.ae_iterations=600 iterations=6600":
-              "model.latent.ae_iterations=2 iterations=4", "outputs/between/pieces/seed0": "{out}"},
+        f"{SCREEN} model.latent.pieces_weight=1 seed=0 hydra.run.dir=outputs/between/pieces/seed0",
+        subs=screen_subs("outputs/between/pieces/seed0", "{out}", iterations=4),
         extra=f"{REAL_LATENT} model.latent.voxel_d_every=1",
         writes=("{out}/checkpoints/last.ckpt",),
     ),
