@@ -271,11 +271,11 @@ class AutoencoderGAN(GenerativeModule):
         outputs = self.adversarial_step(real)
         every = self.hparams.model["latent"]["voxel_d_every"]
         if self.fine_tunes_decoder and "fake" in outputs and self.iteration % every == 0:
-            voxel = self.decoder_step(batch[0].float())
-            # the NaN guard checks the returned losses: a non-finite voxel loss makes them NaN too
-            outputs["losses"] = outputs["losses"] + 0 * sum(voxel.values())
-            if "metrics" in outputs:  # logged when the iteration's record falls on a voxel step
-                outputs["metrics"].update({f"train/{k}": float(v) for k, v in voxel.items()})
+            fine_tune = self.decoder_step(batch[0].float())
+            # the NaN guard checks the returned losses: a non-finite fine-tune loss makes them NaN too
+            outputs["losses"] = outputs["losses"] + 0 * sum(fine_tune.values())
+            if "metrics" in outputs:  # logged when the iteration's record falls on a fine-tune step
+                outputs["metrics"].update({f"train/{k}": float(v) for k, v in fine_tune.items()})
         return outputs
 
     def decoder_step(self, grids: torch.Tensor) -> dict[str, torch.Tensor]:
