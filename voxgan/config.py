@@ -19,7 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from voxgan.data.grid import RESOLUTIONS
 
-PIECES_TARGETS = ("teacher", "clean", "loose")  # model.latent.pieces_target
+PIECES_TARGETS = ("teacher", "teacher_loose", "clean", "loose")  # model.latent.pieces_target
 
 
 @dataclass
@@ -55,7 +55,9 @@ class LatentConfig:
     # learnt into the decoder; 0: off
     pieces_weight: float = 0.0
     # teacher: the largest 26-connected piece of the shape that stage 1's decoder (a frozen copy) makes of
-    # the code, as the reconstruction's target (its weighted cross-entropy on every voxel); clean: the same
+    # the code, as the reconstruction's target (its weighted cross-entropy on every voxel); teacher_loose:
+    # the same plus the teacher's loose voxels toward empty, averaged over those voxels alone (in teacher they
+    # are 1-3% of the shape and their pull drowns in the mean); clean: the same as teacher
     # toward the largest piece of the decoder's own shape; loose: only the occupied voxels outside that
     # piece, toward empty. Screened, the last two feed on themselves: clean fills the grid, loose empties it
     pieces_target: str = "teacher"

@@ -123,7 +123,7 @@ class AutoencoderGAN(GenerativeModule):
         # pieces_target=teacher: the decoder as stage 1 left it, frozen (copied at the switch)
         self.decoder_teacher = (
             copy.deepcopy(self.generator.decoder).requires_grad_(False)
-            if latent["pieces_weight"] > 0 and latent["pieces_target"] == "teacher" else None
+            if latent["pieces_weight"] > 0 and latent["pieces_target"].startswith("teacher") else None
         )
         self.voxel_critic = (
             DCGANDiscriminator(resolution, model["d_channels"], "spectral", model["minibatch_std"])
@@ -312,9 +312,10 @@ class AutoencoderGAN(GenerativeModule):
         (half the batch codes of the sampling network, half mixes of two bank codes at a uniform t) toward
         ``pieces_target``, averaged over all their voxels: ``teacher``, the reconstruction's weighted
         cross-entropy toward the largest piece of the shape stage 1's frozen decoder makes of the code, as if
-        it were a training shape; ``clean``, the same toward the largest piece of the decoder's own shape;
-        ``loose``, only the occupied voxels outside that piece, toward empty. ``loose_share``: the share of
-        the decoded voxels outside their shape's largest piece.
+        it were a training shape; ``teacher_loose``, the same plus the teacher's loose voxels toward empty,
+        averaged over those voxels alone; ``clean``, the same toward the largest piece of the decoder's own
+        shape; ``loose``, only the occupied voxels outside that piece, toward empty. ``loose_share``: the
+        share of the decoded voxels outside their shape's largest piece.
         ``decoder_loss``: the reconstruction plus the weighted terms, what the decoder steps on."""
         latent = self.hparams.model["latent"]
         n = len(grids)
@@ -339,14 +340,18 @@ class AutoencoderGAN(GenerativeModule):
             target = latent["pieces_target"]
             if target == "loose":
                 losses["pieces"] = (F.softplus(logits) * loose).mean()
+            elif target == "clean":
+                whole = (occupied & ~loose).float()
+                losses["pieces"] = reconstruction_loss(logits, whole, latent["pos_weight"])
             else:
-                if target == "teacher":
-                    with torch.no_grad():
-                        shapes = self.decoder_teacher.eval()(between) >= 0
-                    whole = shapes & ~loose_voxels(shapes)
-                else:
-                    whole = occupied & ~loose
-                losses["pieces"] = reconstruction_loss(logits, whole.float(), latent["pos_weight"])
+                with torch.no_grad():
+                    shapes = self.decoder_teacher.eval()(between) >= 0
+                teacher_loose = loose_voxels(shapes)
+                pieces = reconstruction_loss(logits, (shapes & ~teacher_loose).float(), latent["pos_weight"])
+                if target == "teacher_loose":
+                    toward_empty = (F.softplus(logits) * teacher_loose).sum()
+                    pieces = pieces + toward_empty / teacher_loose.sum().clamp(min=1)
+                losses["pieces"] = pieces
             losses["loose_share"] = loose.sum() / occupied.sum().clamp(min=1)
             total = total + latent["pieces_weight"] * losses["pieces"]
         losses["decoder_loss"] = total
