@@ -235,7 +235,13 @@ class GenerativeModule(pl.LightningModule):
     def _seed_batch(self) -> None:
         """Seed every random draw of this batch from (run seed, process rank, batch index): ``batch_seed``."""
         world_size = self._trainer.world_size if self._trainer is not None else 1
-        torch.manual_seed(batch_seed(self.hparams.seed, self.global_rank, world_size, self.batches_seen))
+        seed = batch_seed(self.hparams.seed, self.global_rank, world_size, self.batches_seen)
+        if self.device.type == "cpu":
+            # a CPU step draws from the CPU generator alone; where CUDA is not initialised torch.manual_seed
+            # also queues the seed for it with a stack trace, a cost on every batch (benchmarks/code_gan.py)
+            torch.default_generator.manual_seed(seed)
+        else:
+            torch.manual_seed(seed)
 
     def instance_noise_std(self) -> float:
         """The std of the noise on D's inputs now: linear from ``instance_noise`` to 0 at
