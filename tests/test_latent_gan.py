@@ -58,6 +58,29 @@ def test_the_gan_learns_the_codes_of_the_training_shapes_not_grids(make_cfg, tmp
     assert torch.allclose(module.generate(z), expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("fine_tune", [False, True], ids=["frozen decoder", "fine-tuned decoder"])
+def test_the_code_gan_leaves_the_grids_unloaded_unless_the_decoder_reads_them(
+        make_cfg, tmp_path: Path, monkeypatch, fine_tune: bool) -> None:
+    from voxgan.data.datamodule import VoxelDataModule
+    from voxgan.training.train import build_trainer
+
+    cfg = make_cfg(*LATENT, "iterations=6", *(["model.latent.pieces_weight=1"] if fine_tune else []))
+
+    def fitted(out: str) -> tuple[dict[str, torch.Tensor], VoxelDataModule]:
+        torch.manual_seed(cfg.seed)  # the same initial weights
+        module, data = build_module(cfg), build_datamodule(cfg)
+        build_trainer(cfg, tmp_path / out, []).fit(module, datamodule=data)
+        return module.state_dict(), data
+
+    weights, data = fitted("unloaded")
+    # stage 2 draws its reals from the code bank: the grids are left unloaded, unless the fine-tune reads them
+    assert data._stream.grids_wanted is fine_tune
+    monkeypatch.setattr(VoxelDataModule, "want_grids", lambda self, wanted: None)
+    served, data = fitted("served")
+    assert data._stream.grids_wanted  # every batch served its grids
+    assert all(torch.equal(v, served[k]) for k, v in weights.items())  # and nothing trained otherwise
+
+
 @pytest.mark.parametrize("stop", [2, 4], ids=["in stage 1", "in stage 2"])
 def test_each_stage_resumes_exactly(make_cfg, tmp_path: Path, monkeypatch, stop: int) -> None:
     common = (*LATENT, "iterations=6", f"callbacks.checkpoint_every={stop}")

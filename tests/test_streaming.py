@@ -87,6 +87,28 @@ def test_a_resumed_stream_replays_the_uninterrupted_batches(root: Path, num_work
         assert_same_batches(take(streamed(root, num_workers).train_dataloader(), total), uninterrupted)
 
 
+@pytest.mark.parametrize("in_memory", [False, True], ids=["streamed", "in memory"])
+def test_batches_can_leave_their_grids_unloaded_keeping_labels_and_order(root: Path, in_memory: bool) -> None:
+    def data_module() -> VoxelDataModule:
+        data = VoxelDataModule(source="shards", root=str(root), resolution=RESOLUTION, batch_size=BATCH,
+                               in_memory=in_memory, shuffle_buffer=8, seed=3, mirror=True)
+        data.setup()
+        return data
+
+    served = take(data_module().train_dataloader(), 6)
+    data = data_module()
+    batches = iter(data.train_dataloader())
+    got = [next(batches) for _ in range(2)]
+    data.want_grids(False)  # a latent GAN's code GAN: its reals are codes, the grids go unread
+    unloaded = [next(batches) for _ in range(2)]
+    data.want_grids(True)
+    got += [next(batches) for _ in range(2)]
+    for (grids, labels), (_, served_labels) in zip(unloaded, served[2:4], strict=True):
+        assert grids.shape == (BATCH, 1, 0, 0, 0) and torch.equal(labels, served_labels)
+    # wanted again, batch k's grids are what an uninterrupted stream serves at k, mirrored alike
+    assert_same_batches(got, served[:2] + served[4:])
+
+
 def grid_keys(batches: list) -> list[bytes]:
     """One key per shape of the batches (its bits and label), in order."""
     return [np.packbits(g.numpy()).tobytes() + bytes([int(label)]) for b in batches for g, label in zip(*b)]

@@ -24,11 +24,11 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from voxgan import augment as augmentations
 from voxgan.config import ConfigError, DataConfig
-from voxgan.data.grid import pack_grids, unpack_bits
+from voxgan.data.grid import pack_grids, unpack_bits, unwanted_grids
 from voxgan.io import atomic_write, error_summary
 
 if TYPE_CHECKING:
-    from voxgan.data.shards import ShardRows
+    from voxgan.data.shards import ShardRows, ShardStream
 
 _DATA = DataConfig()  # the keyword defaults of VoxelDataModule: the schema's (one home per default)
 
@@ -106,6 +106,7 @@ class EndlessBatches(IterableDataset):
         self.augment = BatchAugment(mirror, shift, seed, rank) if mirror or shift else None
         self.steps_per_epoch = len(data) // per_step
         self.start = 0
+        self.grids_wanted = True  # False: each batch's grids are left empty (labels only), see want_grids
         self._perm_epoch, self._perm = -1, torch.empty(0)
 
     def _permutation(self, epoch: int) -> torch.Tensor:
@@ -119,6 +120,8 @@ class EndlessBatches(IterableDataset):
         epoch, k = divmod(step, self.steps_per_epoch)
         lo = (k * self.world_size + self.rank) * self.batch_size
         index = self._permutation(epoch)[lo : lo + self.batch_size].to(self.data.packed.device)
+        if not self.grids_wanted:
+            return unwanted_grids(len(index), index.device), self.data.labels[index]
         grids = self.data.grids(index)
         if self.augment is not None:
             grids = self.augment(grids, step)
@@ -264,6 +267,7 @@ class VoxelDataModule(pl.LightningDataModule):
         self.train_set: PackedSet | None = None
         self.val_set: PackedSet | None = None
         self._start = 0
+        self._stream: EndlessBatches | ShardStream | None = None  # the training stream last built
         # The prepared dataset's manifest_sha256 (source=shards, known after setup): checkpoints record it
         # (``state_dict``), so a resume can tell a dataset prepared again into the same root.
         self.manifest_sha256: str | None = None
@@ -321,6 +325,15 @@ class VoxelDataModule(pl.LightningDataModule):
         """Make the training stream (built after this call) resume at global batch ``batch_index``."""
         self._start = batch_index
 
+    def want_grids(self, wanted: bool) -> None:
+        """Whether training batches carry their grids (the default) or only their labels, with empty grids:
+        a latent GAN's code GAN draws its reals from its code bank and leaves the loaded grids unread, whose
+        reading, unpacking and mirroring took a third of its time. Batch k's labels, and its grids when
+        wanted again, stay what they are (a function of the batch index alone), so resume is unchanged.
+        Read in the main process: DataLoader workers (``data.num_workers``) keep loading grids."""
+        if self._stream is not None:
+            self._stream.grids_wanted = wanted
+
     def train_dataloader(self) -> DataLoader:
         h = self.hparams
         trainer = self.trainer
@@ -341,6 +354,7 @@ class VoxelDataModule(pl.LightningDataModule):
                 endless=True,
                 transform=BatchAugment(h.mirror, h.shift, h.seed, rank) if h.mirror or h.shift else None,
             )
+            self._stream = stream
             return DataLoader(
                 stream, batch_size=None, num_workers=h.num_workers, persistent_workers=h.num_workers > 0
             )
@@ -349,4 +363,5 @@ class VoxelDataModule(pl.LightningDataModule):
             data = data.to(trainer.strategy.root_device)
         stream = EndlessBatches(data, h.batch_size, h.seed, rank, world, h.mirror, h.shift)
         stream.start = self._start
+        self._stream = stream
         return DataLoader(stream, batch_size=None, num_workers=0)

@@ -88,3 +88,8 @@ def unpack_bits(packed: torch.Tensor, resolution: int) -> torch.Tensor:
     shifts = torch.arange(7, -1, -1, device=packed.device, dtype=torch.uint8)
     bits = (packed.unsqueeze(-1) >> shifts) & 1
     return bits.reshape(packed.shape[0], 1, resolution, resolution, resolution)
+
+
+def unwanted_grids(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The grids of a training batch nobody reads (``VoxelDataModule.want_grids(False)``): (n, 1, 0, 0, 0)."""
+    return torch.empty(n, 1, 0, 0, 0, dtype=torch.uint8, device=device)

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from voxgan.data.grid import unwanted_grids
 from voxgan.io import atomic_write, error_summary, file_sha256
 
 MANIFEST = "manifest.json"
@@ -348,6 +349,7 @@ class ShardStream(IterableDataset):
         self.batch_size, self.shuffle, self.shuffle_buffer = batch_size, shuffle, shuffle_buffer
         self.seed, self.start, self.endless, self.transform = seed, start, endless, transform
         self._rank, self._world_size = rank, world_size
+        self.grids_wanted = True  # False: empty grids, labels only (VoxelDataModule.want_grids)
         self._order_epoch, self._order = -1, np.zeros(0, np.int64)
 
     @property
@@ -384,6 +386,8 @@ class ShardStream(IterableDataset):
         epoch, k = divmod(step, self.steps_per_epoch)
         lo = (k * world + rank) * self.batch_size
         items = self._epoch_order(epoch)[lo : lo + self.batch_size]
+        if not self.grids_wanted:
+            return unwanted_grids(len(items)), torch.from_numpy(self.rows.labels[items])
         bits = torch.from_numpy(np.unpackbits(self.rows.read(items), axis=1))
         grids = bits.view(len(items), 1, *(self.resolution,) * 3)
         if self.transform is not None:

@@ -14,8 +14,9 @@ fine-tunes it every ``voxel_d_every`` iterations (``decoder_step``). Samples are
 ``LatentGenerator``; until G has trained, none are drawn.
 
 A batch of stage 2 draws its codes from the bank with the batch's seed, so the loaded voxel batch serves
-only the voxel critic, as its reals; randomness comes from (seed, rank, batch index) as in the 3D-GAN, and
-a resumed run replays an uninterrupted one in either stage.
+only the decoder's fine-tune (without one, the data module leaves its grids unloaded); randomness comes
+from (seed, rank, batch index) as in the 3D-GAN, and a resumed run replays an uninterrupted one in either
+stage.
 """
 
 from __future__ import annotations
@@ -266,7 +267,10 @@ class AutoencoderGAN(GenerativeModule):
             return self.autoencoder_step(grids)
         if self.in_stage_one:
             self.encode_training_set()
-        n = self.trainer.datamodule.hparams.batch_size
+        data = self.trainer.datamodule
+        if not self.fine_tunes_decoder:  # the reals are bank codes: the loaded grids would go unread
+            data.want_grids(False)
+        n = data.hparams.batch_size
         real = self.codes[torch.randint(len(self.codes), (n,), device=self.codes.device)]
         outputs = self.adversarial_step(real)
         every = self.hparams.model["latent"]["voxel_d_every"]
