@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.resume import full_and_resumed
-from voxgan.cleanup import loose_voxels
+from voxgan.cleanup import bridged, loose_voxels
 from voxgan.metrics.fragments import fragment_stats
 from voxgan.training.checkpoint import load_checkpoint
 from voxgan.training.latent_module import kl_per_number
@@ -162,6 +162,21 @@ def test_loose_voxels_are_the_occupied_voxels_off_each_grids_largest_piece() -> 
     assert not loose[1].any() and not loose[2].any()
 
 
+def test_bridged_joins_pieces_cut_by_gaps_of_up_to_two_voxels_and_adds_nothing_else() -> None:
+    grids = torch.zeros(2, 1, 12, 12, 12, dtype=torch.bool)
+    grids[0, 0, 1:11, 5, 5] = True  # a leg, one voxel wide
+    grids[0, 0, 3, 5, 5] = grids[0, 0, 6:8, 5, 5] = False  # cut by a gap of one voxel and one of two
+    grids[0, 0, 1:3, 9, 9] = True  # a speck three empty voxels off: stays apart
+    grids[1, 0, 2:5, 2:5, 2:5] = True  # a solid block: unchanged (its border too)
+    grids[1, 0, 0:2, 0, 0] = True  # touching the grid's border
+    joined = bridged(grids)
+    assert joined.shape == grids.shape and joined.dtype == torch.bool
+    assert joined[0, 0, 1:11, 5, 5].all()  # one leg again
+    assert (joined & ~grids).sum() == 3 and not (grids & ~joined).any()
+    assert torch.equal(joined[1], grids[1])
+    assert loose_voxels(joined)[0].sum() == 2 and loose_voxels(grids)[0].sum() > 2
+
+
 def _speckling(decoder: torch.nn.Module, occupied: float = 0.1) -> None:
     """BatchNorm statistics of codes like a bank's (what stage 1 leaves), then eval mode, as the fine-tune
     runs; the last layer's bias lowered until ``occupied`` of the voxels are (a tenth: near the threshold
@@ -175,7 +190,7 @@ def _speckling(decoder: torch.nn.Module, occupied: float = 0.1) -> None:
         last.bias -= torch.quantile(decoder(torch.randn(32, 16)).flatten()[::7], 1 - occupied)
 
 
-@pytest.mark.parametrize("target", ["teacher", "teacher_loose", "clean", "loose"])
+@pytest.mark.parametrize("target", ["teacher", "teacher_loose", "teacher_bridged", "clean", "loose"])
 def test_the_pieces_term_is_the_cross_entropy_toward_the_largest_piece_and_reaches_only_the_decoder(
         make_cfg, target: str) -> None:
     module = build_module(make_cfg(*LATENT, *PIECES, f"model.latent.pieces_target={target}"))
@@ -209,14 +224,18 @@ def test_the_pieces_term_is_the_cross_entropy_toward_the_largest_piece_and_reach
     toward_empty = torch.nn.functional.softplus(logits)  # -log(1 - p)
     if target != "loose":  # the largest piece toward occupied (-log p, weighted 3), the rest toward empty
         shapes = teacher if taught else occupied
+        if target == "teacher_bridged":
+            shapes = bridged(shapes)
+            assert (shapes & ~teacher).any()  # gaps filled
         whole = shapes & ~loose_voxels(shapes)
         if taught:
             assert not torch.equal(whole, occupied & ~loose)
-        by_hand = torch.where(whole, 3 * (toward_empty - logits), toward_empty).mean()
-        if target == "teacher_loose":  # plus the teacher's loose voxels toward empty, their own mean
-            teacher_loose = loose_voxels(teacher)
-            assert teacher_loose.sum() > 0
-            by_hand = by_hand + toward_empty[teacher_loose].mean()
+        toward_full = toward_empty - logits  # -log p
+        by_hand = torch.where(whole, 3 * toward_full, toward_empty).mean()
+        if target in ("teacher_loose", "teacher_bridged"):  # plus what the clean-up changes, its own mean
+            changed = whole ^ teacher
+            assert changed.sum() > 0
+            by_hand = by_hand + torch.where(whole, toward_full, toward_empty)[changed].mean()
     else:
         by_hand = torch.where(loose, toward_empty, 0).mean()
     assert torch.isclose(losses["pieces"], by_hand)

@@ -19,7 +19,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from voxgan.data.grid import RESOLUTIONS
 
-PIECES_TARGETS = ("teacher", "teacher_loose", "clean", "loose")  # model.latent.pieces_target
+# model.latent.pieces_target
+PIECES_TARGETS = ("teacher", "teacher_loose", "teacher_bridged", "clean", "loose")
 
 
 @dataclass
@@ -57,7 +58,9 @@ class LatentConfig:
     # teacher: the largest 26-connected piece of the shape that stage 1's decoder (a frozen copy) makes of
     # the code, as the reconstruction's target (its weighted cross-entropy on every voxel); teacher_loose:
     # the same plus the teacher's loose voxels toward empty, averaged over those voxels alone (in teacher they
-    # are 1-3% of the shape and their pull drowns in the mean); clean: the same as teacher
+    # are 1-3% of the shape and their pull drowns in the mean); teacher_bridged: the same after closing gaps
+    # of up to two voxels in the teacher's shape (voxgan.cleanup.bridged), so broken legs join rather than
+    # go, every voxel the clean-up changes in its own mean; clean: the same as teacher
     # toward the largest piece of the decoder's own shape; loose: only the occupied voxels outside that
     # piece, toward empty. Screened, the last two feed on themselves: clean fills the grid, loose empties it
     pieces_target: str = "teacher"

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import Timer
 
-from voxgan.cleanup import loose_voxels
+from voxgan.cleanup import bridged, loose_voxels
 from voxgan.config import LatentConfig
 from voxgan.metrics.iou import OCCUPANCY_THRESHOLD
 from voxgan.models.autoencoder import LatentGenerator, VoxelEncoder, mlp
@@ -317,7 +317,9 @@ class AutoencoderGAN(GenerativeModule):
         ``pieces_target``, averaged over all their voxels: ``teacher``, the reconstruction's weighted
         cross-entropy toward the largest piece of the shape stage 1's frozen decoder makes of the code, as if
         it were a training shape; ``teacher_loose``, the same plus the teacher's loose voxels toward empty,
-        averaged over those voxels alone; ``clean``, the same toward the largest piece of the decoder's own
+        averaged over those voxels alone; ``teacher_bridged``, the same with the teacher's gaps of up to two
+        voxels closed first (``bridged``), each voxel the clean-up fills or empties in that second mean;
+        ``clean``, the same toward the largest piece of the decoder's own
         shape; ``loose``, only the occupied voxels outside that piece, toward empty. ``loose_share``: the
         share of the decoded voxels outside their shape's largest piece.
         ``decoder_loss``: the reconstruction plus the weighted terms, what the decoder steps on."""
@@ -349,12 +351,14 @@ class AutoencoderGAN(GenerativeModule):
                 losses["pieces"] = reconstruction_loss(logits, whole, latent["pos_weight"])
             else:
                 with torch.no_grad():
-                    shapes = self.decoder_teacher.eval()(between) >= 0
-                teacher_loose = loose_voxels(shapes)
-                pieces = reconstruction_loss(logits, (shapes & ~teacher_loose).float(), latent["pos_weight"])
-                if target == "teacher_loose":
-                    toward_empty = (F.softplus(logits) * teacher_loose).sum()
-                    pieces = pieces + toward_empty / teacher_loose.sum().clamp(min=1)
+                    raw = self.decoder_teacher.eval()(between) >= 0
+                    shapes = bridged(raw) if target == "teacher_bridged" else raw
+                    whole = (shapes & ~loose_voxels(shapes)).float()
+                pieces = reconstruction_loss(logits, whole, latent["pos_weight"])
+                if target != "teacher":  # the voxels the clean-up changes, in a mean of their own
+                    changed = whole.bool() ^ raw
+                    toward = F.binary_cross_entropy_with_logits(logits, whole, reduction="none")
+                    pieces = pieces + (toward * changed).sum() / changed.sum().clamp(min=1)
                 losses["pieces"] = pieces
             losses["loose_share"] = loose.sum() / occupied.sum().clamp(min=1)
             total = total + latent["pieces_weight"] * losses["pieces"]
