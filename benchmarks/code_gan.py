@@ -69,7 +69,7 @@ def time_stage_two(
 ) -> list[float]:
     """Seconds of each stage-2 iteration past ``warmup``, in a fit of AE_ITERATIONS + warmup + iterations."""
     data = [f"data.root={data_root}"] if data_root else [
-        "data=chair", "data.resolution=32", "data.num_shapes=256", "data.mirror=true", "paths.cache_dir=null",
+        "data=chair", "data.resolution=32", "data.num_shapes=64", "data.mirror=true", "paths.cache_dir=null",
     ]
     with tempfile.TemporaryDirectory() as out:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
