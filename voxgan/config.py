@@ -60,9 +60,9 @@ class LatentConfig:
     # the same plus the teacher's loose voxels toward empty, averaged over those voxels alone (in teacher they
     # are 1-3% of the shape and their pull drowns in the mean); teacher_bridged: the same after closing gaps
     # of up to two voxels in the teacher's shape (voxgan.cleanup.bridged), so broken legs join rather than
-    # go, every voxel the clean-up changes in its own mean; clean: the same as teacher
-    # toward the largest piece of the decoder's own shape; loose: only the occupied voxels outside that
-    # piece, toward empty. Screened, the last two feed on themselves: clean fills the grid, loose empties it
+    # go, every voxel the clean-up changes in its own mean; clean: the teacher target taken from the
+    # decoder's own shape; loose: only the occupied voxels outside that piece, toward empty. Screened, the
+    # last two feed on themselves: clean fills the grid, loose empties it
     pieces_target: str = "teacher"
     # the decoder's fine-tune in stage 2 (voxel_d_weight, pieces_weight): a step of the decoder (and of the
     # voxel critic) every this many code-GAN iterations, with Adam at voxel_d_lr

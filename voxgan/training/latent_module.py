@@ -319,9 +319,9 @@ class AutoencoderGAN(GenerativeModule):
         it were a training shape; ``teacher_loose``, the same plus the teacher's loose voxels toward empty,
         averaged over those voxels alone; ``teacher_bridged``, the same with the teacher's gaps of up to two
         voxels closed first (``bridged``), each voxel the clean-up fills or empties in that second mean;
-        ``clean``, the same toward the largest piece of the decoder's own
-        shape; ``loose``, only the occupied voxels outside that piece, toward empty. ``loose_share``: the
-        share of the decoded voxels outside their shape's largest piece.
+        ``clean``, the ``teacher`` target taken from the decoder's own shape; ``loose``, only the occupied
+        voxels outside that piece, toward empty. ``loose_share``: the share of the decoded voxels outside
+        their shape's largest piece.
         ``decoder_loss``: the reconstruction plus the weighted terms, what the decoder steps on."""
         latent = self.hparams.model["latent"]
         n = len(grids)
@@ -353,11 +353,12 @@ class AutoencoderGAN(GenerativeModule):
                 with torch.no_grad():
                     raw = self.decoder_teacher.eval()(between) >= 0
                     shapes = bridged(raw) if target == "teacher_bridged" else raw
-                    whole = (shapes & ~loose_voxels(shapes)).float()
-                pieces = reconstruction_loss(logits, whole, latent["pos_weight"])
+                    whole = shapes & ~loose_voxels(shapes)
+                goal = whole.float()
+                pieces = reconstruction_loss(logits, goal, latent["pos_weight"])
                 if target != "teacher":  # the voxels the clean-up changes, in a mean of their own
-                    changed = whole.bool() ^ raw
-                    toward = F.binary_cross_entropy_with_logits(logits, whole, reduction="none")
+                    changed = whole ^ raw
+                    toward = F.binary_cross_entropy_with_logits(logits, goal, reduction="none")
                     pieces = pieces + (toward * changed).sum() / changed.sum().clamp(min=1)
                 losses["pieces"] = pieces
             losses["loose_share"] = loose.sum() / occupied.sum().clamp(min=1)
